@@ -1,0 +1,62 @@
+# VIS: `make demo` runs the pipeline on the built-in sample, `make test` runs the tests.
+# Both bootstrap .venv themselves on a fresh machine. `make` alone lists the targets.
+.DEFAULT_GOAL := help
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+VENV := .venv
+PY := $(VENV)/bin/python
+# torch first, pinned: pip takes the CPU machines' local wheels; elsewhere it downloads this release.
+TORCH := torch==2.14.1 torchvision==0.29.1
+# Stage commands call `python`, `dvc`, `visapp`: the ones in .venv.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export YOLO_OFFLINE := true
+
+.PHONY: help install demo test test-fast lint format params sample clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@# Ultralytics requires opencv-python (GUI build); servers and Docker want the headless one. Both
+	@# install into cv2/, so drop the GUI one and reinstall headless over what it left.
+	$(PY) -m pip uninstall --quiet -y opencv-python
+	$(PY) -m pip install --quiet --force-reinstall --no-deps \
+	  "opencv-python-headless==$$($(PY) -c 'import importlib.metadata as m; print(m.version("opencv-python-headless"))')"
+	$(PY) -c 'import cv2, torch, ultralytics, dvc, mlflow; print("cv2", cv2.__version__, "torch", torch.__version__)'
+	touch $@
+
+install: $(VENV)/.installed ## Create .venv with the package, its tools and the test dependencies
+
+sample: install ## Write the built-in sample dataset into data/raw (if absent) and track it with DVC
+	@if [ ! -d data/raw ]; then visapp sample --out data/raw; fi
+	dvc add --quiet data/raw
+
+demo: sample ## Set everything up and run the pipeline on the sample dataset
+	dvc repro
+	dvc status
+	dvc metrics show
+
+test: install ## Set everything up and run the whole test suite
+	pytest
+
+test-fast: install ## Run the tests that need no training, DVC run or server
+	pytest -m "not slow"
+
+lint: install ## ruff lint + format check
+	ruff check .
+	ruff format --check .
+
+format: install ## Apply ruff's fixes and formatting
+	ruff check --fix .
+	ruff format .
+
+params: install ## Recompose params.yaml from conf/ (as `dvc exp run` does; `dvc repro` does not)
+	python -c 'from visapp.config import compose_params_yaml; open("params.yaml", "w").write(compose_params_yaml())'
+
+clean: ## Remove caches and training scratch (not data, not .venv)
+	rm -rf .pytest_cache .ruff_cache .hypothesis .cache
