@@ -1,0 +1,165 @@
+"""The data pipeline through real git + DVC: validate -> convert -> metadata on the built-in sample."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+DATA_STAGES = ["validate", "convert", "metadata"]
+DATA_OUTPUTS = ["data/validated", "data/yolo", "data/metadata"]
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """{relative path: sha256} of every file under root."""
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def outputs_digest(project_root: Path) -> dict[str, str]:
+    digest = {}
+    for out in DATA_OUTPUTS:
+        digest.update({f"{out}/{k}": v for k, v in tree_digest(project_root / out).items()})
+    return digest
+
+
+@pytest.fixture
+def sample_project(make_project):
+    """A project whose data/raw is a small built-in sample, `dvc add`ed and committed."""
+    project = make_project()
+    project.run("visapp", "sample", "--out", "data/raw", "--images", "24")
+    project.run("dvc", "add", "-q", "data/raw")
+    project.commit("sample data")
+    return project
+
+
+@pytest.mark.slow
+def test_repro_runs_data_stages_then_nothing_and_status_is_clean(sample_project):
+    first = sample_project.run("dvc", "repro", "metadata")
+    for stage in DATA_STAGES:
+        assert f"Running stage '{stage}'" in first.stdout
+    second = sample_project.run("dvc", "repro", "metadata")
+    assert "Running stage" not in second.stdout
+    status = sample_project.run("dvc", "status", "metadata")
+    assert "up to date" in status.stdout
+    # No stage wrote into another stage's outputs, and nothing outside them: git sees no change but dvc.lock.
+    git = sample_project.run("git", "status", "--porcelain")
+    assert {line[3:] for line in git.stdout.splitlines()} <= {"dvc.lock", "data/.gitignore"}
+
+
+@pytest.mark.slow
+def test_forced_repro_gives_byte_identical_outputs(sample_project):
+    sample_project.run("dvc", "repro", "metadata")
+    before = outputs_digest(sample_project.root)
+    assert any(k.endswith("manifest.jsonl") for k in before)
+    assert any(k.endswith("dataset_metadata.json") for k in before)
+    assert any(k.endswith(".png") for k in before)
+    sample_project.run("dvc", "repro", "-f", "metadata")
+    assert outputs_digest(sample_project.root) == before
+
+
+def _break_samples(raw: Path) -> set[str]:
+    """Corrupt two samples of a sample dataset; returns the image stems that must be rejected."""
+    images = sorted((raw / "JPEGImages").glob("*.jpg"))
+    truncated, unknown = images[0], images[1]
+    truncated.write_bytes(truncated.read_bytes()[:-200])  # JPEG without its end marker
+    xml = raw / "Annotations" / f"{unknown.stem}.xml"
+    xml.write_text(xml.read_text().replace("<name>", "<name>zebra_", 1))  # a class not in data.classes
+    return {truncated.stem, unknown.stem}
+
+
+@pytest.mark.slow
+def test_on_error_skip_sends_exactly_the_good_samples_to_yolo(sample_project):
+    raw = sample_project.root / "data/raw"
+    bad = _break_samples(raw)
+    sample_project.run("dvc", "add", "-q", "data/raw")
+    sample_project.set_params("data.on_error=skip")
+    sample_project.run("dvc", "repro", "convert")
+
+    report = json.loads((sample_project.root / "data/validated/report.json").read_text())
+    assert report["rejected"] == 2
+    assert {"image_truncated", "class_unknown"} <= set(report["by_code"])
+    listed = set()
+    for split_list in (sample_project.root / "data/yolo").glob("*.txt"):
+        listed |= {Path(line).stem for line in split_list.read_text().splitlines()}
+    all_images = {p.stem for p in (raw / "JPEGImages").iterdir()}
+    assert listed == all_images - bad
+    labels = {p.stem for p in (sample_project.root / "data/yolo/labels").rglob("*.txt")}
+    assert labels == all_images - bad
+
+
+@pytest.mark.slow
+def test_on_error_fail_exits_non_zero_after_writing_the_report(sample_project):
+    _break_samples(sample_project.root / "data/raw")
+    sample_project.run("dvc", "add", "-q", "data/raw")
+    proc = sample_project.run("dvc", "repro", "validate", check=False)
+    assert proc.returncode != 0
+    report = json.loads((sample_project.root / "data/validated/report.json").read_text())
+    assert report["rejected"] == 2
+    assert "image_truncated" in proc.stdout + proc.stderr  # the summary names the problems
+    assert not (sample_project.root / "data/yolo").exists()
+
+
+_IMPORT_PROBE = """
+import runpy, sys
+sys.argv = [{script!r}]
+try:
+    runpy.run_path({script!r}, run_name="__main__")
+except SystemExit as exc:
+    assert not exc.code, f"stage exited {{exc.code}}"
+heavy = sorted(m for m in ("torch", "ultralytics", "cv2", "mlflow") if m in sys.modules)
+print("HEAVY=" + ",".join(heavy))
+"""
+
+
+@pytest.mark.slow
+def test_data_stages_import_neither_torch_nor_ultralytics(sample_project):
+    for stage in DATA_STAGES:
+        probe = _IMPORT_PROBE.format(script=f"stages/{stage}.py")
+        proc = sample_project.run(sys.executable, "-c", probe)
+        assert "HEAVY=\n" in proc.stdout, f"{stage} imported {proc.stdout.split('HEAVY=')[-1]}"
+
+
+def test_params_yaml_equals_the_composition_of_conf():
+    """params.yaml is what `dvc exp run` would compose from conf/ (run `make params` after editing conf/)."""
+    from visapp.config import compose_params_yaml
+
+    assert (REPO_ROOT / "params.yaml").read_text() == compose_params_yaml(REPO_ROOT / "conf")
+
+
+def test_params_yaml_loads_into_the_typed_schema():
+    from visapp.config import load_params
+
+    params = load_params(REPO_ROOT / "params.yaml")
+    assert params.data.classes and params.paths.raw == "data/raw"
+
+
+def test_a_misspelt_or_mistyped_param_names_its_key(tmp_path):
+    from visapp.config import ConfigError, load_params
+
+    with pytest.raises(ConfigError, match="epochz"):
+        load_params(REPO_ROOT / "params.yaml", ["train.epochz=3"])
+    with pytest.raises(ConfigError, match="train.epochs"):
+        load_params(REPO_ROOT / "params.yaml", ["train.epochs=many"])
+    with pytest.raises(ConfigError, match="on_error"):
+        load_params(REPO_ROOT / "params.yaml", ["data.on_error=ignore"])
+
+
+def test_stage_reports_a_bad_param_without_a_traceback(make_project):
+    project = make_project()
+    project.set_params("data.on_error=ignore")
+    proc = subprocess.run(
+        [sys.executable, "stages/validate.py"], cwd=project.root, capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert "data.on_error" in proc.stderr
+    assert "Traceback" not in proc.stderr
