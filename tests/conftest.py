@@ -101,3 +101,99 @@ def make_project(tmp_path: Path):
         return project
 
     return factory
+
+
+# --- S3: moto's server mode on loopback, a real S3 endpoint for DVC (as DVC's own tests use) ---------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class S3Server:
+    """A `moto_server` subprocess: an S3 endpoint on 127.0.0.1 that a test can stop."""
+
+    endpoint: str
+    proc: subprocess.Popen
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+    def create_bucket(self, name: str) -> None:
+        import boto3
+
+        boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+
+    def attach(self, project: Project, bucket: str, prefix: str = "dvc") -> str:
+        """Create `bucket` and make it the project's default remote `storage`, as a user would (README)."""
+        self.create_bucket(bucket)
+        url = f"s3://{bucket}/{prefix}"
+        project.run("dvc", "remote", "add", "-f", "-d", "storage", url)
+        project.run("dvc", "remote", "modify", "--local", "storage", "endpointurl", self.endpoint)
+        return url
+
+
+def start_s3_server(log_dir: Path) -> S3Server:
+    import time
+    import urllib.request
+
+    port = free_port()
+    log = (log_dir / f"moto-{port}.log").open("wb")
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2).close()
+            return S3Server(endpoint, proc)
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"moto_server did not start on {endpoint}: see {log.name}")
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def s3_env(tmp_path_factory: pytest.TempPathFactory):
+    """Fake credentials (moto accepts any) and empty ~/.aws files: nothing can reach a real account."""
+    aws_files = tmp_path_factory.mktemp("aws")
+    for name in ("config", "credentials"):
+        (aws_files / name).write_text("")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+    mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    mp.setenv("AWS_CONFIG_FILE", str(aws_files / "config"))
+    mp.setenv("AWS_SHARED_CREDENTIALS_FILE", str(aws_files / "credentials"))
+    mp.delenv("AWS_PROFILE", raising=False)
+    mp.delenv("AWS_SESSION_TOKEN", raising=False)
+    # botocore retries a refused connection with back-off (~10 s a call); one attempt keeps the
+    # "server stopped" tests quick and changes nothing while the server answers.
+    mp.setenv("AWS_MAX_ATTEMPTS", "1")
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def s3_server(s3_env, tmp_path_factory: pytest.TempPathFactory):
+    """One moto S3 server for the session; tests use their own bucket (S3Server.attach)."""
+    server = start_s3_server(tmp_path_factory.mktemp("moto"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_s3_server(s3_env, tmp_path: Path):
+    """A moto S3 server for one test, which the test may stop."""
+    server = start_s3_server(tmp_path)
+    yield server
+    server.stop()

@@ -1,0 +1,151 @@
+"""Image bytes -> `ImageInfo` (true format, stored size, EXIF orientation), or an `ImageError` saying why not.
+
+The format comes from the magic bytes, never the file name (real datasets hold PNG files named `.jpg`).
+Every image is decoded in full, so that a file Ultralytics (or OpenCV) would choke on is rejected here first.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from dataclasses import dataclass
+
+# Pillow's names for the formats we accept; `Image.open(formats=...)` is restricted to the sniffed one.
+_PIL_FORMATS = {"jpeg": "JPEG", "png": "PNG", "bmp": "BMP", "webp": "WEBP"}
+_JPEG_END = b"\xff\xd9"
+_PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC: libpng (OpenCV) fails a PNG without it
+_ORIENTATION_TAG = 0x0112
+# Formats a person may reasonably hand us that we do not accept: named in the message.
+_OTHER_MAGIC = {b"GIF8": "GIF", b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"%PDF": "PDF", b"<?xm": "XML", b"<ann": "XML"}
+
+
+class ImageError(ValueError):
+    """An image that cannot be used: `code` is `image_unreadable` or `image_truncated`."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What validation needs to know about an image. width/height are the stored pixels, before EXIF."""
+
+    format: str  # "jpeg" | "png" | "bmp" | "webp"
+    width: int
+    height: int
+    orientation: int  # valid EXIF orientation 1..8; 1 when absent or invalid
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The image format from the first bytes of a file (12 are enough), or None when it is none of ours."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"BM"):
+        return "bmp"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+def _describe_unknown(data: bytes) -> str:
+    for magic, name in _OTHER_MAGIC.items():
+        if data.startswith(magic):
+            return f"a {name} file, not a JPEG, PNG, BMP or WebP image"
+    return f"not a JPEG, PNG, BMP or WebP image (starts with {data[:8].hex(' ')})"
+
+
+def _orientation(image: object) -> int:
+    """EXIF orientation 1..8, or 1 for a missing, invalid or unparsable tag (valid input, not an issue)."""
+    try:
+        value = image.getexif().get(_ORIENTATION_TAG)  # type: ignore[attr-defined]
+    except Exception:  # broken EXIF comes in endless shapes (struct, value, key, syntax errors)
+        return 1
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 8:
+        return value
+    return 1
+
+
+def _exc_text(exc: Exception) -> str:
+    """The exception's message without object addresses (`<_io.BytesIO object at 0x7f..>`): reports are stable."""
+    return re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", str(exc)).strip() or type(exc).__name__
+
+
+def _truncation(fmt: str, data: bytes) -> str | None:
+    """Why a file is cut short, judged from its container before decoding; None when it looks whole."""
+    if fmt == "jpeg" and not data.endswith(_JPEG_END):
+        return "JPEG does not end with its end marker (FFD9): the file is cut short"
+    if fmt == "png" and data.rfind(_PNG_END) < 0:
+        return "PNG has no IEND chunk: the file is cut short"
+    if fmt == "webp" and len(data) < 8 + int.from_bytes(data[4:8], "little"):
+        return f"WebP holds {len(data)} bytes but its RIFF header announces {8 + int.from_bytes(data[4:8], 'little')}"
+    return None
+
+
+def _decode_error(fmt: str, exc: Exception) -> ImageError:
+    text = _exc_text(exc)
+    if "truncated" in text.lower():
+        return ImageError("image_truncated", f"{fmt.upper()} data ends early ({text}): re-export or re-download it")
+    return ImageError("image_unreadable", f"{fmt.upper()} fails to decode ({text}): re-export it or remove it")
+
+
+def inspect_image(data: bytes) -> ImageInfo:
+    """Identify and fully decode one image.
+
+    Args:
+        data: the whole file's bytes.
+
+    Returns:
+        The true format, the stored size (before EXIF rotation) and the EXIF orientation.
+
+    Raises:
+        ImageError: `image_unreadable` (empty, not an image, fails to decode) or `image_truncated` (decodes only
+            partly; a JPEG that does not end with its end marker FFD9, which Ultralytics would rewrite in place).
+    """
+    if not data:
+        raise ImageError("image_unreadable", "empty file (0 bytes): replace it with the real image or remove it")
+    fmt = sniff_format(data[:12])
+    if fmt is None:
+        raise ImageError("image_unreadable", _describe_unknown(data))
+    truncation = _truncation(fmt, data)
+    if truncation:
+        # Checked before decoding: Ultralytics rewrites such a JPEG in place, and libpng refuses such a PNG.
+        raise ImageError("image_truncated", f"{truncation}; re-export or re-download it")
+    # Pillow warns about corrupt EXIF and large images; the outcome is what counts, not the noise.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _decode(data, fmt)
+
+
+def _decode(data: bytes, fmt: str) -> ImageInfo:
+    from PIL import Image, ImageFile
+
+    try:
+        image = Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[fmt]])
+    except Image.UnidentifiedImageError:
+        raise ImageError("image_unreadable", f"{fmt.upper()} header is not valid: re-export it") from None
+    except Exception as exc:  # Pillow raises many types for a broken header (and DecompressionBombError)
+        raise ImageError("image_unreadable", f"{fmt.upper()} header cannot be read ({_exc_text(exc)})") from None
+    with image:
+        # Decoding must fail on missing data, whatever another library set this global to.
+        saved = ImageFile.LOAD_TRUNCATED_IMAGES
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        try:
+            image.load()
+        except Exception as exc:
+            raise _decode_error(fmt, exc) from None
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = saved
+        width, height = image.size
+        if width <= 0 or height <= 0:
+            raise ImageError("image_unreadable", f"{fmt.upper()} has no pixels ({width}x{height})")
+        return ImageInfo(format=fmt, width=width, height=height, orientation=_orientation(image))
+
+
+def displayed_size(width: int, height: int, orientation: int) -> tuple[int, int]:
+    """The size after EXIF rotation: orientations 5..8 turn the image a quarter, swapping width and height."""
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)

@@ -1,0 +1,430 @@
+"""manifest.jsonl + data/yolo (+ `<raw_dir>.dvc`) -> data/metadata/dataset_metadata.json and PNG figures.
+
+What is counted is what training sees: the images named in the YOLO split lists (`{split}.txt`) and the
+lines of their label files (`labels/{split}/{id}.txt`). Objects that convert left out (difficult ones, by
+default) are not counted; an image whose label file is empty is a background image.
+
+Frame: sizes are those of the frame training sees, i.e. after the EXIF orientation is applied (the frame the
+YOLO labels are normalised by): the manifest's stored `width`/`height`, swapped for orientations 5 to 8.
+
+Statistics (per split and `overall`):
+- `image_width` / `image_height`: min, median, max in pixels; `resolutions`: {"WxH": images}.
+- `box_width` / `box_height`: quantiles p0, p5, p25, p50, p75, p95, p100 of the relative (0..1) box sizes
+  of the label lines, linear interpolation (numpy's default); null when there are no objects.
+- `box_size_coco`: COCO's buckets on the pixel area `w*W * h*H` in the displayed frame: small < 32², medium
+  < 96², large otherwise. The area is rounded to 6 decimals first, so that float noise does not move a box
+  that sits exactly on a threshold.
+All floats are rounded to 6 decimals.
+
+Fingerprint recipe (recompute it with nothing but the files):
+
+    files = sorted([image path relative to raw_dir (POSIX), sha256 hex of the image bytes]
+                   for every image in the split lists
+                   + [label path relative to yolo_dir (POSIX), sha256 hex of the label file bytes]
+                   for the label file of every such image)
+    payload = {"classes": [{"id": 0, "name": "circle"}, ...], "files": files}
+    fingerprint = sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+The image hashes are taken from the manifest (validate hashed the bytes it decoded, and the metadata stage
+depends on data/raw, so a changed image reruns validate first); label files are hashed here. A label path
+includes its split folder, so moving an image to another split changes the fingerprint.
+
+`raw_dvc_hash` is the `md5` that `dvc add` recorded in `<raw_dir>.dvc` (e.g. "3f2a....dir"), as written by
+DVC, so it can be looked up in the DVC cache or remote; null when raw_dir is not tracked by a .dvc file.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import os
+import statistics
+from array import array
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from visapp.errors import VisError
+from visapp.fsio import atomic_path, write_json
+
+METADATA_FILE = "dataset_metadata.json"
+SPLITS = ("train", "val", "test")
+QUANTILES = {"p0": 0.0, "p5": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95, "p100": 1.0}
+COCO_SMALL_MAX_AREA = 32**2  # area < this: small
+COCO_MEDIUM_MAX_AREA = 96**2  # area < this: medium, else large
+SAMPLE_GRID_SIZE = 12
+ROTATED_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF orientations that swap width and height
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One manifest row, reduced to what metadata needs; width/height are of the displayed frame."""
+
+    id: str
+    image: str
+    sha256: str
+    width: int
+    height: int
+    orientation: int
+
+
+@dataclass(frozen=True)
+class Box:
+    """One YOLO label line: class id and the normalised centre and size."""
+
+    class_id: int
+    cx: float
+    cy: float
+    w: float
+    h: float
+
+
+@dataclass(frozen=True)
+class Sample:
+    """An image picked for the sample grid, with the converted boxes drawn back onto it."""
+
+    split: str
+    record: ImageRecord
+    image_path: Path
+    boxes: tuple[Box, ...]
+
+
+def displayed_size(width: int, height: int, orientation: int) -> tuple[int, int]:
+    """The (width, height) training sees once the EXIF orientation is applied."""
+    return (height, width) if orientation in ROTATED_ORIENTATIONS else (width, height)
+
+
+def coco_bucket(area_px: float) -> str:
+    """COCO's size bucket for a box of this pixel area."""
+    area_px = round(area_px, 6)
+    if area_px < COCO_SMALL_MAX_AREA:
+        return "small"
+    if area_px < COCO_MEDIUM_MAX_AREA:
+        return "medium"
+    return "large"
+
+
+def fingerprint(classes: list[str], files: list[tuple[str, str]]) -> str:
+    """SHA-256 over the class list and the sorted (relative path, sha256) pairs: see the module docstring."""
+    payload = {
+        "classes": [{"id": i, "name": name} for i, name in enumerate(classes)],
+        "files": sorted([path, digest] for path, digest in files),
+    }
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def read_raw_dvc_hash(raw_dir: Path) -> str | None:
+    """The md5 `dvc add` recorded for raw_dir in `<raw_dir>.dvc`, or None when that file does not exist.
+
+    The .dvc file is small YAML with a stable schema (`outs: [{md5: ..., path: ...}]`); reading it with
+    yaml.safe_load avoids importing DVC (seconds) in a stage that should start in about one.
+    """
+    raw_abs = Path(os.path.normpath(raw_dir.absolute()))
+    dvc_file = raw_abs.with_name(raw_abs.name + ".dvc")
+    if not dvc_file.is_file():
+        return None
+    try:
+        data = yaml.safe_load(dvc_file.read_text(encoding="utf-8"))
+        outs = data["outs"]
+        out = next((o for o in outs if Path(str(o.get("path", ""))).name == raw_abs.name), outs[0])
+        md5 = out["md5"]
+    except (yaml.YAMLError, KeyError, IndexError, TypeError, AttributeError, OSError):
+        raise VisError(
+            f"cannot read the md5 of {raw_dir} from {dvc_file}: it is not a file `dvc add` wrote; "
+            f"run `dvc add {raw_dir}` again"
+        ) from None
+    if not isinstance(md5, str) or not md5:
+        raise VisError(f"{dvc_file} records no md5 for {raw_dir}; run `dvc add {raw_dir}` again")
+    return md5
+
+
+def read_manifest(manifest_path: Path) -> dict[str, ImageRecord]:
+    """Stream manifest.jsonl into {image path relative to raw_dir: ImageRecord} (objects are not kept)."""
+    if not manifest_path.is_file():
+        raise VisError(f"{manifest_path} does not exist; run the validate stage first (`dvc repro validate`)")
+    records: dict[str, ImageRecord] = {}
+    with manifest_path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                orientation = int(row.get("orientation") or 1)
+                width, height = displayed_size(int(row["width"]), int(row["height"]), orientation)
+                record = ImageRecord(str(row["id"]), str(row["image"]), str(row["sha256"]), width, height, orientation)
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise VisError(
+                    f"{manifest_path}:{number}: not a manifest row ({exc}); rerun the validate stage"
+                ) from None
+            records[record.image] = record
+    return records
+
+
+def read_split_names(yolo_dir: Path) -> list[str]:
+    """The splits data.yaml declares (train, val and test when used), in that order."""
+    data_yaml = yolo_dir / "data.yaml"
+    if not data_yaml.is_file():
+        raise VisError(f"{data_yaml} does not exist; run the convert stage first (`dvc repro convert`)")
+    data = _load_data_yaml(data_yaml)
+    return [split for split in SPLITS if data.get(split)]
+
+
+def read_yolo_names(yolo_dir: Path) -> list[str]:
+    """The class names of data.yaml, in id order."""
+    data_yaml = yolo_dir / "data.yaml"
+    names = _load_data_yaml(data_yaml).get("names") or {}
+    if isinstance(names, list):
+        return [str(n) for n in names]
+    try:
+        return [str(names[i]) for i in sorted(int(k) for k in names)]
+    except (ValueError, KeyError, TypeError):
+        raise VisError(f"{data_yaml}: `names` is not a list or an id -> name map; rerun the convert stage") from None
+
+
+def _load_data_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise VisError(f"cannot read {path}: {exc}; rerun the convert stage") from None
+    if not isinstance(data, dict):
+        raise VisError(f"{path} is not a mapping; rerun the convert stage")
+    return data
+
+
+def read_split_list(yolo_dir: Path, raw_dir: Path, split: str) -> list[str]:
+    """The images of one split list, as paths relative to raw_dir (POSIX), sorted."""
+    list_path = yolo_dir / f"{split}.txt"
+    if not list_path.is_file():
+        raise VisError(f"{list_path} does not exist but data.yaml names it; rerun the convert stage")
+    # normpath, not resolve(): data/raw may hold symlinks into the DVC cache, which resolve() would follow.
+    yolo_abs = Path(os.path.normpath(yolo_dir.absolute()))
+    raw_abs = Path(os.path.normpath(raw_dir.absolute()))
+    images = []
+    for line in list_path.read_text(encoding="utf-8").splitlines():
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        image_abs = Path(os.path.normpath(yolo_abs / entry))
+        try:
+            images.append(image_abs.relative_to(raw_abs).as_posix())
+        except ValueError:
+            raise VisError(f"{list_path}: {entry} is not inside {raw_dir}; rerun the convert stage") from None
+    return sorted(images)
+
+
+def parse_label(data: bytes, path: Path, n_classes: int) -> list[Box]:
+    """Parse one YOLO label file (`class cx cy w h` per line)."""
+    boxes = []
+    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            if len(parts) != 5:
+                raise ValueError("expected 5 fields")
+            box = Box(int(parts[0]), *(float(p) for p in parts[1:]))
+        except ValueError as exc:
+            raise VisError(f"{path}:{number}: not a YOLO label line ({exc}); rerun the convert stage") from None
+        if not 0 <= box.class_id < n_classes:
+            raise VisError(
+                f"{path}:{number}: class id {box.class_id} is not one of the {n_classes} classes; "
+                "data.classes changed since convert ran: rerun it"
+            )
+        boxes.append(box)
+    return boxes
+
+
+@dataclass
+class SplitStats:
+    """Running statistics of one split (or of all), fed one image at a time; arrays keep memory small."""
+
+    n_classes: int
+    images: int = 0
+    background_images: int = 0
+    objects_per_class: list[int] = field(default_factory=list)
+    images_per_class: list[int] = field(default_factory=list)
+    widths: array = field(default_factory=lambda: array("q"))
+    heights: array = field(default_factory=lambda: array("q"))
+    resolutions: Counter = field(default_factory=Counter)
+    box_w: array = field(default_factory=lambda: array("d"))
+    box_h: array = field(default_factory=lambda: array("d"))
+    coco: Counter = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        self.objects_per_class = [0] * self.n_classes
+        self.images_per_class = [0] * self.n_classes
+
+    def add(self, record: ImageRecord, boxes: list[Box]) -> None:
+        self.images += 1
+        self.widths.append(record.width)
+        self.heights.append(record.height)
+        self.resolutions[f"{record.width}x{record.height}"] += 1
+        if not boxes:
+            self.background_images += 1
+        for class_id in {b.class_id for b in boxes}:
+            self.images_per_class[class_id] += 1
+        for box in boxes:
+            self.objects_per_class[box.class_id] += 1
+            self.box_w.append(box.w)
+            self.box_h.append(box.h)
+            self.coco[coco_bucket(box.w * record.width * box.h * record.height)] += 1
+
+    def to_dict(self, classes: list[str]) -> dict[str, Any]:
+        return {
+            "images": self.images,
+            "objects": sum(self.objects_per_class),
+            "objects_per_class": dict(zip(classes, self.objects_per_class, strict=True)),
+            "images_per_class": dict(zip(classes, self.images_per_class, strict=True)),
+            "background_images": self.background_images,
+            "image_width": _min_median_max(self.widths),
+            "image_height": _min_median_max(self.heights),
+            "resolutions": dict(sorted(self.resolutions.items())),
+            "box_width": _quantiles(self.box_w),
+            "box_height": _quantiles(self.box_h),
+            "box_size_coco": {name: self.coco[name] for name in ("small", "medium", "large")},
+        }
+
+
+def _min_median_max(values: array) -> dict[str, int | float | None]:
+    if not values:
+        return {"min": None, "median": None, "max": None}
+    return {"min": min(values), "median": round(float(statistics.median(values)), 6), "max": max(values)}
+
+
+def _quantiles(values: array) -> dict[str, float | None]:
+    if not values:
+        return dict.fromkeys(QUANTILES)
+    import numpy as np
+
+    found = np.quantile(np.frombuffer(values, dtype=np.float64), list(QUANTILES.values()))
+    return {name: round(float(q), 6) for name, q in zip(QUANTILES, found, strict=True)}
+
+
+@dataclass
+class _SamplePicker:
+    """Keeps the first images (by split order, then id) holding each class, and the first EXIF-rotated ones.
+
+    Rotated images are where a conversion goes wrong most easily, so they get a queue of their own.
+    Memory is bounded: at most `per_queue` samples per queue.
+    """
+
+    n_classes: int
+    per_queue: int = SAMPLE_GRID_SIZE
+    queues: list[list[tuple[tuple[int, str], Sample]]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.queues = [[] for _ in range(self.n_classes + 1)]  # [rotated, class 0, class 1, ...]
+
+    def offer(self, order: tuple[int, str], sample: Sample) -> None:
+        keys = {b.class_id + 1 for b in sample.boxes}
+        if sample.record.orientation != 1:
+            keys.add(0)
+        for key in keys:
+            kept = self.queues[key]
+            if len(kept) < self.per_queue or order < kept[-1][0]:
+                bisect.insort(kept, (order, sample), key=lambda item: item[0])
+                del kept[self.per_queue :]
+
+    def pick(self, count: int = SAMPLE_GRID_SIZE) -> list[Sample]:
+        """Round robin over the queues, so that every class (and rotation) shows up when there is room."""
+        picked: list[Sample] = []
+        seen: set[tuple[int, str]] = set()
+        queues = [list(kept) for kept in self.queues]
+        while len(picked) < count and any(queues):
+            for queue in queues:
+                while queue and queue[0][0] in seen:
+                    queue.pop(0)
+                if queue and len(picked) < count:
+                    order, sample = queue.pop(0)
+                    seen.add(order)
+                    picked.append(sample)
+        return picked
+
+
+def _iter_split(
+    records: dict[str, ImageRecord], yolo_dir: Path, raw_dir: Path, split: str
+) -> Iterator[tuple[ImageRecord, Path, bytes]]:
+    """(record, label path, label bytes) for each image of a split list, one at a time."""
+    for image in read_split_list(yolo_dir, raw_dir, split):
+        record = records.get(image)
+        if record is None:
+            raise VisError(
+                f"{yolo_dir / (split + '.txt')} names {image}, which the manifest does not hold; "
+                "rerun the convert stage"
+            )
+        label_path = yolo_dir / "labels" / split / f"{record.id}.txt"
+        try:
+            data = label_path.read_bytes()
+        except FileNotFoundError:
+            raise VisError(f"{label_path} is missing for {image}; rerun the convert stage") from None
+        yield record, label_path, data
+
+
+def build_metadata(
+    manifest_path: Path, yolo_dir: Path, raw_dir: Path, out_dir: Path, classes: list[str]
+) -> dict[str, Any]:
+    """Compute dataset_metadata.json and the figures, and write them into out_dir atomically.
+
+    Args:
+        manifest_path: validate's manifest.jsonl (image sizes, orientations and hashes).
+        yolo_dir: convert's output (data.yaml, {split}.txt, labels/{split}/{id}.txt).
+        raw_dir: the VOC dataset the split lists point into.
+        out_dir: replaced as a whole: dataset_metadata.json, class_distribution.png, box_sizes.png, samples.png.
+        classes: data.classes; must match data.yaml's names. Empty: take data.yaml's names.
+
+    Returns:
+        The metadata written to dataset_metadata.json.
+    """
+    from visapp import figures
+
+    manifest_path, yolo_dir, raw_dir, out_dir = map(Path, (manifest_path, yolo_dir, raw_dir, out_dir))
+    records = read_manifest(manifest_path)
+    splits = read_split_names(yolo_dir)
+    yolo_names = read_yolo_names(yolo_dir)
+    classes = list(classes) or yolo_names
+    if yolo_names != classes:
+        raise VisError(
+            f"{yolo_dir / 'data.yaml'} names the classes {yolo_names}, but data.classes is {classes}; "
+            "rerun the convert stage"
+        )
+
+    n_classes = len(classes)
+    overall = SplitStats(n_classes)
+    per_split = {split: SplitStats(n_classes) for split in splits}
+    picker = _SamplePicker(n_classes)
+    box_data = figures.BoxData()
+    files: list[tuple[str, str]] = []
+    for split_index, split in enumerate(splits):
+        for record, label_path, data in _iter_split(records, yolo_dir, raw_dir, split):
+            boxes = parse_label(data, label_path, n_classes)
+            per_split[split].add(record, boxes)
+            overall.add(record, boxes)
+            box_data.add(boxes, record.width, record.height)
+            files.append((record.image, record.sha256))
+            files.append((label_path.relative_to(yolo_dir).as_posix(), hashlib.sha256(data).hexdigest()))
+            if boxes:
+                sample = Sample(split, record, raw_dir / record.image, tuple(boxes))
+                picker.offer((split_index, record.id), sample)
+
+    metadata = {
+        "classes": [{"id": i, "name": name} for i, name in enumerate(classes)],
+        "splits": {split: stats.to_dict(classes) for split, stats in per_split.items()},
+        "overall": overall.to_dict(classes),
+        "fingerprint": fingerprint(classes, files),
+        "raw_dvc_hash": read_raw_dvc_hash(raw_dir),
+        "source": {"manifest_rows": len(records), "split_lists": [f"{s}.txt" for s in splits]},
+        "figures": sorted(figures.FIGURE_FILES),
+    }
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        write_json(tmp / METADATA_FILE, metadata)
+        figures.plot_class_distribution(metadata, tmp / "class_distribution.png")
+        figures.plot_box_sizes(box_data, classes, tmp / "box_sizes.png")
+        figures.draw_samples(picker.pick(), classes, tmp / "samples.png")
+    return metadata
