@@ -10,11 +10,15 @@ from visapp.validate import format_summary, validate_dataset, write_validation
 
 def main() -> int:
     params = load_params()
+    out_dir = Path(params.paths.validated)
     result = validate_dataset(Path(params.paths.raw), params.data)
-    write_validation(result, Path(params.paths.validated), on_error=params.data.on_error)
+    write_validation(result, out_dir, on_error=params.data.on_error)
     print(format_summary(result.report))
     if result.report["rejected"] and params.data.on_error == "fail":
-        print("validate: rejected samples and data.on_error=fail; fix them, or run with data.on_error=skip")
+        print(
+            f"validate: {result.report['rejected']} rejected and data.on_error=fail (every issue is in "
+            f"{out_dir / 'report.json'}): fix them, or run with data.on_error=skip to leave them out"
+        )
         return 1
     return 0
 

@@ -331,7 +331,8 @@ def test_convert_follows_the_design_formulas_in_the_label_file(tmp_path):
     )
     zero_based = DataConfig(classes=list(CLASSES), one_based_coords=False)
     convert(write_manifest(tmp_path / "m.jsonl", rows), tmp_path / "raw", tmp_path / "yolo0", zero_based, seed=0)
-    assert (tmp_path / "yolo0/labels/train/a.txt").read_text().splitlines()[0] == "1 0.310000 0.320000 0.400000 0.400000"
+    first = (tmp_path / "yolo0/labels/train/a.txt").read_text().splitlines()[0]
+    assert first == "1 0.310000 0.320000 0.400000 0.400000"
 
 
 def test_class_ids_follow_data_classes_order(tmp_path):

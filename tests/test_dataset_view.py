@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import sys
 import time
@@ -45,7 +44,7 @@ def test_link_view_links_raw_images_beside_copied_labels(converted, tmp_path):
         assert len(images) == len(listed)
         for image in images:
             assert image.is_symlink()
-            target = Path(os.readlink(image))
+            target = image.readlink()
             assert target.is_absolute()
             assert target == (raw / "JPEGImages" / image.name).resolve()
             label = dest / "labels" / split / f"{image.stem}.txt"  # where Ultralytics looks for it
@@ -168,7 +167,7 @@ def test_export_yolo_writes_a_dataset_that_one_epoch_of_yolo_train_accepts(tmp_p
     assert seconds < 120, f"1 epoch on 24 images took {seconds:.0f} s: something waits on the network"
     for split in ("train", "val"):  # Ultralytics' own scan: every label found, none corrupt
         scan = np.load(export / "labels" / f"{split}.cache", allow_pickle=True).item()
-        found, missing, empty, corrupt, total = scan["results"]
+        found, missing, _empty, corrupt, total = scan["results"]
         assert (missing, corrupt, scan["msgs"]) == (0, 0, [])
         assert found == total == len((project / "data/yolo" / f"{split}.txt").read_text().splitlines())
     assert not list(workdir.iterdir())  # nothing downloaded into the working directory

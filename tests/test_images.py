@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 from PIL import ImageFile
-from vocfactory import image_bytes, truncated_jpeg
 
 from visapp.images import ImageError, displayed_size, inspect_image, sniff_format
+from vocfactory import image_bytes, truncated_jpeg
 
 
 @pytest.mark.parametrize("fmt", ["jpeg", "png", "bmp", "webp"])

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, Project
 
+from conftest import REPO_ROOT, Project
 from visapp.errors import VisError
 from visapp.remote import RemoteInfo, check_remote, explain, push, remote_info
 
@@ -20,7 +19,7 @@ def tree_digest(root: Path, skip: tuple[str, ...] = (".git", ".dvc/tmp")) -> dic
         rel = path.relative_to(root).as_posix()
         if any(rel == s or rel.startswith(f"{s}/") for s in skip) or path.is_dir():
             continue
-        data = os.readlink(path).encode() if path.is_symlink() else path.read_bytes()
+        data = str(path.readlink()).encode() if path.is_symlink() else path.read_bytes()
         digest[rel] = hashlib.sha256(data).hexdigest()
     return digest
 
@@ -112,14 +111,14 @@ def test_push_and_pull_with_the_server_stopped_fail_clearly_and_change_nothing(m
     before = tree_digest(project.root)
     result = project.run("dvc", "push", check=False)
     assert result.returncode != 0
-    assert f"Could not connect to the endpoint URL: \"{own_s3_server.endpoint}/" in result.stderr
+    assert f'Could not connect to the endpoint URL: "{own_s3_server.endpoint}/' in result.stderr
     assert tree_digest(project.root) == before
 
     before = tree_digest(copy.root)
     result = copy.run("dvc", "pull", "data/raw.dvc", check=False)
     assert result.returncode != 0
     assert "failed to pull data from the cloud" in result.stderr
-    assert f"Could not connect to the endpoint URL: \"{own_s3_server.endpoint}/" in result.stderr
+    assert f'Could not connect to the endpoint URL: "{own_s3_server.endpoint}/' in result.stderr
     assert tree_digest(copy.root) == before
     assert not (copy.root / "data" / "raw").exists()
 

@@ -13,6 +13,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from visapp.config import DataConfig
+from visapp.errors import VisError
+from visapp.validate import SEVERITY, format_summary, sample_id, validate_dataset, write_validation
 from vocfactory import (
     BILLION_LAUGHS,
     DTD_ONLY,
@@ -24,10 +28,6 @@ from vocfactory import (
     write_image_sets,
     write_sample,
 )
-
-from visapp.config import DataConfig
-from visapp.errors import VisError
-from visapp.validate import SEVERITY, format_summary, sample_id, validate_dataset, write_validation
 
 DATA = DataConfig(classes=["circle", "square", "triangle"])
 TABLE = {  # DESIGN.md's table, as it is written there
@@ -121,7 +121,9 @@ def test_untidy_but_valid_voc_is_accepted_without_errors(tmp_path):
     assert boxes == [("circle", 10.25, 30.0, False), ("triangle", 1.0, 21.0, False), ("square", 3.0, 40.0, False)]
 
 
-@pytest.mark.parametrize(("fmt", "mode"), [("png", "L"), ("png", "P"), ("png", "RGBA"), ("bmp", "RGB"), ("webp", "RGB")])
+@pytest.mark.parametrize(
+    ("fmt", "mode"), [("png", "L"), ("png", "P"), ("png", "RGBA"), ("png", "LA"), ("bmp", "RGB"), ("webp", "RGB")]
+)
 def test_grayscale_palette_rgba_bmp_webp_are_accepted(tmp_path, fmt, mode):
     write_sample(tmp_path, "a", fmt=fmt, mode=mode)
     result = check(tmp_path)
@@ -534,28 +536,40 @@ def test_oddities_on_disk_do_not_crash(tmp_path):
     assert result.report["samples"] == result.report["accepted"] + result.report["rejected"]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     xml_cut=st.integers(min_value=0, max_value=400),
     xml_noise=st.binary(max_size=40),
+    fmt=st.sampled_from(["jpeg", "png", "bmp", "webp"]),
+    orientation=st.one_of(st.none(), st.integers(0, 65535)),
     image_cut=st.integers(min_value=0, max_value=900),
     image_noise=st.binary(max_size=40),
     box=st.tuples(*[st.one_of(st.floats(allow_nan=True), st.text(max_size=5), st.none())] * 4),
     size=st.tuples(*[st.one_of(st.integers(-5, 100), st.text(max_size=3), st.none())] * 2),
+    present=st.sampled_from([(True, True), (True, False), (False, True)]),
+    data=st.builds(
+        DataConfig,
+        classes=st.sampled_from([[], ["circle"]]),
+        allow_background=st.booleans(),
+        bbox_tolerance_px=st.floats(-5, 5),
+    ),
 )
-def test_no_input_makes_validation_raise(xml_cut, xml_noise, image_cut, image_noise, box, size):
-    """Mangled XML, mangled images and absurd values give issues, never an exception."""
+def test_no_input_makes_validation_raise(
+    xml_cut, xml_noise, fmt, orientation, image_cut, image_noise, box, size, present, data
+):
+    """Mangled XML, mangled images, absurd values and settings give issues, never an exception."""
     xml = annotation_xml("a.jpg", size, [Obj("circle", box)])
     xml = xml[:xml_cut] + xml_noise + xml[xml_cut:]
-    image = image_bytes("jpeg")
+    image = image_bytes(fmt, exif_orientation=orientation)
     image = image[:image_cut] + image_noise
     with tempfile.TemporaryDirectory() as tmp:
-        write_sample(Path(tmp), "a", image=image, xml=xml)
-        result = check(Path(tmp))
+        write_sample(Path(tmp), "a", image=image, xml=xml, with_image=present[0], with_annotation=present[1])
+        result = validate_dataset(Path(tmp), data)
     assert result.report["samples"] == 1
     assert (result.rows == []) == (result.report["rejected"] == 1)
     errors = [i for i in issues(result) if i["severity"] == "error"]
     assert bool(errors) == (result.report["rejected"] == 1)
+    assert set(result.report["by_code"]) <= set(SEVERITY)
 
 
 # ---------------------------------------------------------------- summary
@@ -577,7 +591,7 @@ def test_summary_names_counts_codes_and_first_problems(tmp_path):
 
 def test_summary_of_a_clean_dataset_is_one_line(tmp_path):
     write_sample(tmp_path, "a")
-    assert format_summary(check(tmp_path).report) == "validated 1 samples: 1 accepted, 0 rejected, 0 warnings"
+    assert format_summary(check(tmp_path).report) == "validated 1 sample: 1 accepted, 0 rejected, 0 warnings"
 
 
 # ---------------------------------------------------------------- streaming and imports

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+
+from visapp.voc import AnnotationError, SampleFiles, discover_samples, parse_annotation, read_image_sets
 from vocfactory import (
     BILLION_LAUGHS,
     DTD_ONLY,
@@ -13,8 +15,6 @@ from vocfactory import (
     write_image_sets,
     write_sample,
 )
-
-from visapp.voc import AnnotationError, SampleFiles, discover_samples, parse_annotation, read_image_sets
 
 # ---------------------------------------------------------------- parse_annotation
 
@@ -217,3 +217,12 @@ def test_image_sets_with_comments_and_blank_lines(tmp_path):
 
 def test_image_sets_absent_is_empty(tmp_path):
     assert read_image_sets(tmp_path) == {}
+
+
+def test_special_files_and_folder_links_are_not_followed(tmp_path):
+    import os
+
+    write_sample(tmp_path, "a")
+    os.mkfifo(tmp_path / "JPEGImages" / "pipe.jpg")  # reading it would block forever
+    (tmp_path / "JPEGImages" / "loop").symlink_to(tmp_path / "JPEGImages")
+    assert discover_samples(tmp_path) == [SampleFiles("JPEGImages/a.jpg", "Annotations/a.xml")]

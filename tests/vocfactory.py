@@ -6,9 +6,13 @@ Usage from a test (tests/ is on sys.path under pytest's default rootdir-based im
 
     write_sample(raw, "000001", objects=[Obj("circle", (10, 10, 40, 30))])          # standard layout
     write_sample(raw, "a", image_dir="images", ann_dir="annotations", fmt="png")     # lower-case pair
-    write_sample(raw, "sub/b", image_dir="", ann_dir="", image_ext=".png")          # flat, nested
+    write_sample(raw, "sub/b", image_dir="", ann_dir="", fmt="bmp")                 # flat, nested
     write_sample(raw, "c", image=truncated_jpeg())                                   # any image bytes
     write_sample(raw, "d", xml=BILLION_LAUGHS)                                       # any XML bytes
+    write_sample(raw, "e", fmt="png", image_ext=".jpg")                              # a PNG named .jpg
+    write_sample(raw, "f", exif_orientation=6, size=(48, 64))                        # EXIF, rotated <size>
+    write_sample(raw, "g", size=None, objects=[Obj(box=("1.5", 2, 30, 20), difficult="")])  # untidy VOC
+    write_image_sets(raw, {"train": ["000001"], "val": ["a"]})                        # with a # comment line
 
 Every writer is deterministic: the same arguments give the same bytes.
 """

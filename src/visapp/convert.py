@@ -269,7 +269,7 @@ def convert(manifest_path: Path, raw_dir: Path, out_dir: Path, data: DataConfig,
     seen: dict[str, str] = {}
     # Split lists name images relative to out_dir (DESIGN.md: paths relative to data.yaml), without resolving
     # symlinks, so the lists are the same wherever the repository is checked out.
-    raw_abs, out_abs = os.path.abspath(raw_dir), os.path.abspath(out_dir)
+    raw_abs, out_abs = raw_dir.absolute(), out_dir.absolute()
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         made: set[Path] = set()
@@ -291,7 +291,7 @@ def convert(manifest_path: Path, raw_dir: Path, out_dir: Path, data: DataConfig,
             counts.objects += len(lines)
             counts.background += int(not lines)
             summary.rotated_images += int(int(row.get("orientation") or 1) != 1)
-            image_path = os.path.join(raw_abs, *PurePosixPath(row["image"]).parts)
+            image_path = raw_abs.joinpath(*PurePosixPath(row["image"]).parts)
             lists[split].append(Path(os.path.relpath(image_path, out_abs)).as_posix())
         used = [name for name in SPLITS if name != "test" or lists[name]]
         for name in used:

@@ -69,12 +69,12 @@ def _split_entries(yolo_dir: Path, raw_dir: Path, split: str) -> list[tuple[str,
     list_path = yolo_dir / f"{split}.txt"
     if not list_path.is_file():
         raise VisError(f"{list_path} not found: rerun the convert stage")
-    raw_abs = os.path.abspath(raw_dir)
+    raw_abs, yolo_abs = raw_dir.absolute(), yolo_dir.absolute()
     entries = []
     for line in list_path.read_text(encoding="utf-8").splitlines():
         if not line.strip():
             continue
-        image = Path(os.path.normpath(os.path.join(os.path.abspath(yolo_dir), line)))
+        image = Path(os.path.normpath(yolo_abs / line))
         relative = Path(os.path.relpath(image, raw_abs)).as_posix()
         if relative.startswith("../"):
             raise VisError(f"{list_path}: {line} is not inside {raw_dir}; rerun convert with this raw folder")

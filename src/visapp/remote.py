@@ -12,9 +12,7 @@ from typing import Any
 
 from visapp.errors import VisError
 
-SETUP_HINT = (
-    "set it with `dvc remote add -d storage s3://BUCKET/PREFIX` (README, 'Model versions and the S3 remote')"
-)
+SETUP_HINT = "set it with `dvc remote add -d storage s3://BUCKET/PREFIX` (README, 'Model versions and the S3 remote')"
 
 
 @dataclass(frozen=True)
@@ -71,9 +69,9 @@ def explain(exc: BaseException, remote: RemoteInfo) -> str:
             f"`dvc remote modify --local {remote.name} profile NAME`, or run where an IAM role is attached"
         )
     if "NoSuchBucket" in text or "does not exist" in text:
-        return f"the bucket of {remote} does not exist: create it, or fix the url with `dvc remote modify {remote.name} url`"
+        return f"the bucket of {remote} does not exist: create it, or fix it: `dvc remote modify {remote.name} url`"
     if kind == "PermissionError" or "AccessDenied" in text or "Forbidden" in text or "403" in text:
-        return f"access denied by {remote}: {text}; the credentials' IAM policy needs s3:ListBucket, GetObject, PutObject"
+        return f"access denied by {remote}: {text}; the IAM policy needs s3:ListBucket, s3:GetObject, s3:PutObject"
     return f"{remote} failed: {text}"
 
 

@@ -32,6 +32,8 @@ PNG_FRACTION = 0.08
 JPEG_QUALITY = 90
 MAX_OVERLAP = 0.3  # intersection / smaller box area: overlaps happen, but every object stays mostly visible
 MIN_CONTRAST = 90.0  # RGB distance between an object's colour and the background under it
+MAX_STRIPE_AMPLITUDE = 25.0  # background stripes, in grey levels
+MAX_CLUTTER_LINES = 3  # thin lines that are not objects
 
 
 @dataclass
@@ -93,9 +95,10 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     coarse = rng.integers(0, 256, (cells, cells, 3), dtype=np.uint8)
     field_ = np.array(Image.fromarray(coarse).resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32)
     angle, period = rng.uniform(0, np.pi), rng.uniform(6, 40)
-    amplitude = rng.uniform(0, 25)
+    amplitude = rng.uniform(0, MAX_STRIPE_AMPLITUDE)
     yy, xx = _grid(size)
-    phase = (xx * np.float32(np.cos(angle) * 2 * np.pi / period)) + (yy * np.float32(np.sin(angle) * 2 * np.pi / period))
+    step = 2 * np.pi / period
+    phase = xx * np.float32(np.cos(angle) * step) + yy * np.float32(np.sin(angle) * step)
     field_ += np.float32(amplitude) * np.sin(phase)[..., None]
     return field_
 
@@ -170,7 +173,7 @@ def _draw_image(rng: np.random.Generator, size: int, with_objects: bool) -> tupl
     # Clutter lines: edges that are not objects, so edges alone do not make a detection.
     clutter = Image.new("L", (size, size), 0)
     draw = ImageDraw.Draw(clutter)
-    for _ in range(int(rng.integers(0, 4))):
+    for _ in range(int(rng.integers(0, MAX_CLUTTER_LINES + 1))):
         xy = [tuple(int(v) for v in rng.integers(0, size, 2)) for _ in range(2)]
         draw.line(xy, fill=255, width=int(rng.integers(1, 3)))
     line_colour = rng.integers(0, 256, 3).astype(np.float32)

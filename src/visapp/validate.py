@@ -1,7 +1,8 @@
 """A VOC folder (data/raw) -> report.json (counts + every issue) and manifest.jsonl (the accepted samples).
 
-Samples are checked one at a time: only the manifest rows, the issues and a map from image SHA-256 to the
-first image with those bytes stay in memory, so memory does not grow with image or annotation sizes.
+Samples are checked one at a time, each file read once (an annotation matched by `<filename>` twice): only
+the manifest rows, the issues and a map from image SHA-256 to the first image with those bytes stay in
+memory, never image bytes or parsed XML.
 
 Choices DESIGN.md leaves open, written down here:
 
@@ -23,15 +24,23 @@ import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from visapp.config import DataConfig
 from visapp.errors import VisError
 from visapp.fsio import atomic_path, write_json
 from visapp.images import ImageError, ImageInfo, displayed_size, inspect_image
-from visapp.voc import BOX_KEYS, SPLITS, Annotation, AnnotationError, SampleFiles, discover_samples, parse_annotation
-from visapp.voc import read_image_sets as read_image_sets
+from visapp.voc import (
+    BOX_KEYS,
+    SPLITS,
+    Annotation,
+    AnnotationError,
+    SampleFiles,
+    discover_samples,
+    parse_annotation,
+    read_image_sets,
+)
 
 ERROR, WARNING = "error", "warning"
 # DESIGN.md's table; annotation_missing is a warning only when data.allow_background.
@@ -77,11 +86,14 @@ class ValidationResult:
 def sample_id(image_relpath: str) -> str:
     """The sample's id (its label file's name): the image path without extension and without a leading
     image folder. "JPEGImages/000001.jpg" -> "000001", "sub/a.png" -> "sub/a"."""
-    path = PurePosixPath(image_relpath)
-    parts = list(path.with_name(path.stem).parts if path.suffix else path.parts)
-    if len(parts) > 1 and parts[0].lower() in _IMAGE_DIRS:
-        parts = parts[1:]
-    return "/".join(parts)
+    folder, _, name = image_relpath.rpartition("/")
+    dot = name.rfind(".")
+    if 0 < dot < len(name) - 1:  # as PurePosixPath.suffix: not ".hidden", not "name."
+        name = name[:dot]
+    top, _, rest = folder.partition("/")
+    if top.lower() in _IMAGE_DIRS:
+        folder = rest
+    return f"{folder}/{name}" if folder else name
 
 
 # ---------------------------------------------------------------- one sample
@@ -170,6 +182,7 @@ def _check_objects(
     """Check every object; return the manifest objects (clipped), meaningful only when no error was added."""
     objects = []
     known = {name: index for index, name in enumerate(data.classes)}
+    tolerance = max(float(data.bbox_tolerance_px), 0.0)  # a negative tolerance (CLI) means none
     for index, obj in enumerate(ann.objects, 1):
         label = f"object {index} ({obj.name})" if obj.name else f"object {index}"
         if not obj.name:
@@ -196,12 +209,13 @@ def _check_objects(
             continue
         name, width, height = frame
         outside = max(-xmin, -ymin, xmax - width, ymax - height)
-        where = f"({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}) vs the {name} image {width}x{height}"
-        if outside > data.bbox_tolerance_px:
+        if outside > 0:
+            where = f"({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}) vs the {name} image {width}x{height}"
+        if outside > tolerance:
             out.add(
                 rel,
                 "bbox_out_of_bounds",
-                f"{label}: {where}, {outside:g} px outside (tolerance {data.bbox_tolerance_px:g}): fix the box",
+                f"{label}: {where}, {outside:g} px outside (tolerance {tolerance:g}): fix the box",
             )
             continue
         if outside > 0:
@@ -405,11 +419,15 @@ def write_validation(result: ValidationResult, out_dir: Path, on_error: str) -> 
             handle.write(json.dumps(row, sort_keys=True) + "\n")
 
 
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
 def format_summary(report: dict[str, Any], problems: int = SUMMARY_PROBLEMS) -> str:
     """A few lines for a person: totals, counts per code (errors, then warnings), the first problems."""
     lines = [
-        f"validated {report['samples']} samples: {report['accepted']} accepted, {report['rejected']} rejected, "
-        f"{report['warnings']} warnings"
+        f"validated {_plural(report['samples'], 'sample')}: {report['accepted']} accepted, "
+        f"{report['rejected']} rejected, {_plural(report['warnings'], 'warning')}"
     ]
     issues = report["issues"]
     # A code's severity, as reported (annotation_missing is an error only without allow_background).

@@ -77,12 +77,13 @@ def _text(element: object | None) -> str:
     return text.strip() if text else ""
 
 
-def _child(parent: object, tag: str) -> object | None:
-    """The first direct child named `tag`, case-insensitively (some tools write `<Xmin>`)."""
-    for child in parent:  # type: ignore[attr-defined]
-        if isinstance(child.tag, str) and child.tag.lower() == tag:
-            return child
-    return None
+def _children(parent: object | None) -> dict[str, object]:
+    """Direct children by lower-cased tag, the first of each name (some tools write `<Xmin>`)."""
+    found: dict[str, object] = {}
+    for child in parent if parent is not None else ():  # type: ignore[attr-defined]
+        if isinstance(child.tag, str):
+            found.setdefault(child.tag.lower(), child)
+    return found
 
 
 def _number(text: str) -> float | None:
@@ -110,20 +111,18 @@ def _flag(text: str) -> bool:
 
 
 def _object(element: object) -> VocObject:
+    children = _children(element)
     box: dict[str, float | str] = {}
-    bndbox = _child(element, "bndbox")
-    if bndbox is not None:
-        for key in BOX_KEYS:
-            coordinate = _child(bndbox, key)
-            if coordinate is None:
-                continue
-            raw = _text(coordinate)
+    coordinates = _children(children.get("bndbox"))
+    for key in BOX_KEYS:
+        if key in coordinates:
+            raw = _text(coordinates[key])
             value = _number(raw)
             box[key] = raw if value is None else value
     return VocObject(
-        name=_text(_child(element, "name")),
-        difficult=_flag(_text(_child(element, "difficult"))),
-        truncated=_flag(_text(_child(element, "truncated"))),
+        name=_text(children.get("name")),
+        difficult=_flag(_text(children.get("difficult"))),
+        truncated=_flag(_text(children.get("truncated"))),
         bndbox=box,
     )
 
@@ -165,12 +164,11 @@ def parse_annotation(data: bytes) -> Annotation:
         raise AnnotationError("xml_malformed", f"cannot be parsed ({type(exc).__name__}: {exc})") from None
     if not isinstance(root.tag, str) or root.tag != "annotation":
         raise AnnotationError("xml_malformed", f"root element is <{root.tag}>, not <annotation>: not a VOC annotation")
-    size = _child(root, "size")
-    filename = _text(_child(root, "filename")) or None
+    size = _children(_children(root).get("size"))
     return Annotation(
-        filename=filename,
-        width=_dimension(_text(_child(size, "width"))) if size is not None else None,
-        height=_dimension(_text(_child(size, "height"))) if size is not None else None,
+        filename=_text(_children(root).get("filename")) or None,
+        width=_dimension(_text(size.get("width"))),
+        height=_dimension(_text(size.get("height"))),
         objects=[_object(child) for child in root if child.tag == "object"],
     )
 
@@ -230,16 +228,31 @@ def read_image_sets(raw_dir: Path) -> dict[str, set[str]]:
 
 
 def _walk(raw_dir: Path) -> list[str]:
-    """Every visible file under raw_dir, as sorted relative POSIX paths; ImageSets/ at the top is skipped."""
+    """Every visible file under raw_dir, as sorted relative POSIX paths; ImageSets/ at the top is skipped.
+
+    Only regular files and symlinks (a dangling one is then reported as unreadable) are listed: reading a
+    FIFO or a device named `x.jpg` would block. Folder symlinks are not followed (no loops).
+    """
     paths: list[str] = []
-    for folder, dirs, files in os.walk(raw_dir):
-        rel_folder = Path(folder).relative_to(raw_dir)
-        dirs[:] = sorted(
-            d for d in dirs if not d.startswith(".") and not (rel_folder == Path() and d.lower() == "imagesets")
-        )
-        for name in files:
-            if not name.startswith("."):
-                paths.append((rel_folder / name).as_posix())
+    stack = [("", raw_dir)]
+    while stack:
+        prefix, folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue  # an unreadable folder holds nothing we can check
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            rel = f"{prefix}{entry.name}"
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if prefix or entry.name.lower() != "imagesets":
+                        stack.append((f"{rel}/", Path(entry.path)))
+                elif entry.is_symlink() or entry.is_file(follow_symlinks=False):
+                    paths.append(rel)
+            except OSError:
+                continue
     return sorted(paths)
 
 
@@ -316,7 +329,7 @@ def discover_samples(raw_dir: Path) -> list[SampleFiles]:
     for rel in image_keys:
         if rel not in used:
             free_by_name[PurePosixPath(rel).name].append(rel)
-    for xml in leftovers:
+    for xml in leftovers if free_by_name else ():  # no image left over: nothing to match (and no re-read)
         named = annotation_filename(raw_dir / xml)
         choice = None
         if named:
@@ -329,6 +342,7 @@ def discover_samples(raw_dir: Path) -> list[SampleFiles]:
         if choice:
             used.add(choice)
 
+    pairs.update({xml: None for xml in leftovers if xml not in pairs})
     samples = [SampleFiles(image=image, annotation=xml) for xml, image in pairs.items()]
     samples += [SampleFiles(image=rel, annotation=None) for rel in image_keys if rel not in used]
     return sorted(samples, key=lambda s: (s.image or s.annotation or "", s.annotation or ""))

@@ -108,6 +108,18 @@ class ExtractSummary:
     skipped: list[str] = field(default_factory=list)  # entries outside the prefix or litter, not written
 
 
+def parse_size(text: str) -> int:
+    """'64G', '500M', '1024' -> bytes (binary units: K = 1024)."""
+    units = {"K": KIB, "M": MIB, "G": GIB, "T": 1024 * GIB}
+    clean = text.strip().upper().removesuffix("IB").removesuffix("B")
+    try:
+        if clean and clean[-1] in units:
+            return int(float(clean[:-1]) * units[clean[-1]])
+        return int(clean)
+    except ValueError:
+        raise VisError(f"{text!r} is not a size; write e.g. 500M, 64G or a number of bytes") from None
+
+
 def os_error(exc: OSError, path: Path | str, action: str = "write") -> VisError:
     """An environment failure as a `VisError` that says what failed, where, and what to do."""
     where = f"{action} {path}"
@@ -337,9 +349,7 @@ class SafeZip:
         if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
             raise self._refuse("symlink", f"entry {name!r} is a special file (FIFO, device or socket), not a file")
         if info.flag_bits & _ENCRYPTED_FLAG:
-            raise self._refuse(
-                "encrypted", f"entry {name!r} is encrypted; re-create the archive without a password"
-            )
+            raise self._refuse("encrypted", f"entry {name!r} is encrypted; re-create the archive without a password")
         if info.compress_type not in _READABLE_METHODS:
             method = zipfile.compressor_names.get(info.compress_type, f"method {info.compress_type}")
             raise self._refuse(
@@ -360,7 +370,7 @@ class SafeZip:
                 raise self._refuse(
                     "too_large",
                     f"its entries add up to more than {limits.max_total_bytes:,} bytes uncompressed "
-                    "(a ZIP bomb?); raise the limit (--max-total-bytes) if the dataset is genuinely this large",
+                    "(a ZIP bomb?); raise the limit (--max-total-size) if the dataset is genuinely this large",
                 )
         self.entries.append(Entry(path, name, info, is_dir))
 
