@@ -22,12 +22,12 @@ from visapp.convert import (
     convert,
     displayed_size,
     rotate_yolo_box,
-    sample_id,
     voc_box_to_yolo,
     yolo_to_voc_box,
 )
 from visapp.errors import VisError
 from visapp.sample import CLASSES, write_sample
+from visapp.voc import sample_id
 
 DATA = DataConfig(classes=list(CLASSES))
 

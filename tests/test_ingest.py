@@ -431,32 +431,60 @@ def test_ingest_killed_at_each_stage_leaves_data_raw_as_it_was(pipeline_repo: Pa
     assert "data/raw.dvc" in run(["git", "status", "--porcelain"], pipeline_repo).stdout  # autostaged, as dvc add
 
 
+def _kill_after(proc: subprocess.Popen, marker: str, delay: float, timeout: float = 120) -> None:
+    """SIGKILL `delay` seconds after the progress line holding `marker` (or at exit if it never comes)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+        if ready:
+            line = proc.stdout.readline()
+            if marker in line:
+                break
+            if not line:
+                break
+    time.sleep(delay)
+    _kill(proc)
+
+
+# (progress line, seconds after it): in the extraction, in DVC's hashing, around the swap and the clean-up.
+KILL_POINTS = [
+    ("staging", 0.0),
+    ("staging", 0.5),
+    ("staging", 2.0),
+    ("hashing", 0.0),
+    ("hashing", 0.3),
+    ("hashing", 0.7),
+    ("hashing", 1.2),
+    ("new dataset version", 0.0),
+]
+
+
 @pytest.mark.slow
-def test_ingest_killed_after_random_delays_leaves_old_or_new_version(pipeline_repo: Path, big_zip: tuple[Path, str]):
+def test_ingest_killed_at_timed_points_leaves_old_or_new_version(pipeline_repo: Path, big_zip: tuple[Path, str]):
     archive, new_hash = big_zip
     old = state(pipeline_repo)
     outcomes = []
-    for delay in (0.2, 0.8, 1.5, 2.5, 3.5, 5.0):
-        proc = _start_ingest(pipeline_repo, archive)
-        time.sleep(delay)
-        _kill(proc)
-        if (pipeline_repo / ".dvc/tmp/visapp-ingest.json").exists():  # killed inside the swap: undone or finished
+    for marker, delay in KILL_POINTS:
+        point = f"{delay}s after {marker!r}"
+        _kill_after(_start_ingest(pipeline_repo, archive), marker, delay)
+        if (pipeline_repo / ".dvc/tmp/visapp-ingest.json").exists():  # killed mid-swap: undone or finished
             run([VISAPP, "ingest", "--recover"], pipeline_repo)
         now = state(pipeline_repo)
         if now == old:
             outcomes.append("old")
         else:  # killed after the commit point: then it is the whole new version
-            assert now[0] == new_hash, delay
-            assert dvc_in_sync(pipeline_repo), delay
+            assert now[0] == new_hash, point
+            assert dvc_in_sync(pipeline_repo), point
             outcomes.append("new")
             run(["git", "checkout", "-q", "HEAD", "--", "data/raw.dvc"], pipeline_repo)  # back to the old version
             run(["dvc", "checkout", "-q", "--force", "data/raw.dvc"], pipeline_repo)
             assert state(pipeline_repo) == old
         run([VISAPP, "ingest", "--recover"], pipeline_repo)  # sweeps a staging folder left by the kill
-        assert leftovers(pipeline_repo) == [], delay
+        assert leftovers(pipeline_repo) == [], point
     run([VISAPP, "ingest", str(archive)], pipeline_repo)
     assert tree_hash(pipeline_repo / "data/raw") == new_hash and dvc_in_sync(pipeline_repo)
     assert leftovers(pipeline_repo) == []
+    assert "old" in outcomes
     print("kill outcomes:", outcomes)
 
 

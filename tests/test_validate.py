@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from visapp.config import DataConfig
 from visapp.errors import VisError
-from visapp.validate import SEVERITY, format_summary, sample_id, validate_dataset, write_validation
+from visapp.validate import SEVERITY, format_summary, validate_dataset, write_validation
+from visapp.voc import sample_id
 from vocfactory import (
     BILLION_LAUGHS,
     DTD_ONLY,

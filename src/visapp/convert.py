@@ -22,24 +22,12 @@ from typing import Any
 
 from visapp.config import DataConfig
 from visapp.errors import VisError
+from visapp.images import displayed_size
 
 SPLITS = ("train", "val", "test")
 # Leading folders that hold the images in the VOC layouts we accept; they are not part of a sample's id.
-_IMAGE_FOLDERS = {"jpegimages", "images"}
 
 Box = tuple[float, float, float, float]
-
-
-def sample_id(image_relpath: str) -> str:
-    """The sample's id (its label file's name): the image path without extension and leading image folder.
-
-    "JPEGImages/000001.jpg" -> "000001", "images/a/b.png" -> "a/b", "sub/a.png" -> "sub/a".
-    """
-    parts = PurePosixPath(image_relpath).parts
-    if len(parts) > 1 and parts[0].lower() in _IMAGE_FOLDERS:
-        parts = parts[1:]
-    path = PurePosixPath(*parts)
-    return str(path.with_suffix("")) if path.suffix else str(path)
 
 
 def voc_box_to_yolo(
@@ -63,11 +51,6 @@ def yolo_to_voc_box(
     x_mid, y_mid = cx * width + shift, cy * height + shift
     half_w, half_h = w * width / 2, h * height / 2
     return (x_mid - half_w, y_mid - half_h, x_mid + half_w, y_mid + half_h)
-
-
-def displayed_size(width: int, height: int, orientation: int) -> tuple[int, int]:
-    """(width, height) of the frame shown after applying EXIF `orientation`: 5-8 turn by 90 degrees."""
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
 def rotate_yolo_box(box: Box, orientation: int) -> Box:

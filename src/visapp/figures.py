@@ -176,7 +176,7 @@ def _render_sample(sample: Sample, classes: list[str]):
     """One grid cell: the raw image in the frame training sees, its YOLO boxes, and the class names."""
     from PIL import Image, ImageDraw, ImageOps
 
-    from visapp.metadata import displayed_size
+    from visapp.images import displayed_size
 
     record = sample.record
     font = _font(12)

@@ -561,6 +561,10 @@ def count_samples(raw_dir: Path) -> tuple[int, int]:
 # ---------------------------------------------------------------- ingest
 
 
+def _say(line: str) -> None:
+    print(line, flush=True)  # progress of a long ingest shows as it happens, also through a pipe
+
+
 def _check_free_space(folder: Path, needed: int) -> None:
     try:
         free = shutil.disk_usage(folder).free
@@ -581,7 +585,7 @@ def ingest(
     name: str | None = None,
     limits: ZipLimits | None = None,
     force: bool = False,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
 ) -> IngestResult:
     """Put the VOC dataset in `source` (a .zip or a folder) into `raw_dir` and record it with DVC.
 
@@ -592,13 +596,14 @@ def ingest(
         name: a name for the new version, recorded as `desc` in `<raw_dir>.dvc`.
         limits: ZIP safety limits (`visapp.zipsafe.ZipLimits`).
         force: replace even a `raw_dir` whose content DVC does not hold (it is lost).
-        log: where progress lines go.
+        log: where progress lines go (default: stdout, flushed).
 
     Raises:
         VisError: anything the user can fix; `raw_dir` and its .dvc file are then as they were.
     """
     if mode not in MODES:
         raise VisError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+    log = log or _say
     source = Path(source)
     raw = Path(raw_dir).absolute()
     repo_root = find_repo_root(next(p for p in raw.parents if p.exists()))

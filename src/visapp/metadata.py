@@ -51,6 +51,7 @@ import yaml
 
 from visapp.errors import VisError
 from visapp.fsio import atomic_path, write_json
+from visapp.images import displayed_size
 
 METADATA_FILE = "dataset_metadata.json"
 SPLITS = ("train", "val", "test")
@@ -58,7 +59,6 @@ QUANTILES = {"p0": 0.0, "p5": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95":
 COCO_SMALL_MAX_AREA = 32**2  # area < this: small
 COCO_MEDIUM_MAX_AREA = 96**2  # area < this: medium, else large
 SAMPLE_GRID_SIZE = 12
-ROTATED_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF orientations that swap width and height
 
 
 @dataclass(frozen=True)
@@ -92,11 +92,6 @@ class Sample:
     record: ImageRecord
     image_path: Path
     boxes: tuple[Box, ...]
-
-
-def displayed_size(width: int, height: int, orientation: int) -> tuple[int, int]:
-    """The (width, height) training sees once the EXIF orientation is applied."""
-    return (height, width) if orientation in ROTATED_ORIENTATIONS else (width, height)
 
 
 def coco_bucket(area_px: float) -> str:

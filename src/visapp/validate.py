@@ -40,6 +40,7 @@ from visapp.voc import (
     discover_samples,
     parse_annotation,
     read_image_sets,
+    sample_id,
 )
 
 ERROR, WARNING = "error", "warning"
@@ -62,7 +63,6 @@ SEVERITY = {
     "split_leak": ERROR,
     "id_conflict": ERROR,
 }
-_IMAGE_DIRS = ("jpegimages", "images")
 _ORIENTATION_NAMES = {
     2: "mirrored",
     3: "rotated 180°",
@@ -81,19 +81,6 @@ class ValidationResult:
 
     report: dict[str, Any]
     rows: list[dict[str, Any]] = field(default_factory=list)
-
-
-def sample_id(image_relpath: str) -> str:
-    """The sample's id (its label file's name): the image path without extension and without a leading
-    image folder. "JPEGImages/000001.jpg" -> "000001", "sub/a.png" -> "sub/a"."""
-    folder, _, name = image_relpath.rpartition("/")
-    dot = name.rfind(".")
-    if 0 < dot < len(name) - 1:  # as PurePosixPath.suffix: not ".hidden", not "name."
-        name = name[:dot]
-    top, _, rest = folder.partition("/")
-    if top.lower() in _IMAGE_DIRS:
-        folder = rest
-    return f"{folder}/{name}" if folder else name
 
 
 # ---------------------------------------------------------------- one sample

@@ -346,3 +346,15 @@ def discover_samples(raw_dir: Path) -> list[SampleFiles]:
     samples = [SampleFiles(image=image, annotation=xml) for xml, image in pairs.items()]
     samples += [SampleFiles(image=rel, annotation=None) for rel in image_keys if rel not in used]
     return sorted(samples, key=lambda s: (s.image or s.annotation or "", s.annotation or ""))
+
+
+def sample_id(image_relpath: str) -> str:
+    """The sample's id (its label file's name): the image path without extension and leading image folder.
+
+    "JPEGImages/000001.jpg" -> "000001", "images/a/b.png" -> "a/b", "sub/a.png" -> "sub/a".
+    """
+    parts = PurePosixPath(image_relpath).parts
+    if len(parts) > 1 and parts[0].lower() in IMAGE_DIRS:
+        parts = parts[1:]
+    path = PurePosixPath(*parts)
+    return str(path.with_suffix("")) if path.suffix else str(path)
