@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
 from conftest import Project, _copy_project
 from test_remote import tree_digest
-
 from visapp.errors import VisError
 from visapp.registry import ModelRef, format_versions, next_version, parse_ref, tag_message, version_tags
 
