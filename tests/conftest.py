@@ -197,3 +197,59 @@ def own_s3_server(s3_env, tmp_path: Path):
     server = start_s3_server(tmp_path)
     yield server
     server.stop()
+
+
+# --- MLflow: a real tracking server on loopback (SQLite backend, proxied artifacts) -----------------------------
+
+
+@dataclass
+class MlflowServer:
+    """An `mlflow server` subprocess on 127.0.0.1; `uri` is its tracking URI."""
+
+    uri: str
+    proc: subprocess.Popen
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # the CLI and the uvicorn server it started
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=30)
+
+
+def start_mlflow_server(base: Path) -> MlflowServer:
+    import time
+    import urllib.request
+
+    port = free_port()
+    log = (base / f"mlflow-{port}.log").open("wb")
+    cmd = [str(VENV_BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{base / 'mlflow.db'}"]
+    cmd += ["--artifacts-destination", str(base / "artifacts"), "--serve-artifacts"]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    # Its own process group, so that stop() reaches the server processes it starts.
+    proc = subprocess.Popen(cmd, cwd=base, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                if response.status == 200:
+                    return MlflowServer(uri, proc)
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"mlflow server did not start on {uri}: see {log.name}")
+        time.sleep(0.3)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """One MLflow tracking server for the session (tests keep apart by experiment name or by run ids)."""
+    server = start_mlflow_server(tmp_path_factory.mktemp("mlflow"))
+    yield server
+    server.stop()

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import unicodedata
 import zipfile
 from pathlib import Path
 
@@ -233,16 +234,42 @@ def test_append_adds_new_samples_and_accepts_identical_ones(repo: Path, tmp_path
     assert dvc_in_sync(repo)
 
 
-@pytest.mark.slow
-def test_append_refuses_a_name_with_other_content_and_names_it(repo: Path, tmp_path: Path):
-    before = state(repo)
+def test_append_refuses_a_name_with_other_content_and_names_it(shared_repo: Path, tmp_path: Path):
+    before, data_before = state(shared_repo), tree_hash(shared_repo / "data")
     clash = {"JPEGImages/000001.jpg": b"\xff\xd8 other bytes \xff\xd9", "Annotations/new.xml": XML}
     with pytest.raises(VisError) as caught:
-        ingest(write_tree(tmp_path / "src", clash), repo / "data/raw", mode="append", log=quiet)
-    assert "data/raw/JPEGImages/000001.jpg exists with other content" in str(caught.value)
-    assert "1 file(s)" in str(caught.value)
-    assert state(repo) == before
-    assert leftovers(repo) == []
+        ingest(write_tree(tmp_path / "src" / "batch", clash).parent, shared_repo / "data/raw", mode="append", log=quiet)
+    message = str(caught.value)
+    assert "data/raw/JPEGImages/000001.jpg exists with other content than batch/JPEGImages/000001.jpg" in message
+    assert "1 file(s)" in message
+    assert state(shared_repo) == before and tree_hash(shared_repo / "data") == data_before
+    assert leftovers(shared_repo) == []
+
+
+def test_append_refuses_a_flat_dataset_into_the_standard_layout(shared_repo: Path, tmp_path: Path):
+    before = tree_hash(shared_repo / "data")
+    flat = write_tree(tmp_path / "flat", {"x.xml": XML, "x.jpg": b"\xff\xd8x\xff\xd9"})
+    with pytest.raises(VisError, match=r"uses the flat layout .*, data/raw uses Annotations/ \+ image folders"):
+        ingest(flat, shared_repo / "data/raw", mode="append", log=quiet)
+    assert tree_hash(shared_repo / "data") == before
+
+
+def test_folder_source_with_a_symlink_is_refused(shared_repo: Path, tmp_path: Path):
+    src = write_tree(tmp_path / "src", voc_files(2))
+    (src / "JPEGImages/link.jpg").symlink_to(shared_repo / "data/raw.dvc")
+    before = tree_hash(shared_repo / "data")
+    with pytest.raises(VisError, match=r"'JPEGImages/link.jpg' is a symbolic link"):
+        ingest(src, shared_repo / "data/raw", log=quiet)
+    assert tree_hash(shared_repo / "data") == before
+
+
+@pytest.mark.slow
+def test_folder_names_are_copied_as_unicode_nfc(repo: Path, tmp_path: Path):
+    nfd = unicodedata.normalize("NFD", "café")
+    src = write_tree(tmp_path / "src", {f"{nfd}.xml": XML, f"{nfd}.jpg": b"\xff\xd8c\xff\xd9"})
+    ingest(src, repo / "data/raw", force=True, log=quiet)
+    assert sorted(p.name for p in (repo / "data/raw").iterdir()) == [f"{'café'}.jpg", "café.xml"]
+    assert (repo / "data/raw/café.jpg").read_bytes() == b"\xff\xd8c\xff\xd9"
 
 
 @pytest.mark.slow
@@ -498,5 +525,6 @@ def test_a_second_ingest_at_the_same_time_is_refused(repo: Path, tmp_path: Path)
         assert proc.returncode == 2 and "another `visapp ingest` is running" in proc.stderr
     finally:
         _kill(first)
-    assert recover(repo / "data/raw", repo) is None  # nothing was journaled; the staging folder is swept
+    note = recover(repo / "data/raw", repo)  # nothing was journaled: the staging folder is only swept away
+    assert note == "removed 1 folder(s) left by an ingest killed before it changed anything"
     assert leftovers(repo) == []

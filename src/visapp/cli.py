@@ -87,12 +87,12 @@ def _cmd_lineage(args: argparse.Namespace) -> int:
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
     from visapp.config import PARAMS_FILE, load_params
-    from visapp.ingest import find_repo_root, ingest, recover
+    from visapp.ingest import ingest, recover
     from visapp.zipsafe import ZipLimits, parse_size
 
     raw_dir = Path(args.raw or (load_params(PARAMS_FILE).paths.raw if PARAMS_FILE.is_file() else "data/raw"))
     if args.recover:
-        print(recover(raw_dir, find_repo_root(Path.cwd())) or "no interrupted ingest to recover")
+        print(recover(raw_dir) or "no interrupted ingest to recover")
         return 0
     if not args.source:
         raise VisError("give the SOURCE to ingest (a .zip archive or a folder), or --recover")

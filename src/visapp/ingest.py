@@ -24,17 +24,20 @@
 Why not run `dvc add data/raw` after the swap: it hashes for seconds to minutes while `data/raw` is new and
 `data/raw.dvc` old, and DVC writes `raw.dvc` in place (open "w"), so a kill there could leave it
 truncated. Here a kill at any moment leaves `data/raw` + `data/raw.dvc` as they were (before the first
-rename) or as the complete new version (after the commit point). Between the first rename and the commit
-point (three system calls, microseconds) the journal exists, and every `visapp ingest` (and `visapp ingest
---recover`) starts by finishing or undoing what a journal describes: before the commit point it renames the
-old folder back, after it it only cleans up. Leftover staging folders without a journal are removed.
+rename) or as the complete new version (after the commit point). Two renames cannot be one atomic step,
+so between the first rename and the commit point (three system calls, microseconds) a kill leaves them
+mixed; the journal exists then, and every `visapp ingest` (and `visapp ingest --recover`) starts by
+finishing or undoing what a journal describes: before the commit point it renames the old folder back,
+after it it only cleans up. Leftover staging folders without a journal are removed. Only one ingest runs
+at a time (a lock beside the journal).
 
 Also refused, with the fix in the message: a source with no XML and no image, a replace that would drop a
 `data/raw` that DVC does not hold (untracked, or changed since the last `dvc add`; `--force` to discard),
 a second ingest running at the same time, too little free space, and every `visapp.zipsafe` refusal.
 
 `--name NAME` names the new dataset version: it is written as the output's `desc` in `data/raw.dvc` (DVC's
-own field for a description, kept by later `dvc add` runs) and printed with the version.
+own field for a description, kept by later `dvc add` runs) and printed with the version. A version ingested
+without a name has none (an appended version is a new version: the old name is not carried over).
 """
 
 from __future__ import annotations
@@ -185,6 +188,7 @@ class _Source:
         self.origin = str(path)
         self.zip: SafeZip | None = None
         self.sizes: dict[str, int] = {}
+        self.on_disk: dict[str, str] = {}  # folder sources: safe path -> the name as it is on disk
         if path.is_dir():
             self._scan_folder()
         elif path.is_file():
@@ -192,6 +196,7 @@ class _Source:
             self.sizes = {e.path: e.info.file_size for e in self.zip.entries if not e.is_dir}
         else:
             raise VisError(f"{path}: no such file or folder; give a .zip archive or a VOC folder")
+        self.files = sorted(self.sizes)
 
     def close(self) -> None:
         if self.zip is not None:
@@ -216,16 +221,16 @@ class _Source:
                         f"{self.origin}: {rel.encode('utf-8', 'replace').decode()!r} has a name that is not valid "
                         "UTF-8; rename it",
                     ) from None
-                path = safe_relpath(rel)
+                try:
+                    path = safe_relpath(rel)
+                except ZipRefused as exc:
+                    raise ZipRefused(exc.code, f"{self.origin}: {exc}") from None
                 if is_litter(path) or name in dirs:
                     continue
                 entries.append((path, False, rel))
                 self.sizes[path] = full.stat().st_size
+                self.on_disk[path] = rel
         check_collisions(entries, self.origin)
-
-    @property
-    def files(self) -> list[str]:
-        return sorted(self.sizes)
 
     def stage(self, dest: Path, root: str) -> None:
         """Write the files under `root` into the new folder `dest`, `root` stripped."""
@@ -240,9 +245,9 @@ class _Source:
             target = dest / rel[len(root) + 1 :] if root else dest / rel
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(self.path / rel, target)  # sendfile on Linux: streams, whatever the size
+                shutil.copyfile(self.path / self.on_disk[rel], target)  # sendfile: streams, whatever the size
             except OSError as exc:
-                raise os_error(exc, target) from None
+                raise os_error(exc, exc.filename or target, "copy") from None
 
 
 # ---------------------------------------------------------------- the repository, its lock and journal
@@ -313,11 +318,19 @@ def _rmtree(path: Path) -> None:
 def recover(raw_dir: str | Path = "data/raw", repo_root: Path | None = None) -> str | None:
     """Finish or undo an interrupted ingest (see the module docstring); a line saying what was done, or None.
 
-    Run under the ingest lock. Also removes staging and old folders that an ingest killed before its journal
-    was written left behind.
+    Also removes the staging and old folders that an ingest killed before its journal was written left behind.
+
+    Raises:
+        VisError: another ingest is running, or the journal cannot be applied (the message says what to move).
     """
     raw = Path(raw_dir).absolute()
-    repo_root = repo_root or find_repo_root(raw.parent)
+    repo_root = repo_root or find_repo_root(next(p for p in raw.parents if p.exists()))
+    with _locked(repo_root):
+        return _recover(raw, repo_root)
+
+
+def _recover(raw: Path, repo_root: Path) -> str | None:
+    """`recover`, for a caller that holds the lock."""
     journal_path = _journal_path(repo_root)
     message = None
     if journal_path.is_file():
@@ -328,8 +341,11 @@ def recover(raw_dir: str | Path = "data/raw", repo_root: Path | None = None) -> 
         message = _apply_journal(repo_root, journal)
         journal_path.unlink()
         _fsync_dir(journal_path.parent)
-    for leftover in sorted(raw.parent.glob(f".{raw.name}.ingest-*")) + sorted(raw.parent.glob(f".{raw.name}.old-*")):
+    swept = sorted(raw.parent.glob(f".{raw.name}.ingest-*")) + sorted(raw.parent.glob(f".{raw.name}.old-*"))
+    for leftover in swept:
         _rmtree(leftover)
+    if swept and not message:
+        message = f"removed {len(swept)} folder(s) left by an ingest killed before it changed anything"
     return message
 
 
@@ -365,7 +381,8 @@ def _finish(raw: Path, staging: Path, old: Path, repo_root: Path, autostage: boo
         entry = f"/{raw.name}"
         lines = gitignore.read_text(encoding="utf-8").splitlines() if gitignore.is_file() else []
         if entry not in lines:
-            _write_durably(gitignore, "\n".join([*lines, entry]) + "\n", raw.parent / ".gitignore.visapp-tmp")
+            tmp = raw.parent / f".{raw.name}.ingest-gitignore.tmp"  # swept like a staging folder if we die here
+            _write_durably(gitignore, "\n".join([*lines, entry]) + "\n", tmp)
         if autostage:
             subprocess.run(
                 ["git", "add", "--", str(dvc_file), str(gitignore)], cwd=repo_root, capture_output=True, check=False
@@ -465,18 +482,30 @@ def _same_bytes(a: Path, b: Path) -> bool:
     return filecmp.cmp(a, b, shallow=False)
 
 
-def _top_mapping(current: Path, incoming: Path, origin: str, raw_label: str) -> dict[str, str]:
+def _files(folder: Path) -> list[str]:
+    if not folder.is_dir():
+        return []
+    return sorted(
+        (Path(top) / name).relative_to(folder).as_posix() for top, _dirs, names in os.walk(folder) for name in names
+    )
+
+
+def _paired(paths: list[str]) -> bool:
+    return any(p.split("/", 1)[0].casefold() == "annotations" for p in paths if "/" in p)
+
+
+def _top_mapping(current: list[str], incoming: list[str], origin: str, raw_label: str) -> dict[str, str]:
     """Incoming top folder name -> the current dataset's spelling of it; refuse layouts that do not mix."""
-    cur = {p.name.casefold(): p.name for p in current.iterdir() if p.is_dir()} if current.is_dir() else {}
-    new = {p.name.casefold(): p.name for p in incoming.iterdir() if p.is_dir()}
-    cur_paired, new_paired = "annotations" in cur, "annotations" in new
-    has_files = current.is_dir() and any(p.is_file() and _is_data_file(p.name) for p in current.iterdir())
-    if cur and (cur_paired or has_files) and cur_paired != new_paired:
+    cur_paired, new_paired = _paired(current), _paired(incoming)
+    cur_xml, new_xml = (any(p.casefold().endswith(".xml") for p in files) for files in (current, incoming))
+    if (cur_paired and not new_paired and new_xml) or (new_paired and not cur_paired and cur_xml):
         layouts = {True: "Annotations/ + image folders", False: "the flat layout (each XML beside its image)"}
         raise VisError(
             f"cannot append {origin} to {raw_label}: it uses {layouts[new_paired]}, {raw_label} uses "
             f"{layouts[cur_paired]}; bring it into the same layout, or use --mode replace"
         )
+    cur = {p.split("/", 1)[0].casefold(): p.split("/", 1)[0] for p in current if "/" in p}
+    new = {p.split("/", 1)[0].casefold(): p.split("/", 1)[0] for p in incoming if "/" in p}
     mapping = {name: cur[key] for key, name in new.items() if key in cur}
     cur_images = [cur[k] for k in IMAGE_DIRS if k in cur]
     for key in IMAGE_DIRS:  # images/ -> JPEGImages/ when the current dataset has only the other one
@@ -492,42 +521,38 @@ def _merge_lists(existing: Path, incoming: Path) -> str:
     return "\n".join(old_lines + new_lines) + "\n"
 
 
-def _merge(incoming: Path, target: Path, origin: str, raw_label: str) -> tuple[int, int]:
+def _merge(incoming: Path, target: Path, origin: str, root: str, raw_label: str) -> tuple[int, int]:
     """Move the files of `incoming` into `target` (a linked copy of the current data); (added, unchanged).
 
-    Checks every file before moving any: a clash refuses the whole append.
+    Checks every file before moving any: a clash refuses the whole append. `root` is where `incoming` was in
+    the source, for the messages.
     """
-    mapping = _top_mapping(target, incoming, origin, raw_label)
-    existing = {}
-    for folder, _dirs, names in os.walk(target):
-        for name in names:
-            rel = (Path(folder) / name).relative_to(target).as_posix()
-            existing[rel.casefold()] = rel
+    current, new = _files(target), _files(incoming)
+    mapping = _top_mapping(current, new, origin, raw_label)
+    existing = {rel.casefold(): rel for rel in current}
     plan: list[tuple[Path, str, str]] = []  # (incoming file, destination rel, action)
     clashes: list[str] = []
-    for folder, dirs, names in os.walk(incoming):
-        dirs.sort()
-        for name in sorted(names):
-            src = Path(folder) / name
-            rel = src.relative_to(incoming).as_posix()
-            top, _, rest = rel.partition("/")
-            dest_rel = f"{mapping.get(top, top)}/{rest}" if rest else rel
-            same_name = existing.get(dest_rel.casefold())
-            if same_name is None:
-                plan.append((src, dest_rel, "add"))
-            elif same_name != dest_rel:
-                clashes.append(f"{rel} (in {origin}) differs only in letter case from {raw_label}/{same_name}")
-            elif _same_bytes(src, target / dest_rel):
-                plan.append((src, dest_rel, "same"))
-            elif dest_rel.casefold().startswith("imagesets/") and dest_rel.endswith(".txt"):
-                plan.append((src, dest_rel, "merge"))
-            else:
-                clashes.append(f"{raw_label}/{dest_rel} exists with other content than {rel} in {origin}")
+    for rel in new:
+        src = incoming / rel
+        shown = f"{root}/{rel}" if root else rel
+        top, _, rest = rel.partition("/")
+        dest_rel = f"{mapping.get(top, top)}/{rest}" if rest else rel
+        same_name = existing.get(dest_rel.casefold())
+        if same_name is None:
+            plan.append((src, dest_rel, "add"))
+        elif same_name != dest_rel:
+            clashes.append(f"{shown} (in {origin}) differs only in letter case from {raw_label}/{same_name}")
+        elif _same_bytes(src, target / dest_rel):
+            plan.append((src, dest_rel, "same"))
+        elif dest_rel.casefold().startswith("imagesets/") and dest_rel.endswith(".txt"):
+            plan.append((src, dest_rel, "merge"))
+        else:
+            clashes.append(f"{raw_label}/{dest_rel} exists with other content than {shown} in {origin}")
     if clashes:
         more = len(clashes) - MAX_LISTED
-        shown = "\n  ".join(clashes[:MAX_LISTED]) + (f"\n  ... and {more} more" if more > 0 else "")
+        listed = "\n  ".join(clashes[:MAX_LISTED]) + (f"\n  ... and {more} more" if more > 0 else "")
         raise VisError(
-            f"cannot append {origin}: {len(clashes)} file(s) would replace different data:\n  {shown}\n"
+            f"cannot append {origin}: {len(clashes)} file(s) would replace different data:\n  {listed}\n"
             "rename the new files (or remove the old ones and ingest again), or use --mode replace"
         )
     added = 0
@@ -613,31 +638,49 @@ def ingest(
         raw.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise os_error(exc, raw.parent, "create") from None
-    with _locked(repo_root):
-        note = recover(raw, repo_root)
-        if note:
-            log(note)
-        src = _Source(source, limits or ZipLimits())
+    try:
+        with _locked(repo_root):
+            return _ingest_source(source, raw, raw_label, repo_root, mode, name, limits, force, log)
+    except OSError as exc:  # the specific places say more; this keeps any other one a message, not a traceback
+        raise os_error(exc, exc.filename or raw.parent, "write") from None
+
+
+def _ingest_source(
+    source: Path,
+    raw: Path,
+    raw_label: str,
+    repo_root: Path,
+    mode: str,
+    name: str | None,
+    limits: ZipLimits | None,
+    force: bool,
+    log: Callable[[str], None],
+) -> IngestResult:
+    """Under the lock: recover, vet the source, find the dataset, check the replace is safe, then stage."""
+    note = _recover(raw, repo_root)
+    if note:
+        log(note)
+    src = _Source(source, limits or ZipLimits())
+    try:
+        root = find_voc_root(src.files, src.origin)
+        wanted = _under(src.files, root)
+        kept = set(wanted)
+        ignored = [p for p in src.files if p not in kept]
+        _check_free_space(raw.parent, sum(src.sizes[p] for p in wanted))
+        dvc = _Dvc(repo_root)
         try:
-            root = find_voc_root(src.files, src.origin)
-            wanted = _under(src.files, root)
-            kept = set(wanted)
-            ignored = [p for p in src.files if p not in kept]
-            _check_free_space(raw.parent, sum(src.sizes[p] for p in wanted))
-            dvc = _Dvc(repo_root)
-            try:
-                if mode == "replace" and raw.exists() and not force:
-                    problem = dvc.unrecorded_changes(raw)
-                    if problem:
-                        raise VisError(
-                            f"{problem}: replacing it would lose that data; record it first (`dvc add {raw_label}` "
-                            "and commit), or pass --force to discard it"
-                        )
-                return _ingest_locked(src, root, raw, raw_label, repo_root, dvc, mode, name, ignored, log)
-            finally:
-                dvc.close()
+            if mode == "replace" and raw.exists() and not force:
+                problem = dvc.unrecorded_changes(raw)
+                if problem:
+                    raise VisError(
+                        f"{problem}: replacing it would lose that data; record it first (`dvc add {raw_label}` "
+                        "and commit), or pass --force to discard it"
+                    )
+            return _stage_and_commit(src, root, raw, raw_label, repo_root, dvc, mode, name, ignored, log)
         finally:
-            src.close()
+            dvc.close()
+    finally:
+        src.close()
 
 
 def _refuse_overlap(source: Path, raw: Path) -> None:
@@ -648,7 +691,7 @@ def _refuse_overlap(source: Path, raw: Path) -> None:
         raise VisError(f"{source} contains {raw}: give the folder that holds only the new dataset")
 
 
-def _ingest_locked(
+def _stage_and_commit(
     src: _Source,
     root: str,
     raw: Path,
@@ -673,7 +716,7 @@ def _ingest_locked(
         if mode == "append" and raw.is_dir():
             _link_tree(raw, staged)
             src.stage(staging / "incoming", root)
-            added, unchanged = _merge(staging / "incoming", staged, src.origin, raw_label)
+            added, unchanged = _merge(staging / "incoming", staged, src.origin, root, raw_label)
         else:
             src.stage(staged, root)
             added = len(_under(src.files, root))

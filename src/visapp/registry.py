@@ -328,9 +328,11 @@ class Release:
     stage_tag: str | None = None
     run_id: str | None = None
     notes: list[str] = field(default_factory=list)
+    new: bool = True  # False: the version existed, only a stage was assigned
 
     def __str__(self) -> str:
-        lines = [f"released {self.tag} on commit {self.commit[:12]}"]
+        verb = "released" if self.new else "already released:"
+        lines = [f"{verb} {self.tag} on commit {self.commit[:12]}"]
         if self.stage_tag:
             lines.append(f"assigned stage: {self.stage_tag}")
         lines.append(f"MLflow run: {self.run_id}" if self.run_id else "MLflow run: not found")
@@ -354,8 +356,19 @@ def tag_message(name: str, version: str, metrics: dict[str, Any], metadata: dict
     return "\n".join(lines) + "\n"
 
 
-def _existing_version(root: Path, name: str, commit: str) -> str | None:
-    return next((tag for tag, sha in sorted(version_tags(root, name).items()) if sha == commit), None)
+def _existing_version(root: Path, name: str, commit: str, path: str) -> str | None:
+    """The version already tagged on `commit`, else one whose dvc.lock pins the same weights (same hash)."""
+    tags = sorted(version_tags(root, name).items(), key=lambda item: _semver(item[0].split("@", 1)[1]))
+    at_commit = next((tag for tag, sha in tags if sha == commit), None)
+    if at_commit:
+        return at_commit
+    pinned = pinning_stage(root, commit, path)
+    weights = pinned[1].get("md5") if pinned else None
+    for tag, sha in tags:
+        other = pinning_stage(root, sha, path)
+        if weights and other and other[1].get("md5") == weights:
+            return tag
+    return None
 
 
 def release(root: str | Path = ".", stage: str | None = None, push: bool = False, name: str = ARTIFACT) -> Release:
@@ -378,11 +391,16 @@ def release(root: str | Path = ".", stage: str | None = None, push: bool = False
         raise VisError(
             f"dvc.lock at HEAD pins no {path}: run `dvc repro` to train, commit dvc.lock, then release again"
         )
-    existing = _existing_version(root, name, commit)
+    existing = _existing_version(root, name, commit, path)
     if existing and not stage:
+        how = (
+            "HEAD is already released as"
+            if version_tags(root, name)[existing] == commit
+            else ("the weights dvc.lock pins at HEAD are already released as")
+        )
         raise VisError(
-            f"HEAD is already released as {existing}: train a new model (`dvc repro` or `dvc exp run`) and commit "
-            f"it for a new version, or promote this one with `visapp release --stage prod`"
+            f"{how} {existing}: train a new model (`dvc repro` or `dvc exp run`) and commit it for a new "
+            f"version, or promote this one with `visapp release --stage prod`"
         )
     params = read_params(root, commit)
     metrics = json.loads(read_output(root, commit, f"{_model_dir(params)}/{METRICS_FILE}"))
@@ -403,6 +421,7 @@ def release(root: str | Path = ".", stage: str | None = None, push: bool = False
 
     if existing:
         version, tag, message = existing.split("@", 1)[1], existing, ""
+        commit = version_tags(root, name)[existing]
     else:
         version = next_version(root, name)
         message = tag_message(name, version, metrics, metadata, run_id)
@@ -418,7 +437,7 @@ def release(root: str | Path = ".", stage: str | None = None, push: bool = False
         notes.append(f"no MLflow run of this training found at {track.uri} (experiment {track.experiment!r})")
     if push:
         notes.append(_push_tags(root, [t for t in (tag, stage_tag) if t and t != existing]))
-    return Release(name, version, tag, commit, message, stage_tag, run_id, notes)
+    return Release(name, version, tag, commit, message, stage_tag, run_id, notes, new=not existing)
 
 
 def _push_tags(root: Path, tags: list[str]) -> str:

@@ -41,9 +41,9 @@ def resolve_uri(config: TrackingConfig, environ: Mapping[str, str] | None = None
     return environ.get(URI_ENV) or config.uri or DEFAULT_URI
 
 
-def _source(uri: str, environ: Mapping[str, str] | None = None) -> str:
-    environ = os.environ if environ is None else environ
-    return f"${URI_ENV}" if environ.get(URI_ENV) else "tracking.uri"
+def _source() -> str:
+    """Where the URI came from, for error messages."""
+    return f"${URI_ENV}" if os.environ.get(URI_ENV) else "tracking.uri"
 
 
 def check_reachable(uri: str, timeout: float = HEALTH_TIMEOUT_S) -> None:
@@ -61,7 +61,7 @@ def check_reachable(uri: str, timeout: float = HEALTH_TIMEOUT_S) -> None:
     except (urllib.error.URLError, OSError) as exc:
         problem = f"is not reachable ({getattr(exc, 'reason', exc)})"
     raise VisError(
-        f"MLflow tracking server {uri} {problem} (checked {url} before training, from {_source(uri)}); "
+        f"MLflow tracking server {uri} {problem} (checked {url} before training, from {_source()}); "
         f"start the server (`mlflow server --host 127.0.0.1 --port 5000 ...`), point MLFLOW_TRACKING_URI or "
         f"tracking.uri at a running one, or set tracking.required=false to train without tracking"
     )
@@ -87,6 +87,19 @@ def metric_name(column: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "/_-. :" else "_" for ch in name)
 
 
+def _no_telemetry() -> None:
+    """MLflow 3 sends usage telemetry (config.mlflow-telemetry.io) unless told not to, before its first import."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def client_for(uri: str) -> Any:
+    """An `MlflowClient` for `uri`, with MLflow's telemetry off (offline machines, no surprise traffic)."""
+    _no_telemetry()
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
 def _param_value(value: Any) -> str:
     from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
@@ -106,9 +119,7 @@ class Run:
     @property
     def client(self) -> Any:
         if self._client is None:
-            from mlflow.tracking import MlflowClient
-
-            self._client = MlflowClient(tracking_uri=self.uri)
+            self._client = client_for(self.uri)
         return self._client
 
     def log_params(self, params: Mapping[str, Any]) -> list[str]:
@@ -161,10 +172,9 @@ def _experiment_id(client: Any, name: str) -> str:
 
 def open_run(uri: str, experiment: str, run_name: str, tags: Mapping[str, Any], run_id: str | None = None) -> Run:
     """Reopen `run_id` when it still exists there (a resumed training), else create a run in `experiment`."""
+    client = client_for(uri)
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=uri)
     try:
         if run_id:
             try:

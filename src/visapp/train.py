@@ -49,6 +49,7 @@ DEFAULT_CHECKPOINT_DIR = Path(".cache/train")
 ULTRALYTICS_CACHE_DIR = Path(".cache/ultralytics")  # its weights_dir and runs_dir: out of the repository root
 METADATA_FILE = "dataset_metadata.json"
 STATE_FILE = "state.json"
+RUN_FILE = "mlflow_run.json"  # beside metrics.json: the MLflow run of the model (visapp.registry reads it)
 # Ultralytics train arguments that come from our own params or that we must control: not allowed in train.extra.
 RESERVED_ARGS = frozenset(
     {"model", "data", "epochs", "imgsz", "batch", "device", "workers", "patience", "optimizer", "lr0", "seed"}
@@ -318,16 +319,17 @@ def _build_model(params: Params, last_pt: Path | None, weights_dir: Path) -> Any
 
 
 class _EpochLogger:
-    """Ultralytics callback `on_fit_epoch_end`: each epoch's row to MLflow (step = epoch) + time in the state.
+    """Ultralytics callback `on_fit_epoch_end`: each epoch's row to MLflow (step = epoch), then the time so far.
 
     Ultralytics calls `on_fit_epoch_end` once more after training, for the final validation of best.pt; that
     call is not an epoch (its numbers are the final metrics, logged apart), and comes after the epoch call
-    that had `trainer.stop` set, so it is skipped.
+    that had `trainer.stop` set, so it is skipped. The state is saved last: once it says an epoch's time, that
+    epoch's checkpoint and metrics are written.
     """
 
-    def __init__(self, run: Any, ckpt_dir: Path, state: dict[str, Any], seconds_before: float) -> None:
+    def __init__(self, run: Any, ckpt_dir: Path, state: dict[str, Any]) -> None:
         self.run, self.ckpt_dir, self.state = run, ckpt_dir, state
-        self.seconds_before, self.started = seconds_before, time.monotonic()
+        self.seconds_before, self.started = float(state.get("train_seconds") or 0.0), time.monotonic()
         self.done = False
         self.failed = False
 
@@ -338,15 +340,14 @@ class _EpochLogger:
         if self.done:
             return
         self.done = bool(trainer.stop)
-        self.state["train_seconds"] = round(self.seconds(), 1)
+        if self.run is not None and not self.failed:
+            try:
+                self.run.log_metrics(epoch_metrics(trainer), step=trainer.epoch + 1)
+            except Exception as exc:  # losing a curve is better than losing the training: warn, go on
+                self.failed = True
+                print(f"warning: MLflow stopped taking epoch metrics ({exc}); training goes on", flush=True)
+        self.state.update(train_seconds=round(self.seconds(), 1), epoch=trainer.epoch + 1)
         save_state(self.ckpt_dir, self.state)
-        if self.run is None or self.failed:
-            return
-        try:
-            self.run.log_metrics(epoch_metrics(trainer), step=trainer.epoch + 1)
-        except Exception as exc:  # losing a curve is better than losing the training: warn, go on
-            self.failed = True
-            print(f"warning: MLflow stopped taking epoch metrics ({exc}); training goes on", flush=True)
 
 
 def _tracking_uri(params: Params) -> str | None:
@@ -379,27 +380,50 @@ def _open_run(uri: str | None, params: Params, metadata: dict[str, Any], key: st
     return run
 
 
+def _backfill_epochs(run: Any, results_csv: Path, up_to: int) -> None:
+    """Log the epochs of results.csv (up to the checkpoint's) that MLflow lacks: a kill can land between them."""
+    if run is None or not results_csv.is_file():
+        return
+    logged = {m.step for m in run.client.get_metric_history(run.run_id, "metrics/mAP50-95")}
+    _, rows = clean_results(results_csv.read_text(encoding="utf-8"))
+    for row in rows:
+        epoch = int(float(row["epoch"]))
+        if epoch <= up_to and epoch not in logged:
+            values = {k: float(v) for k, v in row.items() if k not in ("epoch", "time") and v not in ("", "nan")}
+            run.log_metrics(values, step=epoch)
+
+
 def _read_metadata(path: Path) -> dict[str, Any]:
     try:
         metadata = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise VisError(f"{path} not found: run the metadata stage first (`dvc repro metadata`)") from None
     except ValueError as exc:
-        raise VisError(
-            f"{path} is not valid JSON ({exc}): rerun the metadata stage (`dvc repro -f metadata`)"
-        ) from None
+        raise VisError(f"{path} is not JSON ({exc}): rerun the metadata stage (`dvc repro -f metadata`)") from None
     if not metadata.get("fingerprint"):
         raise VisError(f"{path} has no dataset fingerprint: rerun the metadata stage (`dvc repro -f metadata`)")
     return metadata
 
 
-def _write_outputs(run_dir: Path, model_dir: Path, metrics: dict[str, Any]) -> dict[str, Path]:
+def _plan(params: Params, ckpt_dir: Path) -> tuple[str, dict[str, Any], int | None]:
+    """(mode, state, epoch to resume after): "finalize" a trained run, "resume" an unfinished one, or "fresh"."""
+    run_dir = ckpt_dir / "run"
+    state = read_state(ckpt_dir) if params.train.resume == "auto" else {}
+    if state.get("status") == "trained" and (run_dir / "weights" / "best.pt").is_file():
+        return "finalize", state, None
+    if state.get("status") == "training":
+        epoch = resumable_epoch(run_dir / "weights" / "last.pt")
+        if epoch:
+            return "resume", state, epoch
+    return "fresh", {}, None
+
+
+def _write_outputs(run_dir: Path, model_dir: Path, metrics: dict[str, Any], run: Any) -> dict[str, Path]:
     """Copy the results out of the checkpoint folder into the stage's outputs (each written atomically)."""
     best = run_dir / "weights" / "best.pt"
     if not best.is_file():
         raise VisError(f"training wrote no {best}: see Ultralytics' log above")
-    weights_dir = model_dir / "weights"
-    with atomic_path(weights_dir) as tmp:
+    with atomic_path(model_dir / "weights") as tmp:
         tmp.mkdir(parents=True)
         shutil.copyfile(best, tmp / "best.pt")
     write_json(model_dir / "metrics.json", metrics)
@@ -409,22 +433,24 @@ def _write_outputs(run_dir: Path, model_dir: Path, metrics: dict[str, Any]) -> d
         tmp.mkdir(parents=True)
         for image in sorted(run_dir.glob("*.png")):
             shutil.copyfile(image, tmp / image.name)
+    # Which MLflow run holds this model's history: committed with dvc.lock, so a release leads back to it.
+    run_info = {"run_id": run.run_id, "experiment_id": run.experiment_id} if run else {"run_id": None}
+    write_json(model_dir / RUN_FILE, run_info)
     return {
-        "best": weights_dir / "best.pt",
+        "best": model_dir / "weights" / "best.pt",
         "metrics": model_dir / "metrics.json",
         "results": model_dir / "results.csv",
         "plots": model_dir / "plots",
     }
 
 
-def _finish_tracking(run: Any, outputs: dict[str, Path], metrics: dict[str, Any], inputs: dict[str, Path]) -> None:
+def _finish_tracking(run: Any, outputs: dict[str, Path], metrics: dict[str, Any], inputs: list[Path]) -> None:
     run.log_metrics({key: float(value) for key, value in metrics.items()})
     run.log_artifact(outputs["best"], "weights")
-    run.log_artifact(outputs["metrics"])
-    run.log_artifact(outputs["results"])
-    run.log_artifact(outputs["plots"])
-    run.log_artifact(inputs["data_yaml"], "data")
-    run.log_artifact(inputs["metadata"], "data")
+    for name in ("metrics", "results", "plots"):
+        run.log_artifact(outputs[name])
+    for path in inputs:
+        run.log_artifact(path, "data")
     run.end("FINISHED")
 
 
@@ -443,41 +469,33 @@ def train_model(params: Params, environ: dict[str, str] | None = None) -> dict[s
     uri = _tracking_uri(params)  # an unreachable server fails here, before any training or folder
     key = checkpoint_key(params, metadata["fingerprint"])
     base = checkpoint_base(environ)
-    ckpt_dir = base / key
-    run_dir = ckpt_dir / "run"
+    ckpt_dir, run_dir = base / key, base / key / "run"
 
     with _exclusive(base / f"{key}.lock"):
         configure_ultralytics(ULTRALYTICS_CACHE_DIR)  # before anything imports ultralytics (checkpoints do)
-        state = read_state(ckpt_dir) if params.train.resume == "auto" else {}
-        resume_epoch = None
-        if state.get("status") == "trained" and (run_dir / "weights" / "best.pt").is_file():
-            mode = "finalize"
-        elif state.get("status") == "training" and (resume_epoch := resumable_epoch(run_dir / "weights" / "last.pt")):
-            mode = "resume"
-        else:
-            mode, state = "fresh", {}
+        mode, state, resume_epoch = _plan(params, ckpt_dir)
+        if mode == "fresh":
             shutil.rmtree(ckpt_dir, ignore_errors=True)
+            print(f"train: new training in {ckpt_dir}", flush=True)
+        elif mode == "resume":
+            print(f"train: resuming after epoch {resume_epoch} from {run_dir / 'weights' / 'last.pt'}", flush=True)
+        else:
+            print(f"train: the training in {ckpt_dir} finished before; writing its results", flush=True)
         run = _open_run(uri, params, metadata, key, state)
         try:
-            if mode == "fresh":
-                print(f"train: new training in {ckpt_dir}", flush=True)
-            elif mode == "resume":
-                print(f"train: resuming after epoch {resume_epoch} from {run_dir / 'weights' / 'last.pt'}", flush=True)
-            else:
-                print(f"train: the training in {ckpt_dir} finished before; writing its results", flush=True)
             state.update(key=key, mlflow_run_id=run.run_id if run else None, tracking_uri=uri if run else None)
             state.setdefault("status", "training")
             save_state(ckpt_dir, state)
-            view = Path(build_view_for(yolo_dir, raw_dir, ckpt_dir / "data"))
+            data_yaml = build_view_for(yolo_dir, raw_dir, ckpt_dir / "data")
             if mode != "finalize":
-                state["metrics"] = _fit(params, mode == "resume", view, run_dir, run, ckpt_dir, state)
+                if mode == "resume":
+                    _backfill_epochs(run, run_dir / "results.csv", resume_epoch or 0)
+                state["metrics"] = _fit(params, mode == "resume", data_yaml, ckpt_dir, run, state)
                 state["status"] = "trained"
                 save_state(ckpt_dir, state)
-            outputs = _write_outputs(run_dir, Path(params.paths.model), state["metrics"])
+            outputs = _write_outputs(run_dir, Path(params.paths.model), state["metrics"], run)
             if run is not None:
-                _finish_tracking(
-                    run, outputs, state["metrics"], {"data_yaml": yolo_dir / "data.yaml", "metadata": metadata_path}
-                )
+                _finish_tracking(run, outputs, state["metrics"], [yolo_dir / "data.yaml", metadata_path])
         except BaseException as exc:
             if run is not None:
                 with contextlib.suppress(Exception):
@@ -489,23 +507,20 @@ def train_model(params: Params, environ: dict[str, str] | None = None) -> dict[s
 
 
 def build_view_for(yolo_dir: Path, raw_dir: Path, view_dir: Path) -> Path:
-    """A fresh Ultralytics dataset view of data/yolo (links to data/raw); returns its data.yaml."""
+    """A fresh Ultralytics dataset view of data/yolo (links to data/raw, no label cache); returns its data.yaml."""
     from visapp.dataset_view import build_view
 
-    built = Path(build_view(yolo_dir, raw_dir, view_dir, mode="link"))
-    return built if built.suffix in (".yaml", ".yml") else built / "data.yaml"
+    return Path(build_view(yolo_dir, raw_dir, view_dir, mode="link")) / "data.yaml"
 
 
-def _fit(
-    params: Params, resume: bool, data_yaml: Path, run_dir: Path, run: Any, ckpt_dir: Path, state: dict[str, Any]
-) -> dict[str, Any]:
-    """Run Ultralytics' training (or its resume) in run_dir; return the metrics.json values."""
+def _fit(params: Params, resume: bool, data_yaml: Path, ckpt_dir: Path, run: Any, state: dict[str, Any]) -> dict:
+    """Run Ultralytics' training (or its resume) in `<ckpt_dir>/run`; return the metrics.json values."""
     import torch
 
+    run_dir = ckpt_dir / "run"
     device = resolve_device(params.train.device, torch.cuda.is_available())
-    last_pt = run_dir / "weights" / "last.pt"
-    model = _build_model(params, last_pt if resume else None, ULTRALYTICS_CACHE_DIR / "weights")
-    logger = _EpochLogger(run, ckpt_dir, state, float(state.get("train_seconds") or 0.0))
+    model = _build_model(params, run_dir / "weights" / "last.pt" if resume else None, ULTRALYTICS_CACHE_DIR / "weights")
+    logger = _EpochLogger(run, ckpt_dir, state)
     model.add_callback("on_pretrain_routine_start", _drop_foreign_callbacks)
     model.add_callback("on_fit_epoch_end", logger)
     args = train_args(params, data_yaml.resolve(), run_dir.resolve(), device)
