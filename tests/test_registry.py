@@ -311,3 +311,36 @@ def test_lineage_leads_from_a_version_back_to_its_data_params_metrics_and_run(re
     assert text.splitlines()[0] == "yolo@v1.0.0  (stages: prod)"
     for value in (commit, metadata["fingerprint"], metadata["raw_dvc_hash"], info["mlflow"]["run_id"]):
         assert value in text
+
+
+@pytest.mark.slow
+def test_release_push_to_an_unreachable_remote_refuses_before_tagging(released, s3_server):
+    from conftest import free_port
+
+    project = released.project
+    closed = f"http://127.0.0.1:{free_port()}"
+    tags_before = released.run("git", "tag", "-l").stdout
+    project.run("dvc", "remote", "modify", "--local", "storage", "endpointurl", closed)
+    try:
+        result = released.run("visapp", "release", "--stage", "staging", "--push", check=False)
+    finally:
+        project.run("dvc", "remote", "modify", "--local", "storage", "endpointurl", s3_server.endpoint)
+    assert result.returncode == 2
+    assert f"cannot reach DVC remote 'storage' (s3://vis-registry/dvc via {closed})" in result.stderr
+    assert f"is the S3 server at {closed} running?" in result.stderr
+    assert released.run("git", "tag", "-l").stdout == tags_before
+
+
+@pytest.mark.slow
+def test_release_with_an_unreachable_tracking_server_refuses_before_tagging(released):
+    from conftest import free_port
+
+    tags_before = released.run("git", "tag", "-l").stdout
+    closed = f"http://127.0.0.1:{free_port()}"
+    result = released.project.run(
+        "visapp", "release", "--stage", "staging", check=False, env={"MLFLOW_TRACKING_URI": closed}
+    )
+    assert result.returncode == 2
+    assert f"cannot release: MLflow tracking server {closed} is not reachable" in result.stderr
+    assert "MLFLOW_TRACKING_URI" in result.stderr
+    assert released.run("git", "tag", "-l").stdout == tags_before

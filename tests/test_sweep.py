@@ -63,7 +63,7 @@ def test_queued_grid_sweep_gives_four_experiments_and_four_mlflow_runs(make_proj
     )
     assert queued.stdout.count("Queued experiment") == 4
     try:
-        project.run("dvc", "queue", "start", "-j", "1", env=env)  # the worker inherits MLFLOW_TRACKING_URI
+        project.run("dvc", "queue", "start", "-j", "2", env=env)  # the worker inherits MLFLOW_TRACKING_URI
         status = _wait_for_queue(project, env)
     finally:
         project.run("dvc", "queue", "stop", check=False, env=env)

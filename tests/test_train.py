@@ -343,7 +343,7 @@ def test_unreachable_tracking_server_fails_the_stage_before_training(workdir):
 def test_killed_training_resumes_where_it_stopped_and_changed_params_start_over(workdir):
     from mlflow.tracking import MlflowClient
 
-    epochs = 6
+    epochs = 4
     set_params(workdir, f"train.epochs={epochs}", "tracking.experiment=resume")
     guard = workdir.parent / "guard"
     guard.mkdir()
@@ -454,12 +454,6 @@ def test_dvc_repro_trains_then_reruns_nothing_and_shows_metrics_and_plots(make_p
     assert "Running stage" not in second.stdout
     assert "up to date" in project.run("dvc", "status").stdout
 
-    metrics = json.loads(project.run("dvc", "metrics", "show", "--json").stdout)
-    assert "mAP50" in json.dumps(metrics)
-    plots = json.loads(project.run("dvc", "plots", "show", "--json").stdout)
-    assert {"mAP", "loss", "precision-recall"} <= set(plots)
-    shown = json.loads(project.run("dvc", "exp", "show", "--json").stdout)
-    assert "models/yolo/metrics.json" in json.dumps(shown)
     # The tracking store and the checkpoints stay out of git and out of every output.
     git = project.run("git", "status", "--porcelain", "--untracked-files=all").stdout
     changed = {line[3:] for line in git.splitlines() if not line.endswith(".gitignore")}
@@ -471,3 +465,12 @@ def test_dvc_repro_trains_then_reruns_nothing_and_shows_metrics_and_plots(make_p
         "models/yolo/mlflow_run.json",
     }
     assert (project.root / "mlflow.db").is_file() and (project.root / ".cache" / "train").is_dir()
+
+    metrics = json.loads(project.run("dvc", "metrics", "show", "--json").stdout)
+    assert "mAP50" in json.dumps(metrics)
+    shown = json.loads(project.run("dvc", "exp", "show", "--json").stdout)
+    assert "models/yolo/metrics.json" in json.dumps(shown)
+    plots = json.loads(project.run("dvc", "plots", "show", "--json").stdout)["data"]
+    assert {"mAP", "loss", "precision-recall", "models/yolo/plots/results.png"} <= set(plots)
+    values = plots["mAP"][0]["content"]["data"]["values"]
+    assert {(v["epoch"], v["field"]) for v in values} == {("1", "metrics/mAP50"), ("1", "metrics/mAP50-95")}

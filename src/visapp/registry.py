@@ -406,10 +406,10 @@ def release(root: str | Path = ".", stage: str | None = None, push: bool = False
     metrics = json.loads(read_output(root, commit, f"{_model_dir(params)}/{METRICS_FILE}"))
     metadata = json.loads(read_output(root, commit, f"{_metadata_dir(params)}/{METADATA_FILE}"))
     track = tracking_for(root, params)
-    if track.problem and track.required:
+    if track.problem and track.required and track.uri.lower().startswith(("http://", "https://")):
         raise VisError(
             f"cannot release: {track.problem}; the release tags the training's MLflow run: start the server or "
-            f"point MLFLOW_TRACKING_URI at it (or set tracking.required=false)"
+            f"point MLFLOW_TRACKING_URI at the one that holds the run"
         )
     run_id = find_run(root, commit, params, track)
     notes = []
@@ -429,12 +429,15 @@ def release(root: str | Path = ".", stage: str | None = None, push: bool = False
     stage_tag = None
     if stage:
         stage_tag = gto.api.assign(str(root), name, stage, version=version, message=f"{name} {version} -> {stage}").tag
-    if run_id:
-        tag_run(root, track, run_id, {TAG_MODEL_VERSION: tag})
-    elif track.problem:
-        notes.append(f"MLflow not tagged: {track.problem}")
-    else:
+    if track.problem:
+        notes.append(f"MLflow run not tagged: {track.problem}")
+    elif not run_id:
         notes.append(f"no MLflow run of this training found at {track.uri} (experiment {track.experiment!r})")
+    else:
+        try:
+            tag_run(root, track, run_id, {TAG_MODEL_VERSION: tag})
+        except Exception as exc:  # the tags are made: say what is missing rather than fail half-way
+            notes.append(f"MLflow run {run_id} not tagged at {track.uri}: {str(exc).splitlines()[0]}")
     if push:
         notes.append(_push_tags(root, [t for t in (tag, stage_tag) if t and t != existing]))
     return Release(name, version, tag, commit, message, stage_tag, run_id, notes, new=not existing)

@@ -22,7 +22,9 @@ How a training runs (DESIGN.md "Training"):
   every run (no analytics, no integration callbacks: we drive MLflow ourselves); the fonts its plots ask for
   (`Arial.ttf`, `Arial.Unicode.ttf`, which it would download) are provided from matplotlib's bundled DejaVu
   Sans. Named weights (`model.weights: yolov8n.pt`) are looked up, and downloaded where the network allows,
-  in `.cache/ultralytics/weights`, not in the working directory.
+  in `.cache/ultralytics/weights`, not in the working directory; so is `yolo26n.pt`, which Ultralytics' AMP
+  check fetches on CUDA only (offline the fetch fails, and the check is skipped with AMP left on). With no
+  network a training makes no connection attempt at all on CPU (a test checks it with a socket guard).
 """
 
 from __future__ import annotations
@@ -127,7 +129,6 @@ def train_args(params: Params, data_yaml: Path, save_dir: Path, device: str) -> 
         "seed": train.seed,
         "save_dir": str(save_dir),
         "exist_ok": True,
-        "plots": train.extra.get("plots", True),
     }
 
 
@@ -247,6 +248,7 @@ def configure_ultralytics(cache_dir: Path) -> None:
     """Make Ultralytics safe offline: env switches before its import, settings and local fonts on every run."""
     os.environ.setdefault("YOLO_OFFLINE", "true")
     os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+    import ultralytics.utils
     from ultralytics import settings
     from ultralytics.utils import USER_CONFIG_DIR
 
@@ -258,6 +260,8 @@ def configure_ultralytics(cache_dir: Path) -> None:
     }
     if any(settings.get(key) != value for key, value in wanted.items()):
         settings.update(wanted)
+    # Read once at import: the AMP check on CUDA fetches yolo26n.pt into it (offline it gives up and keeps AMP).
+    ultralytics.utils.WEIGHTS_DIR = Path(wanted["weights_dir"])
     provide_fonts(Path(USER_CONFIG_DIR))
 
 

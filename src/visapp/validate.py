@@ -15,13 +15,17 @@ Choices DESIGN.md leaves open, written down here:
   every sample involved is rejected. An unlisted copy of a listed image gets its twin's split in the
   manifest, so that identical bytes never straddle splits;
 - `duplicate_image` is a warning on each later copy, naming the first; unreadable images are not compared;
-- `warnings` in report.json counts warning issues.
+- `warnings` in report.json counts warning issues;
+- an image whose path holds a line break (anything `str.splitlines` breaks at) is `image_unreadable`: the
+  YOLO split lists name one image a line, so nothing downstream (metadata, dataset views, Ultralytics) could
+  find it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +77,7 @@ _ORIENTATION_NAMES = {
     8: "rotated 90° CCW",
 }
 SUMMARY_PROBLEMS = 10
+_LINE_BREAK = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")  # where str.splitlines breaks
 
 
 @dataclass
@@ -270,6 +275,13 @@ def _check_sample(
         shown = _ORIENTATION_NAMES[info.orientation]
         boxes = f"; its boxes refer to the {frame[0]} frame (<size>)" if frame else ""
         out.add(files.image, "exif_rotated", f"EXIF orientation {info.orientation} ({shown} on display){boxes}")
+    if _LINE_BREAK.search(files.image):
+        out.add(
+            files.image,
+            "image_unreadable",
+            f"the path {files.image!r} holds a line break, and the YOLO split lists name one image a line: "
+            "rename the file",
+        )
     if conflict is not None:
         out.add(
             files.image,
