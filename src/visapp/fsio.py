@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import glob
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -22,23 +24,45 @@ def _writable_parent(path: Path) -> Path:
     return parent
 
 
+def _sweep_abandoned(parent: Path, name: str) -> None:
+    """Remove temporaries of `name` whose writer is gone (killed, so its `finally` never ran).
+
+    Their names hold the writer's pid. Left alone, they would stay beside the output for good: a partial copy
+    of it on disk, and untracked files that `git status` (so `visapp release`) reports.
+    """
+    prefix = f".{name}."
+    owners = {p: p.name[len(prefix) :].split(".", 1)[0] for p in parent.glob(f"{glob.escape(prefix)}*.tmp")}
+    owners = {p: int(pid) for p, pid in owners.items() if pid.isdigit()}
+    if not owners:
+        return
+    import psutil  # pid_exists is safe on every OS (os.kill(pid, 0) terminates the process on Windows)
+
+    for stale, pid in owners.items():
+        if pid != os.getpid() and not psutil.pid_exists(pid):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling of `path`; on success it replaces `path`, on failure it is removed.
 
-    Works for files and folders. The temporary name starts with '.' and ends with '.tmp', and lives in the
-    same folder, so the final rename is atomic on the same file system.
+    Works for files and folders. The temporary name is `.{name}.{pid}.*.tmp`, in the same folder, so the final
+    rename is atomic on the same file system; those of a writer that was killed are removed first.
     """
     path = Path(path)
     parent = _writable_parent(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+    _sweep_abandoned(parent, path.name)
+    try:  # a read-only folder fails here, before anything is written
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=parent))
+    except OSError as exc:
+        raise VisError(f"cannot write {path}: {exc.strerror or exc}; check free space and permissions") from None
     target = tmp / "out"
     try:
         yield target
         if not target.exists():
             raise RuntimeError(f"nothing was written for {path}")
         if path.is_dir() and not path.is_symlink():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", suffix=".tmp", dir=parent))
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.old.", suffix=".tmp", dir=parent))
             path.rename(old / "out")
             target.rename(path)
             shutil.rmtree(old, ignore_errors=True)

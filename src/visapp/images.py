@@ -1,7 +1,9 @@
 """Image bytes -> `ImageInfo` (true format, stored size, EXIF orientation), or an `ImageError` saying why not.
 
 The format comes from the magic bytes, never the file name (real datasets hold PNG files named `.jpg`).
-Every image is decoded in full, so that a file Ultralytics (or OpenCV) would choke on is rejected here first.
+Every image is decoded in full, so that a file Ultralytics (or OpenCV) would choke on is rejected here first:
+by Pillow, then by OpenCV, which Ultralytics trains with (it is stricter than Pillow about some broken PNGs,
+and where the two read the EXIF orientation differently the labels would land in the wrong frame).
 """
 
 from __future__ import annotations
@@ -10,12 +12,15 @@ import io
 import re
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 # Pillow's names for the formats we accept; `Image.open(formats=...)` is restricted to the sniffed one.
 _PIL_FORMATS = {"jpeg": "JPEG", "png": "PNG", "bmp": "BMP", "webp": "WEBP"}
 _JPEG_END = b"\xff\xd9"
 _PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC: libpng (OpenCV) fails a PNG without it
 _ORIENTATION_TAG = 0x0112
+# Where OpenCV may find an EXIF orientation: JPEG APP1 "Exif", PNG "eXIf", WebP "EXIF".
+_EXIF_MARK = re.compile(rb"exif", re.IGNORECASE)
 # Formats a person may reasonably hand us that we do not accept: named in the message.
 _OTHER_MAGIC = {b"GIF8": "GIF", b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"%PDF": "PDF", b"<?xm": "XML", b"<ann": "XML"}
 
@@ -118,7 +123,9 @@ def inspect_image(data: bytes) -> ImageInfo:
     # Pillow warns about corrupt EXIF and large images; the outcome is what counts, not the noise.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return _decode(data, fmt)
+        info = _decode(data, fmt)
+    _check_opencv(data, info)
+    return info
 
 
 def _decode(data: bytes, fmt: str) -> ImageInfo:
@@ -144,6 +151,59 @@ def _decode(data: bytes, fmt: str) -> ImageInfo:
         if width <= 0 or height <= 0:
             raise ImageError("image_unreadable", f"{fmt.upper()} has no pixels ({width}x{height})")
         return ImageInfo(format=fmt, width=width, height=height, orientation=_orientation(image))
+
+
+def _orient(pixels: Any, orientation: int) -> Any:
+    """Stored pixels (rows, columns, ...) -> as shown for an EXIF orientation (as OpenCV and Pillow show them)."""
+    import numpy as np
+
+    if orientation == 2:
+        return pixels[:, ::-1]
+    if orientation == 3:
+        return pixels[::-1, ::-1]
+    if orientation == 4:
+        return pixels[::-1]
+    if orientation == 5:
+        return pixels.swapaxes(0, 1)
+    if orientation == 6:
+        return np.rot90(pixels, -1)
+    if orientation == 7:
+        return np.rot90(pixels, -1)[::-1]
+    if orientation == 8:
+        return np.rot90(pixels, 1)
+    return pixels
+
+
+def _check_opencv(data: bytes, info: ImageInfo) -> None:
+    """Refuse what OpenCV (Ultralytics' reader) cannot decode, or shows in another frame than `info` says.
+
+    Pillow decodes a PNG whose image data ends early (missing rows) or has a bad IDAT checksum, where libpng
+    fails (Ultralytics then stops with "Image Not Found"); and Pillow may read another EXIF block than OpenCV
+    (two APP1 segments, a damaged entry), which would put the labels in the wrong frame.
+    """
+    import cv2
+    import numpy as np
+
+    buffer = np.frombuffer(data, np.uint8)
+    name = info.format.upper()
+    shown = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    if shown is None:
+        raise ImageError(
+            "image_unreadable",
+            f"{name} decodes with Pillow but not with OpenCV, which training reads images with: re-export it",
+        )
+    size = (shown.shape[1], shown.shape[0])
+    if size == displayed_size(info.width, info.height, info.orientation) and _EXIF_MARK.search(data) is None:
+        return  # no EXIF that OpenCV could apply: it shows the stored pixels, in the size Pillow found
+    stored = cv2.imdecode(buffer, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    same = stored is not None and stored.shape[:2] == (info.height, info.width)
+    if not (same and np.array_equal(_orient(stored, info.orientation), shown)):
+        raise ImageError(
+            "image_unreadable",
+            f"{name} EXIF orientation reads as {info.orientation} with Pillow, but OpenCV, which training reads "
+            f"images with, shows the {info.width}x{info.height} image otherwise ({size[0]}x{size[1]}): "
+            "re-export it with one valid EXIF orientation, or none",
+        )
 
 
 def displayed_size(width: int, height: int, orientation: int) -> tuple[int, int]:

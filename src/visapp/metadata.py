@@ -50,7 +50,7 @@ from typing import Any
 import yaml
 
 from visapp.errors import VisError
-from visapp.fsio import atomic_path, write_json
+from visapp.fsio import atomic_path, dumps_json
 from visapp.images import displayed_size
 
 METADATA_FILE = "dataset_metadata.json"
@@ -418,7 +418,8 @@ def build_metadata(
     }
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        write_json(tmp / METADATA_FILE, metadata)
+        # A plain write: the folder is already atomic, and an error then names out_dir, not a temporary path.
+        (tmp / METADATA_FILE).write_text(dumps_json(metadata), encoding="utf-8", newline="\n")
         figures.plot_class_distribution(metadata, tmp / "class_distribution.png")
         figures.plot_box_sizes(box_data, classes, tmp / "box_sizes.png")
         figures.draw_samples(picker.pick(), classes, tmp / "samples.png")
