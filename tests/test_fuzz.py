@@ -256,7 +256,9 @@ DOCTYPES = [
     '<!DOCTYPE annotation [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>',
     '<!DOCTYPE annotation [<!ELEMENT annotation ANY><!ATTLIST annotation x CDATA "1">]>',
 ]
-MISC = st.sampled_from(["", "\n", "  \n\t", "<!-- exported by a tool -->", "<?xml-stylesheet href='a.xsl'?>", "<?p q?>"])
+MISC = st.sampled_from(
+    ["", "\n", "  \n\t", "<!-- exported by a tool -->", "<?xml-stylesheet href='a.xsl'?>", "<?p q?>"]
+)
 
 
 @st.composite
@@ -431,7 +433,6 @@ _BASE_SPECS = [
 ]
 
 
-
 def _pillow(fmt: str, mode: str, **options) -> Base:
     """Variants vocfactory does not write: progressive and CMYK JPEG, 16-bit and 1-bit PNG, APNG, lossy and
     animated WebP."""
@@ -500,7 +501,9 @@ def with_size(base: Base, width: int, height: int) -> bytes:
     elif base.info.format == "bmp":
         data[18:26] = struct.pack("<II", width & 0xFFFFFFFF, height & 0xFFFFFFFF)
     elif base.info.format == "webp" and data[12:16] == b"VP8L":
-        bits = (width - 1) & 0x3FFF | ((height - 1) & 0x3FFF) << 14 | (int.from_bytes(data[21:25], "little") >> 28) << 28
+        bits = (
+            (width - 1) & 0x3FFF | ((height - 1) & 0x3FFF) << 14 | (int.from_bytes(data[21:25], "little") >> 28) << 28
+        )
         data[21:25] = bits.to_bytes(4, "little")
     return bytes(data)
 

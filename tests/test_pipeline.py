@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from tests.conftest import REPO_ROOT
 
 DATA_STAGES = ["validate", "convert", "metadata"]
@@ -150,7 +149,7 @@ def test_a_misspelt_or_mistyped_param_names_its_key(tmp_path):
 
     with pytest.raises(ConfigError, match="epochz"):
         load_params(REPO_ROOT / "params.yaml", ["train.epochz=3"])
-    with pytest.raises(ConfigError, match="train.epochs"):
+    with pytest.raises(ConfigError, match=r"train\.epochs"):
         load_params(REPO_ROOT / "params.yaml", ["train.epochs=many"])
     with pytest.raises(ConfigError, match="on_error"):
         load_params(REPO_ROOT / "params.yaml", ["data.on_error=ignore"])
@@ -159,9 +158,16 @@ def test_a_misspelt_or_mistyped_param_names_its_key(tmp_path):
 def test_stage_reports_a_bad_param_without_a_traceback(make_project):
     project = make_project()
     project.set_params("data.on_error=ignore")
-    proc = subprocess.run(
-        [sys.executable, "stages/validate.py"], cwd=project.root, capture_output=True, text=True
-    )
+    proc = subprocess.run([sys.executable, "stages/validate.py"], cwd=project.root, capture_output=True, text=True)
     assert proc.returncode == 2
     assert "data.on_error" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_workspace_root_is_the_repository_also_from_a_queued_experiment_copy(tmp_path):
+    from visapp.config import workspace_root
+
+    assert workspace_root(tmp_path) == Path()
+    copy = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmpab12cd"
+    copy.mkdir(parents=True)
+    assert workspace_root(copy) == tmp_path.resolve() / "repo"

@@ -161,3 +161,18 @@ def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def workspace_root(cwd: Path | None = None) -> Path:
+    """The repository a stage works for, even when DVC runs it in a temporary copy.
+
+    `dvc exp run --queue` / `--temp` run each experiment in a copy under `<repo>/.dvc/tmp/exps/`, deleted
+    afterwards. Local state that must outlive one experiment (training checkpoints, the default SQLite MLflow
+    store) belongs to `<repo>`. Returns `Path(".")` when the working directory is the repository itself.
+    """
+    here = (cwd or Path.cwd()).resolve()
+    parts = here.parts
+    for i in range(len(parts) - 2):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return Path()

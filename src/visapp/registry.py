@@ -226,9 +226,9 @@ def find_run(root: Path, rev: str, params: dict[str, Any], track: Tracking, tag:
             return str(run_id)
     if track.problem:
         return None
-    from mlflow.tracking import MlflowClient
+    from visapp.tracking import client_for
 
-    client = MlflowClient(tracking_uri=_mlflow_uri(root, track.uri))
+    client = client_for(_mlflow_uri(root, track.uri))
     experiment = client.get_experiment_by_name(track.experiment)
     if experiment is None:
         return None
@@ -255,9 +255,9 @@ def _checkpoint_key(root: Path, rev: str, params: dict[str, Any]) -> str | None:
 
 
 def tag_run(root: Path, track: Tracking, run_id: str, tags: dict[str, str]) -> None:
-    from mlflow.tracking import MlflowClient
+    from visapp.tracking import client_for
 
-    client = MlflowClient(tracking_uri=_mlflow_uri(root, track.uri))
+    client = client_for(_mlflow_uri(root, track.uri))
     for key, value in sorted(tags.items()):
         client.set_tag(run_id, key, value)
 

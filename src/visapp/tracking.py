@@ -1,8 +1,8 @@
 """tracking params + a training's numbers and files -> one MLflow run (URI resolution, reachability, tags).
 
-The tracking URI is `MLFLOW_TRACKING_URI`, else `tracking.uri`, else a local `sqlite:///mlflow.db` (in the
-working directory, which DVC runs stages in: the repository root, outside every output). An http(s) server is
-asked for `/health` before training starts, so a wrong URI fails in seconds, not after hours of training.
+The tracking URI is `MLFLOW_TRACKING_URI`, else `tracking.uri`, else a local `sqlite:///mlflow.db` in the
+repository root, outside every output (for a queued experiment: the repository it was queued in, not its
+temporary copy). An http(s) server is asked for `/health` before training starts, so a wrong URI fails in seconds, not after hours of training.
 
 Everything goes through `MlflowClient` with an explicit run id, never through MLflow's global "active run":
 a resumed training reopens the run id it stored beside its checkpoint, so one training is one run.
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from visapp.config import TrackingConfig
+from visapp.config import TrackingConfig, workspace_root
 from visapp.errors import VisError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -38,7 +38,13 @@ HEALTH_TIMEOUT_S = 5.0
 def resolve_uri(config: TrackingConfig, environ: Mapping[str, str] | None = None) -> str:
     """`MLFLOW_TRACKING_URI`, else `tracking.uri`, else the local SQLite file."""
     environ = os.environ if environ is None else environ
-    return environ.get(URI_ENV) or config.uri or DEFAULT_URI
+    return environ.get(URI_ENV) or config.uri or default_uri()
+
+
+def default_uri() -> str:
+    """`sqlite:///mlflow.db` in the repository (also from a queued experiment's temporary copy)."""
+    root = workspace_root()
+    return DEFAULT_URI if root == Path() else f"sqlite:///{(root / 'mlflow.db').as_posix()}"
 
 
 def _source() -> str:

@@ -42,7 +42,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from visapp.config import Params, flatten
+from visapp.config import Params, flatten, workspace_root
 from visapp.errors import VisError
 from visapp.fsio import atomic_path, dumps_json, write_json, write_text
 
@@ -101,9 +101,11 @@ def checkpoint_key(params: Params, fingerprint: str) -> str:
 
 
 def checkpoint_base(environ: dict[str, str] | None = None) -> Path:
-    """`$VISAPP_CHECKPOINT_DIR`, else `.cache/train` in the working directory."""
+    """`$VISAPP_CHECKPOINT_DIR`, else `.cache/train` in the repository (also for a queued experiment)."""
     environ = dict(os.environ) if environ is None else environ
-    return Path(environ[CHECKPOINT_ENV]) if environ.get(CHECKPOINT_ENV) else DEFAULT_CHECKPOINT_DIR
+    if environ.get(CHECKPOINT_ENV):
+        return Path(environ[CHECKPOINT_ENV])
+    return workspace_root() / DEFAULT_CHECKPOINT_DIR
 
 
 def train_args(params: Params, data_yaml: Path, save_dir: Path, device: str) -> dict[str, Any]:
