@@ -2,7 +2,8 @@
 
 The tracking URI is `MLFLOW_TRACKING_URI`, else `tracking.uri`, else a local `sqlite:///mlflow.db` in the
 repository root, outside every output (for a queued experiment: the repository it was queued in, not its
-temporary copy). An http(s) server is asked for `/health` before training starts, so a wrong URI fails in seconds, not after hours of training.
+temporary copy). An http(s) server is asked for `/health` before training starts, so a wrong URI fails in
+seconds, not after hours of training.
 
 Everything goes through `MlflowClient` with an explicit run id, never through MLflow's global "active run":
 a resumed training reopens the run id it stored beside its checkpoint, so one training is one run.
