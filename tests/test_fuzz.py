@@ -5,7 +5,9 @@ unicode, deep nesting, missing elements, random attributes), every encoding and 
 truncated and mutated documents, raw bytes; valid JPEG/PNG/BMP/WebP images cut short, bit-flipped, with a
 wrong magic, lying headers or garbage EXIF; and whole tiny datasets of them. They go through
 `voc.parse_annotation`, `images.inspect_image`, `validate.validate_dataset` and, for every accepted sample,
-`convert.convert`, whose label lines must be valid YOLO.
+`convert.convert`, whose label lines must be valid YOLO. An image validation accepts must also be one that
+OpenCV (Ultralytics' reader) decodes, in the size validation says; the regression tests at the end are the
+cases the fuzzing found.
 
 Every test is derandomized (the same examples on every run: CI is repeatable) and has no deadline; the
 example counts add up to EXAMPLES_TOTAL (>= 2,000, issue 5 acceptance 4).
@@ -360,6 +362,7 @@ def parse_or_issue(data: bytes) -> Annotation | AnnotationError:
     return ann
 
 
+@pytest.mark.slow
 @fuzz_settings("structured_xml")
 @given(documents())
 def test_any_voc_like_document_parses_or_is_reported(doc):
@@ -573,9 +576,9 @@ def inspect_or_issue(data: bytes) -> ImageInfo | ImageError:
     assert info.format in FORMATS and info.format == sniff_format(data[:12])
     assert isinstance(info.width, int) and isinstance(info.height, int) and info.width > 0 and info.height > 0
     assert isinstance(info.orientation, int) and 1 <= info.orientation <= 8
-    # What validation accepts, training can read, in the frame validation says (Ultralytics reads with OpenCV).
+    # What validation accepts, training can read (Ultralytics reads with OpenCV), in the frame validation says.
     shown = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    assert shown is not None, "accepted, but OpenCV cannot decode it"
+    assert shown is not None, "accepted, but OpenCV cannot decode it: training would stop on it"
     assert (shown.shape[1], shown.shape[0]) == displayed_size(info.width, info.height, info.orientation)
     return info
 
@@ -767,6 +770,7 @@ def check_yolo(yolo: Path, rows: list[dict], data: DataConfig) -> None:
         assert (yolo / line).is_file(), f"the split list names a missing image: {line!r}"
 
 
+@pytest.mark.slow
 @fuzz_settings("datasets")
 @given(datasets())
 def test_any_dataset_validates_to_reported_issues_and_converts_to_valid_yolo(dataset):
@@ -800,13 +804,35 @@ def test_an_image_path_with_a_line_break_is_rejected_not_listed(tmp_path):
 
 
 def test_a_png_with_rows_missing_is_refused_although_pillow_decodes_it():
-    """Found by the fuzz test: Pillow fills missing rows, libpng (OpenCV, so Ultralytics) fails on them."""
+    """Found by the fuzz test: Pillow leaves missing rows blank, libpng (OpenCV, so Ultralytics) fails."""
     base = image_bytes("png", (16, 16), seed=1)
     taller = with_size(Base(base, ImageInfo("png", 16, 16, 1)), 16, 64)  # valid CRC, a quarter of the rows
     Image.open(io.BytesIO(taller)).load()  # Pillow is fine with it
     assert cv2.imdecode(np.frombuffer(taller, np.uint8), cv2.IMREAD_COLOR) is None
     with pytest.raises(ImageError) as caught:
         inspect_image(taller)
+    assert caught.value.code == "image_unreadable" and "OpenCV" in caught.value.message
+
+
+def test_a_png_whose_image_data_fails_its_crc_is_refused():
+    """Found by the fuzz test: Pillow does not check the IDAT chunk's CRC, libpng (OpenCV) does, and fails."""
+    data = bytearray(image_bytes("png", (16, 16), seed=3))
+    at = data.find(b"IDAT")
+    crc_at = at + 4 + int.from_bytes(data[at - 4 : at], "big")
+    data[crc_at] ^= 0x01  # the image data is intact, its checksum is not
+    Image.open(io.BytesIO(bytes(data))).load()  # Pillow is fine with it
+    with pytest.raises(ImageError) as caught:
+        inspect_image(bytes(data))
+    assert caught.value.code == "image_unreadable" and "OpenCV" in caught.value.message
+
+
+def test_a_bmp_whose_palette_size_opencv_refuses_is_refused():
+    """Found by the fuzz test: a 1-bit BMP announcing 23 palette colours; Pillow reads it, OpenCV does not."""
+    data = bytearray(_pillow("bmp", "1").data)
+    data[46:50] = (23).to_bytes(4, "little")  # biClrUsed
+    assert cv2.imdecode(np.frombuffer(bytes(data), np.uint8), cv2.IMREAD_COLOR) is None
+    with pytest.raises(ImageError) as caught:
+        inspect_image(bytes(data))
     assert caught.value.code == "image_unreadable" and "OpenCV" in caught.value.message
 
 

@@ -35,10 +35,16 @@ def _sweep_abandoned(parent: Path, name: str) -> None:
     owners = {p: int(pid) for p, pid in owners.items() if pid.isdigit()}
     if not owners:
         return
-    import psutil  # pid_exists is safe on every OS (os.kill(pid, 0) terminates the process on Windows)
+    import psutil  # portable (os.kill(pid, 0) would terminate the process on Windows)
 
     for stale, pid in owners.items():
-        if pid != os.getpid() and not psutil.pid_exists(pid):
+        try:  # a killed writer may linger as a zombie until its new parent reaps it: gone all the same
+            alive = pid == os.getpid() or psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            alive = False
+        except psutil.Error:
+            alive = True
+        if not alive:
             shutil.rmtree(stale, ignore_errors=True)
 
 
