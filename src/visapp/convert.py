@@ -13,9 +13,8 @@ Conventions (DESIGN.md "Conversion"):
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -23,8 +22,9 @@ from typing import Any
 from visapp.config import DataConfig
 from visapp.errors import VisError
 from visapp.images import displayed_size
+from visapp.manifest import read_rows
+from visapp.voc import SPLITS
 
-SPLITS = ("train", "val", "test")
 # Leading folders that hold the images in the VOC layouts we accept; they are not part of a sample's id.
 
 Box = tuple[float, float, float, float]
@@ -152,24 +152,6 @@ class ConversionSummary:
         return "\n".join(lines)
 
 
-def _read_manifest(manifest_path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Stream the manifest's rows (line number, row); memory does not grow with the file."""
-    if not manifest_path.is_file():
-        raise VisError(f"{manifest_path} not found: run the validate stage first (`dvc repro validate`)")
-    with manifest_path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                _ = (row["id"], row["image"], row["sha256"], row["width"], row["height"], row["objects"])
-            except (ValueError, KeyError, TypeError) as exc:
-                raise VisError(
-                    f"{manifest_path}:{number}: not a manifest row ({exc}); rerun the validate stage"
-                ) from None
-            yield number, row
-
-
 def _row_split(row: dict[str, Any], seed: int, data: DataConfig, where: str) -> str:
     split = row.get("split")
     if split is None:
@@ -256,7 +238,7 @@ def convert(manifest_path: Path, raw_dir: Path, out_dir: Path, data: DataConfig,
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         made: set[Path] = set()
-        for number, row in _read_manifest(manifest_path):
+        for number, row in read_rows(manifest_path):
             where = f"{manifest_path}:{number} ({row['image']})"
             ident = row["id"]
             if ident in seen:

@@ -16,9 +16,8 @@ import shutil
 from pathlib import Path
 from typing import Literal
 
-from visapp.convert import SPLITS
 from visapp.errors import VisError
-from visapp.voc import sample_id
+from visapp.voc import SPLITS, sample_id
 
 # Suffixes that every recent Ultralytics accepts and that OpenCV decodes by content, whatever the suffix says
 # (a PNG named .jpg reads fine). Hard-coded so that building a view does not import ultralytics.

@@ -52,9 +52,11 @@ import yaml
 from visapp.errors import VisError
 from visapp.fsio import atomic_path, dumps_json
 from visapp.images import displayed_size
+from visapp.manifest import read_rows
+from visapp.voc import SPLITS
 
 METADATA_FILE = "dataset_metadata.json"
-SPLITS = ("train", "val", "test")
+
 QUANTILES = {"p0": 0.0, "p5": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95, "p100": 1.0}
 COCO_SMALL_MAX_AREA = 32**2  # area < this: small
 COCO_MEDIUM_MAX_AREA = 96**2  # area < this: medium, else large
@@ -141,23 +143,15 @@ def read_raw_dvc_hash(raw_dir: Path) -> str | None:
 
 def read_manifest(manifest_path: Path) -> dict[str, ImageRecord]:
     """Stream manifest.jsonl into {image path relative to raw_dir: ImageRecord} (objects are not kept)."""
-    if not manifest_path.is_file():
-        raise VisError(f"{manifest_path} does not exist; run the validate stage first (`dvc repro validate`)")
     records: dict[str, ImageRecord] = {}
-    with manifest_path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                orientation = int(row.get("orientation") or 1)
-                width, height = displayed_size(int(row["width"]), int(row["height"]), orientation)
-                record = ImageRecord(str(row["id"]), str(row["image"]), str(row["sha256"]), width, height, orientation)
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise VisError(
-                    f"{manifest_path}:{number}: not a manifest row ({exc}); rerun the validate stage"
-                ) from None
-            records[record.image] = record
+    for number, row in read_rows(manifest_path):
+        try:
+            orientation = int(row.get("orientation") or 1)
+            width, height = displayed_size(int(row["width"]), int(row["height"]), orientation)
+            record = ImageRecord(str(row["id"]), str(row["image"]), str(row["sha256"]), width, height, orientation)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise VisError(f"{manifest_path}:{number}: not a manifest row ({exc}); rerun the validate stage") from None
+        records[record.image] = record
     return records
 
 

@@ -24,7 +24,6 @@ Choices DESIGN.md leaves open, written down here:
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -33,8 +32,9 @@ from typing import Any
 
 from visapp.config import DataConfig
 from visapp.errors import VisError
-from visapp.fsio import atomic_path, write_json
+from visapp.fsio import write_json
 from visapp.images import ImageError, ImageInfo, displayed_size, inspect_image
+from visapp.manifest import write_rows
 from visapp.voc import (
     BOX_KEYS,
     SPLITS,
@@ -413,9 +413,7 @@ def write_validation(result: ValidationResult, out_dir: Path, on_error: str) -> 
     if on_error == "fail" and result.report["rejected"]:
         manifest.unlink(missing_ok=True)
         return
-    with atomic_path(manifest) as tmp, tmp.open("w", encoding="utf-8", newline="\n") as handle:
-        for row in result.rows:
-            handle.write(json.dumps(row, sort_keys=True) + "\n")
+    write_rows(manifest, result.rows)
 
 
 def _plural(count: int, word: str) -> str:
