@@ -39,27 +39,10 @@ from visapp.convert import convert
 from visapp.images import ImageError, ImageInfo, displayed_size, inspect_image, sniff_format
 from visapp.validate import validate_dataset, write_validation
 from visapp.voc import BOX_KEYS, Annotation, AnnotationError, VocObject, parse_annotation
-from vocfactory import image_bytes
+from vocfactory import DESIGN_SEVERITY, image_bytes
 
 # DESIGN.md's table (+ id_conflict, documented in visapp.validate): the only codes a report may hold.
-DESIGN_SEVERITY = {
-    "image_unreadable": "error",
-    "image_truncated": "error",
-    "image_missing": "error",
-    "annotation_missing": "warning",  # an error without data.allow_background
-    "xml_malformed": "error",
-    "xml_unsafe": "error",
-    "size_mismatch": "error",
-    "size_missing": "warning",
-    "exif_rotated": "warning",
-    "class_unknown": "error",
-    "bbox_invalid": "error",
-    "bbox_out_of_bounds": "error",
-    "bbox_clipped": "warning",
-    "duplicate_image": "warning",
-    "split_leak": "error",
-    "id_conflict": "error",
-}
+REPORT_SEVERITY = {**DESIGN_SEVERITY, "id_conflict": "error"}
 XML_CODES = {"xml_malformed", "xml_unsafe"}
 IMAGE_CODES = {"image_unreadable", "image_truncated"}
 FORMATS = ("jpeg", "png", "bmp", "webp")
@@ -722,8 +705,8 @@ def check_report(report: dict, rows: list[dict], raw: Path, data: DataConfig) ->
     assert [(i["path"], i["code"]) for i in issues] == sorted((i["path"], i["code"]) for i in issues)
     for issue in issues:
         assert set(issue) == {"path", "code", "severity", "message"}
-        assert issue["code"] in DESIGN_SEVERITY, issue
-        expected = DESIGN_SEVERITY[issue["code"]]
+        assert issue["code"] in REPORT_SEVERITY, issue
+        expected = REPORT_SEVERITY[issue["code"]]
         if issue["code"] == "annotation_missing" and not data.allow_background:
             expected = "error"
         assert issue["severity"] == expected, issue

@@ -26,6 +26,26 @@ from pathlib import Path
 
 from PIL import Image
 
+# DESIGN.md's validation table, as it is written there: code -> severity.
+DESIGN_SEVERITY = {
+    "image_unreadable": "error",
+    "image_truncated": "error",
+    "image_missing": "error",
+    "annotation_missing": "warning",
+    "xml_malformed": "error",
+    "xml_unsafe": "error",
+    "size_mismatch": "error",
+    "size_missing": "warning",
+    "exif_rotated": "warning",
+    "class_unknown": "error",
+    "bbox_invalid": "error",
+    "bbox_out_of_bounds": "error",
+    "bbox_clipped": "warning",
+    "duplicate_image": "warning",
+    "split_leak": "error",
+}
+
+
 # A value of None leaves the element out; "" writes an empty element (`<difficult/>`).
 Value = str | int | float | None
 AUTO = "auto"  # write_sample's default <size>: the image's size
