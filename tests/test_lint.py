@@ -1,0 +1,19 @@
+"""The repository passes its own linters (ruff: pyproject.toml's rules and format)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO_ROOT
+
+RUFF = Path(sys.executable).parent / "ruff"
+
+
+def test_ruff_check_passes():
+    proc = subprocess.run([RUFF, "check", "."], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_ruff_format_is_applied():
+    proc = subprocess.run([RUFF, "format", "--check", "."], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
