@@ -344,3 +344,10 @@ def test_release_with_an_unreachable_tracking_server_refuses_before_tagging(rele
     assert f"cannot release: MLflow tracking server {closed} is not reachable" in result.stderr
     assert "MLFLOW_TRACKING_URI" in result.stderr
     assert released.run("git", "tag", "-l").stdout == tags_before
+
+
+def test_models_before_any_release_says_there_is_no_version_yet(make_project):
+    project = make_project()
+    proc = project.run("visapp", "models")
+    assert "no model versions yet" in proc.stdout
+    assert "Traceback" not in proc.stderr

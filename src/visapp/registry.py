@@ -459,10 +459,15 @@ def _push_tags(root: Path, tags: list[str]) -> str:
 def list_versions(root: str | Path = ".", name: str = ARTIFACT) -> list[dict[str, Any]]:
     """Every registered version, newest first: version, tag, commit, stages, created (ISO 8601), message."""
     import gto.api
+    from gto.exceptions import ArtifactNotFound
 
     root = Path(root).resolve()
+    try:
+        entries = gto.api.show(str(root), name)
+    except ArtifactNotFound:  # GTO knows an artifact from its tags: no tag yet, no version yet
+        return []
     rows = []
-    for entry in gto.api.show(str(root), name):
+    for entry in entries:
         registration = (entry.get("registrations") or [{}])[-1]
         if not registration.get("tag"):
             continue  # a commit GTO merely discovered: not a version
