@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -44,6 +45,23 @@ def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None, 
     if check and proc.returncode != 0:
         pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
     return proc
+
+
+def tree_digest(
+    root: Path, names: tuple[str, ...] = (".",), skip: tuple[str, ...] = (".git", ".dvc/tmp")
+) -> dict[str, str]:
+    """{path relative to root: sha256} of every file under root/NAME for each name (a link: of its target
+    path), except under `skip` (git's and DVC's own bookkeeping): a workspace or an output as it is."""
+    digest = {}
+    for name in names:
+        top = root / name
+        for path in [top] if top.is_file() else sorted(top.rglob("*")):
+            rel = path.relative_to(root).as_posix()
+            if path.is_dir() or any(rel == s or rel.startswith(f"{s}/") for s in skip):
+                continue
+            data = str(path.readlink()).encode() if path.is_symlink() else path.read_bytes()
+            digest[rel] = hashlib.sha256(data).hexdigest()
+    return digest
 
 
 @dataclass

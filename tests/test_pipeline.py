@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from tests.conftest import REPO_ROOT
+
+from conftest import REPO_ROOT, tree_digest
 
 DATA_STAGES = ["validate", "convert", "metadata"]
 DATA_OUTPUTS = ["data/validated", "data/yolo", "data/metadata"]
 
 
-def tree_digest(root: Path) -> dict[str, str]:
-    """{relative path: sha256} of every file under root."""
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
-
-
 def outputs_digest(project_root: Path) -> dict[str, str]:
-    digest = {}
-    for out in DATA_OUTPUTS:
-        digest.update({f"{out}/{k}": v for k, v in tree_digest(project_root / out).items()})
-    return digest
+    return tree_digest(project_root, DATA_OUTPUTS)
 
 
 @pytest.fixture

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Project, _copy_project
-from test_remote import tree_digest
+from conftest import Project, _copy_project, tree_digest
 from visapp.errors import VisError
 from visapp.registry import ModelRef, format_versions, next_version, parse_ref, tag_message, version_tags
 

@@ -7,21 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, Project
+from conftest import REPO_ROOT, Project, tree_digest
 from visapp.errors import VisError
 from visapp.remote import RemoteInfo, check_remote, explain, push, remote_info
-
-
-def tree_digest(root: Path, skip: tuple[str, ...] = (".git", ".dvc/tmp")) -> dict[str, str]:
-    """relative path -> sha256 of every file (and link target) under root: the workspace as it is."""
-    digest = {}
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root).as_posix()
-        if any(rel == s or rel.startswith(f"{s}/") for s in skip) or path.is_dir():
-            continue
-        data = str(path.readlink()).encode() if path.is_symlink() else path.read_bytes()
-        digest[rel] = hashlib.sha256(data).hexdigest()
-    return digest
 
 
 def write_raw(root: Path, files: int = 6, seed: int = 0) -> None:

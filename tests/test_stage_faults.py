@@ -12,7 +12,6 @@ temporary output into place; the test then kills it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import resource
 import shutil
@@ -27,21 +26,12 @@ import psutil
 import pytest
 import yaml
 
+from conftest import tree_digest
 from visapp.fsio import write_text
 
 SAMPLE_IMAGES = 40
 DATA_STAGES = ("validate", "convert", "metadata")
 OUTPUTS = ("data/validated/manifest.jsonl", "data/validated/report.json", "data/yolo", "data/metadata")
-
-
-def tree_digest(root: Path, names: tuple[str, ...] = (".",)) -> dict[str, str]:
-    """{relative path: sha256} of every file under root/name for each name."""
-    digest = {}
-    for name in names:
-        top = root / name
-        files = [top] if top.is_file() else sorted(p for p in top.rglob("*") if p.is_file())
-        digest.update({f.relative_to(root).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest() for f in files})
-    return digest
 
 
 def temporaries(root: Path) -> list[str]:
