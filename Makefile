@@ -12,7 +12,7 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export YOLO_OFFLINE := true
 
-.PHONY: help install demo test test-fast lint format params sample clean
+.PHONY: help install demo test test-fast lint lint-imports format params sample clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -27,7 +27,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip uninstall --quiet -y opencv-python
 	$(PY) -m pip install --quiet --force-reinstall --no-deps \
 	  "opencv-python-headless==$$($(PY) -c 'import importlib.metadata as m; print(m.version("opencv-python-headless"))')"
-	$(PY) -c 'import cv2, torch, ultralytics, dvc, mlflow; print("cv2", cv2.__version__, "torch", torch.__version__)'
+	@# Versions from the metadata: importing Ultralytics here would write its settings into the user's HOME.
+	$(PY) -c 'import cv2, importlib.metadata as m; print("cv2", cv2.__version__, *(f"{p} {m.version(p)}" for p in ("torch", "ultralytics", "dvc", "mlflow")))'
 	touch $@
 
 install: $(VENV)/.installed ## Create .venv with the package, its tools and the test dependencies
@@ -44,8 +45,8 @@ demo: sample ## Set everything up and run the pipeline on the sample dataset
 test: install ## Set everything up and run the whole test suite
 	pytest
 
-test-fast: install ## Run the tests that need no training, DVC run or server
-	pytest -m "not slow"
+test-fast: install ## Run the unit tier: tests that need nothing but Python (no git, DVC, server or training)
+	pytest -m "unit and not integration"
 
 lint: install ## ruff lint + format check
 	ruff check .
@@ -57,6 +58,9 @@ format: install ## Apply ruff's fixes and formatting
 
 params: install ## Recompose params.yaml from conf/ (as `dvc exp run` does; `dvc repro` does not)
 	python -c 'from visapp.config import compose_params_yaml; open("params.yaml", "w").write(compose_params_yaml())'
+
+lint-imports: install ## Check the import rules of pyproject.toml (the layers of src/visapp)
+	lint-imports
 
 clean: ## Remove caches and training scratch (not data, not .venv)
 	rm -rf .pytest_cache .ruff_cache .hypothesis .cache

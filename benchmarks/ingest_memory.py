@@ -9,13 +9,13 @@ an entry is streamed, not read whole.
 
 Each measurement runs in a fresh subprocess and reads its own peak RSS (`ru_maxrss`):
 
-- imports:   `import visapp.ingest` and DVC's `Repo`, nothing else;
+- imports:   `import visapp.ingest.ingest` and DVC's `Repo`, nothing else;
 - reference: the same imports, then list the ZIP and copy every entry to disk with `shutil.copyfileobj`: the
   floor any streaming extractor pays;
 - ingest:    `visapp.ingest.ingest(zip, data/raw)` in a fresh git + DVC repository: vet every entry, extract
   into the staging folder, pair the samples, hash them into DVC's cache, swap them in, write data/raw.dvc.
 
-The target (issue 5, acceptance 5): ingesting a ZIP of 5,000 images stays under 300 MB peak. Exit status 1
+The target: ingesting a ZIP of 5,000 images stays under 300 MB peak. Exit status 1
 when it does not.
 """
 
@@ -36,7 +36,7 @@ TARGET_MB = 300.0
 _PREAMBLE = """
 import json, resource, sys, time
 from pathlib import Path
-import visapp.ingest
+import visapp.ingest.ingest
 from dvc.repo import Repo
 archive, work = Path(sys.argv[1]), Path(sys.argv[2])
 start = time.perf_counter()
@@ -62,7 +62,7 @@ with zipfile.ZipFile(archive) as zf:
 info = {"files": files}
 """,
     "ingest": """
-result = visapp.ingest.ingest(archive, work / "repo" / "data" / "raw", log=lambda line: None)
+result = visapp.ingest.ingest.ingest(archive, work / "repo" / "data" / "raw")
 info = {"images": result.images, "annotations": result.annotations, "nfiles": result.nfiles, "md5": result.md5}
 """,
 }

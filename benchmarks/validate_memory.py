@@ -10,12 +10,12 @@ then carries an image_missing issue instead of a row).
 
 Each measurement runs in a fresh subprocess and reads its own peak RSS (`ru_maxrss`):
 
-- validate:  `validate_dataset(raw_dir, DataConfig(...))`, the manifest rows and report kept, as the stage does;
+- validate:  `validate_dataset(raw_dir, data)`, the manifest rows and report kept, as the stage does;
 - reference: the same imports, then one pass that reads and parses every XML (defusedxml) and reads, hashes
   and decodes every image, keeping nothing: the floor any streaming validator pays;
 - imports:   the same imports and nothing else.
 
-The target (issue 2, acceptance 6): validating 20,000 annotations stays under 300 MB peak. Exit status 1 when
+The target: validating 20,000 annotations stays under 300 MB peak. Exit status 1 when
 it does not.
 """
 
@@ -36,8 +36,9 @@ CLASSES = ["circle", "square", "triangle", "person", "car"]
 _PREAMBLE = """
 import json, resource, sys, time
 from pathlib import Path
-from visapp.config import DataConfig
-import visapp.validate
+import dataclasses
+from visapp.config import default_params
+import visapp.dataset.validate
 import defusedxml.ElementTree, PIL.Image  # imported lazily by the library; loaded here so all probes pay them
 raw = Path(sys.argv[1])
 start = time.perf_counter()
@@ -49,7 +50,7 @@ print(json.dumps({"peak_mb": peak_mb, "seconds": time.perf_counter() - start, **
 PROBES = {
     "imports": "info = {}",
     "validate": f"""
-result = visapp.validate.validate_dataset(raw, DataConfig(classes={CLASSES!r}))
+result = visapp.dataset.validate.validate_dataset(raw, dataclasses.replace(default_params().data, classes={CLASSES!r}))
 info = dict(rows=len(result.rows), issues=len(result.report["issues"]), accepted=result.report["accepted"])
 """,
     "reference": """

@@ -1,25 +1,30 @@
 """DVC stage `convert`: data/validated/manifest.jsonl -> data/yolo (YOLO labels, split lists, data.yaml)."""
 
+import logging
 import sys
 from pathlib import Path
 
+from visapp import console
 from visapp.config import load_params
-from visapp.convert import convert
-from visapp.errors import exit_on_error
+from visapp.dataset.convert import convert
+from visapp.formats.manifest import MANIFEST_FILE
+
+log = logging.getLogger("visapp.stages.convert")
 
 
 def main() -> int:
     params = load_params()
     summary = convert(
-        manifest_path=Path(params.paths.validated) / "manifest.jsonl",
+        manifest_path=Path(params.paths.validated) / MANIFEST_FILE,
         raw_dir=Path(params.paths.raw),
         out_dir=Path(params.paths.yolo),
         data=params.data,
         seed=params.seed,
+        progress=console.progress_display(),
     )
-    print(summary)
+    log.info("%s", summary)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(exit_on_error(main))
+    sys.exit(console.run(main))

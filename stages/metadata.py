@@ -1,25 +1,30 @@
 """DVC stage `metadata`: manifest + data/yolo -> data/metadata/dataset_metadata.json and figures."""
 
+import logging
 import sys
 from pathlib import Path
 
+from visapp import console
 from visapp.config import load_params
-from visapp.errors import exit_on_error
-from visapp.metadata import build_metadata
+from visapp.dataset.statistics import build_metadata
+from visapp.formats.manifest import MANIFEST_FILE
+
+log = logging.getLogger("visapp.stages.metadata")
 
 
 def main() -> int:
     params = load_params()
     metadata = build_metadata(
-        manifest_path=Path(params.paths.validated) / "manifest.jsonl",
+        manifest_path=Path(params.paths.validated) / MANIFEST_FILE,
         yolo_dir=Path(params.paths.yolo),
         raw_dir=Path(params.paths.raw),
         out_dir=Path(params.paths.metadata),
         classes=params.data.classes,
+        progress=console.progress_display(),
     )
-    print(f"metadata: {metadata['overall']['images']} images, fingerprint {metadata['fingerprint'][:12]}")
+    log.info("metadata: %d images, fingerprint %s", metadata["overall"]["images"], metadata["fingerprint"][:12])
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(exit_on_error(main))
+    sys.exit(console.run(main))

@@ -1,27 +1,33 @@
 """DVC stage `validate`: data/raw (VOC) -> data/validated/{manifest.jsonl, report.json}."""
 
+import logging
 import sys
 from pathlib import Path
 
-from visapp.config import load_params
-from visapp.errors import exit_on_error
-from visapp.validate import format_summary, validate_dataset, write_validation
+from visapp import console
+from visapp.config import OnError, load_params
+from visapp.dataset.validate import validate_dataset, write_validation
+from visapp.formats.report import REPORT_FILE, format_summary
+
+log = logging.getLogger("visapp.stages.validate")
 
 
 def main() -> int:
     params = load_params()
     out_dir = Path(params.paths.validated)
-    result = validate_dataset(Path(params.paths.raw), params.data)
+    result = validate_dataset(Path(params.paths.raw), params.data, progress=console.progress_display())
     write_validation(result, out_dir, on_error=params.data.on_error)
-    print(format_summary(result.report))
-    if result.report["rejected"] and params.data.on_error == "fail":
-        print(
-            f"validate: {result.report['rejected']} rejected and data.on_error=fail (every issue is in "
-            f"{out_dir / 'report.json'}): fix them, or run with data.on_error=skip to leave them out"
+    log.info("%s", format_summary(result.report))
+    if result.report["rejected"] and params.data.on_error == OnError.fail:
+        log.error(
+            "validate: %d rejected and data.on_error=fail (every issue is in %s): fix them, or run with "
+            "data.on_error=skip to leave them out",
+            result.report["rejected"],
+            out_dir / REPORT_FILE,
         )
         return 1
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(exit_on_error(main))
+    sys.exit(console.run(main))

@@ -18,6 +18,52 @@ VENV_BIN = Path(sys.executable).parent  # dvc, visapp, yolo, mlflow of the envir
 PROJECT_FILES = ["conf", "stages", "src", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "pyproject.toml"]
 
 
+# --- tiers ------------------------------------------------------------------------------------------------------
+
+TIERS = ("unit", "integration", "slow")
+
+
+def tier(item: pytest.Item) -> str | None:
+    """The closest tier marker of a test: its own, else its class's, else its module's `pytestmark`."""
+    return next((mark.name for mark in item.iter_markers() if mark.name in TIERS), None)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    untiered = [item.nodeid for item in items if tier(item) is None]
+    if untiered:
+        raise pytest.UsageError(f"tests without a tier marker (unit, integration or slow): {untiered[:5]}")
+    for item in items:
+        if tier(item) in ("integration", "slow"):
+            # A module's `unit` default still shows to `-m`: `-m "unit and not integration"` leaves these out.
+            item.add_marker(pytest.mark.integration)
+        if item.get_closest_marker("gpu") and not _cuda_available():
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA device; none is visible here"))
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+@pytest.fixture(autouse=True)
+def unit_tests_start_no_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """A unit test needs nothing but Python: starting git, DVC, a server or any other process fails it."""
+    if tier(request.node) != "unit":
+        yield
+        return
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(
+            f"a unit test started a process ({args[1] if len(args) > 1 else kwargs}): mark it integration"
+        )
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    yield
+
+
 @pytest.fixture(scope="session", autouse=True)
 def offline_env(tmp_path_factory: pytest.TempPathFactory):
     """No network, no GUI, a private Ultralytics settings folder, a git identity, the venv's tools first."""
@@ -37,10 +83,17 @@ def offline_env(tmp_path_factory: pytest.TempPathFactory):
     mp.undo()
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None, timeout: float = 600):
+def run(
+    cmd: list[str],
+    cwd: Path,
+    check: bool = True,
+    env: dict | None = None,
+    timeout: float = 600,
+    input: str | None = None,
+):
     """Run a command, capture its output, and fail the test with that output when it fails unexpectedly."""
     proc = subprocess.run(
-        cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout
+        cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout, input=input
     )
     if check and proc.returncode != 0:
         pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
@@ -70,8 +123,10 @@ class Project:
 
     root: Path
 
-    def run(self, *cmd: str, check: bool = True, env: dict | None = None, timeout: float = 600):
-        return run(list(cmd), self.root, check=check, env=env, timeout=timeout)
+    def run(
+        self, *cmd: str, check: bool = True, env: dict | None = None, timeout: float = 600, input: str | None = None
+    ):
+        return run(list(cmd), self.root, check=check, env=env, timeout=timeout, input=input)
 
     def set_params(self, *overrides: str) -> None:
         """Apply dotlist overrides (`data.on_error=skip`) to params.yaml, as `dvc exp run -S` would."""

@@ -4,7 +4,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO_ROOT
+
+pytestmark = pytest.mark.integration
 
 RUFF = Path(sys.executable).parent / "ruff"
 

@@ -1,13 +1,24 @@
-"""params.yaml (composed from conf/ by Hydra) -> typed, validated `Params`.
+"""params.yaml (composed from conf/ by Hydra) -> typed, checked `Params`.
 
-DVC composes `conf/` itself on `dvc exp run`, without importing this package, so the types live here and
-are applied when a stage loads the params: `OmegaConf.structured(Params)` merged with the loaded YAML makes
-a misspelt key or a wrong type fail with the key's name.
+`conf/` is the one source of every value: the dataclasses below give each key its type and its allowed
+range, never a default, so a key missing from params.yaml is an error that says to recompose it. DVC composes
+`conf/` itself on `dvc exp run`, without importing this package, so the types are applied when params are
+loaded: an unknown key is refused with the nearest known one ("did you mean train.epochs?"), a value of the
+wrong type or out of range with the key and what it accepts. The stages, the CLI and the service all load
+params through `to_params`, so they all apply the same checks.
+
+Old commits' params.yaml are history, not input: the registry reads them as plain mappings
+(`visapp.registry.history`), so a key added, removed or renamed since cannot make an old version unreadable.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import difflib
+import enum
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -15,164 +26,320 @@ from visapp.errors import VisError
 
 PARAMS_FILE = Path("params.yaml")
 CONF_DIR = Path("conf")
+CONF_DIR_ENV = "VISAPP_CONF_DIR"
 
 
 class ConfigError(VisError):
     """A params file that cannot be used: the message names the key and the fix."""
 
 
+class OnError(enum.StrEnum):
+    """What validate does with rejected samples."""
+
+    fail = "fail"  # write the report, exit non-zero
+    skip = "skip"  # write the manifest without them
+
+
+class Resume(enum.StrEnum):
+    """What training does with the checkpoint of an unfinished run of the same params and data."""
+
+    auto = "auto"  # continue from it
+    never = "never"  # start over
+
+
+class Optimizer(enum.StrEnum):
+    """Ultralytics' optimizers (`auto` lets it choose by the number of iterations)."""
+
+    auto = "auto"
+    SGD = "SGD"
+    MuSGD = "MuSGD"
+    Adam = "Adam"
+    Adamax = "Adamax"
+    AdamW = "AdamW"
+    NAdam = "NAdam"
+    RAdam = "RAdam"
+    RMSprop = "RMSprop"
+
+
+def _range(low: float | None = None, high: float | None = None, *, above: bool = False) -> dict[str, Any]:
+    """Field metadata: the value must be >= low (> low when `above`) and <= high."""
+    return {"range": (low, high, above)}
+
+
 @dataclass
 class PathsConfig:
-    raw: str = "data/raw"
-    validated: str = "data/validated"
-    yolo: str = "data/yolo"
-    metadata: str = "data/metadata"
-    model: str = "models/yolo"
+    raw: str
+    validated: str
+    yolo: str
+    metadata: str
+    model: str
 
 
 @dataclass
 class SplitConfig:
-    train: float = 0.8
-    val: float = 0.2
-    test: float = 0.0
+    train: float = field(metadata=_range(0, 1))
+    val: float = field(metadata=_range(0, 1))
+    test: float = field(metadata=_range(0, 1))
 
 
 @dataclass
 class DataConfig:
-    classes: list[str] = field(default_factory=list)
-    on_error: str = "fail"
-    allow_background: bool = True
-    bbox_tolerance_px: float = 2.0
-    one_based_coords: bool = True
-    include_difficult: bool = False
-    split: SplitConfig = field(default_factory=SplitConfig)
+    classes: list[str]
+    on_error: OnError
+    allow_background: bool
+    bbox_tolerance_px: float = field(metadata=_range(0))
+    one_based_coords: bool
+    include_difficult: bool
+    split: SplitConfig
 
 
 @dataclass
 class ModelConfig:
-    arch: str = "yolov8n.yaml"
-    weights: str | None = None
+    arch: str
+    weights: str | None
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 30
-    imgsz: int = 256
-    batch: int = 16
-    device: str = "auto"
-    workers: int = 2
-    patience: int = 50
-    optimizer: str = "auto"
-    lr0: float = 0.01
-    seed: int = 0
-    resume: str = "auto"
-    extra: dict[str, Any] = field(default_factory=dict)
+    epochs: int = field(metadata=_range(1, 100_000))
+    imgsz: int = field(metadata=_range(32, 8192))
+    batch: int = field(metadata=_range(-1, 4096))  # -1: Ultralytics' AutoBatch (CUDA only)
+    device: str
+    workers: int = field(metadata=_range(0, 256))
+    patience: int = field(metadata=_range(0))  # 0: never stop early
+    optimizer: Optimizer
+    lr0: float = field(metadata=_range(0, 10, above=True))
+    seed: int = field(metadata=_range(0))
+    resume: Resume
+    extra: dict[str, Any]
 
 
 @dataclass
 class TrackingConfig:
-    uri: str | None = None
-    experiment: str = "vis-yolo"
-    required: bool = True
+    uri: str | None
+    experiment: str
+    required: bool
 
 
 @dataclass
 class Params:
-    seed: int = 0
-    paths: PathsConfig = field(default_factory=PathsConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    seed: int = field(metadata=_range(0))
+    paths: PathsConfig
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    tracking: TrackingConfig
 
 
-def _check(params: Params) -> None:
-    """Rules a type cannot express."""
+# Free-form mappings: their keys are not ours to check (train.extra goes to Ultralytics as it is).
+_FREE_KEYS = frozenset({"train.extra"})
+
+
+@cache
+def _field_types(schema: type) -> dict[str, Any]:
+    """A dataclass's field types as classes (`from __future__ import annotations` leaves them as strings)."""
+    import typing
+
+    return typing.get_type_hints(schema)
+
+
+def _unknown_keys(raw: Any, schema: Any, prefix: str = "") -> list[tuple[str, str | None]]:
+    """(unknown key, nearest known key or None) for every key of `raw` that `schema` does not declare."""
+    if not isinstance(raw, Mapping) or not is_dataclass(schema):
+        return []
+    known = _field_types(schema)
+    found = []
+    for key, value in raw.items():
+        name = f"{prefix}{key}"
+        if name in _FREE_KEYS:
+            continue
+        if key not in known:
+            close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.6)
+            found.append((name, f"{prefix}{close[0]}" if close else None))
+        else:
+            found += _unknown_keys(value, known[key], f"{name}.")
+    return found
+
+
+def _check_ranges(node: Any, prefix: str = "") -> None:
+    for f in fields(node):
+        value, name = getattr(node, f.name), f"{prefix}{f.name}"
+        if is_dataclass(value):
+            _check_ranges(value, f"{name}.")
+            continue
+        if "range" not in f.metadata or isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        low, high, above = f.metadata["range"]
+        too_low = low is not None and (value <= low if above else value < low)
+        too_high = high is not None and value > high
+        if too_low or too_high or (isinstance(value, float) and not math.isfinite(value)):
+            raise ConfigError(f"{name} = {value!r} is out of range: {_describe_range(f.metadata['range'])}")
+
+
+def _describe_range(bounds: tuple[float | None, float | None, bool]) -> str:
+    low, high, above = bounds
+    if low is not None and high is not None:
+        return f"it must be {'above' if above else 'at least'} {low:g} and at most {high:g}"
+    if low is not None:
+        return f"it must be {'above' if above else 'at least'} {low:g}"
+    return f"it must be at most {high:g}"
+
+
+def _check_rules(params: Params) -> None:
+    """Rules that a type or a range cannot express."""
     data = params.data
     if not data.classes:
-        raise ConfigError("data.classes is empty: list the class names, in YOLO id order")
+        raise ConfigError("data.classes is empty: list the class names, in YOLO id order, in conf/data/")
+    blank = [i for i, name in enumerate(data.classes) if not str(name).strip() or str(name) != str(name).strip()]
+    if blank:
+        raise ConfigError(f"data.classes[{blank[0]}] {data.classes[blank[0]]!r} is blank or has spaces around it")
     if len(set(data.classes)) != len(data.classes):
-        raise ConfigError(f"data.classes has duplicates: {data.classes}")
-    if data.on_error not in ("fail", "skip"):
-        raise ConfigError(f"data.on_error must be 'fail' or 'skip', not {data.on_error!r}")
-    if data.bbox_tolerance_px < 0:
-        raise ConfigError("data.bbox_tolerance_px must be >= 0")
+        twice = sorted({name for name in data.classes if data.classes.count(name) > 1})
+        raise ConfigError(f"data.classes names {', '.join(twice)} more than once: each class once, in id order")
     ratios = (data.split.train, data.split.val, data.split.test)
-    if min(ratios) < 0 or abs(sum(ratios) - 1.0) > 1e-6:
-        raise ConfigError(f"data.split ratios must be >= 0 and add up to 1, got {ratios}")
+    if abs(sum(ratios) - 1.0) > 1e-6:
+        raise ConfigError(f"data.split ratios must add up to 1, got {ratios}")
     if data.split.train <= 0 or data.split.val <= 0:
         raise ConfigError("data.split needs train > 0 and val > 0 (Ultralytics trains on one, validates on the other)")
-    if params.train.resume not in ("auto", "never"):
-        raise ConfigError(f"train.resume must be 'auto' or 'never', not {params.train.resume!r}")
+    if params.train.batch == 0:
+        raise ConfigError("train.batch = 0 is out of range: give a batch size of at least 1, or -1 for AutoBatch")
+    if not params.tracking.experiment.strip():
+        raise ConfigError("tracking.experiment is empty: name the MLflow experiment")
 
 
 def to_params(raw: Any) -> Params:
-    """Merge a plain mapping (or DictConfig) over the `Params` schema and check it."""
+    """A plain mapping (or DictConfig) of every key -> checked `Params`; `ConfigError` names the key and the fix."""
     from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
+    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-    schema = OmegaConf.structured(Params)
+    plain = OmegaConf.to_container(raw, resolve=True) if OmegaConf.is_config(raw) else raw
+    unknown = _unknown_keys(plain, Params)
+    if unknown:
+        key, near = unknown[0]
+        hint = f": did you mean {near}?" if near else f"; the keys are those of conf/ ({_section_keys(key)})"
+        raise ConfigError(f"{key} is not a param{hint}")
     try:
-        merged = OmegaConf.merge(schema, raw)
+        merged = OmegaConf.merge(OmegaConf.structured(Params), plain)
         params: Params = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    except MissingMandatoryValue as exc:
+        raise ConfigError(
+            f"{exc.full_key} is missing from the params: recompose params.yaml from conf/ (`make params`)"
+        ) from None
     except OmegaConfBaseException as exc:
-        # OmegaConf's message already names the key (full_key) and the expected type.
-        raise ConfigError(f"invalid params: {exc}".splitlines()[0] + _key_hint(exc)) from None
-    _check(params)
+        # OmegaConf names the key (full_key) and the expected type or the allowed enum values.
+        message = str(exc).splitlines()[0]
+        key = getattr(exc, "full_key", None)
+        raise ConfigError(f"{key}: {message}" if key and key not in message else f"invalid params: {message}") from None
+    _check_ranges(params)
+    _check_rules(params)
     return params
 
 
-def _key_hint(exc: Exception) -> str:
-    key = getattr(exc, "full_key", None)
-    return f" (key: {key})" if key else ""
+def _section_keys(key: str) -> str:
+    """The keys of the section `key` belongs to, for a message."""
+    node: Any = Params
+    for part in key.split(".")[:-1]:
+        hint = _field_types(node).get(part)
+        if hint is None or not is_dataclass(hint):
+            break
+        node = hint
+    return ", ".join(f.name for f in fields(node))
+
+
+def params_dict(params: Params) -> dict[str, Any]:
+    """Typed params -> plain values (enums as their strings), as params.yaml writes them."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.structured(params), enum_to_str=True)  # type: ignore[return-value]
+
+
+def read_params_file(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    """params.yaml as a plain mapping (no types applied)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path} not found: run from the repository root, or `make params` to compose it") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}; recompose it from conf/ (`make params`)") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} is not a mapping of params; recompose it from conf/ (`make params`)")
+    return raw
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Dotlist overrides (`data.on_error=skip`) over a plain params mapping."""
+    from omegaconf import OmegaConf
+
+    merged = OmegaConf.merge(OmegaConf.create(dict(raw)), OmegaConf.from_dotlist(list(overrides)))
+    return OmegaConf.to_container(merged)  # type: ignore[return-value]
 
 
 def load_params(path: str | Path = PARAMS_FILE, overrides: list[str] | None = None) -> Params:
-    """Load params.yaml, apply dotlist overrides (`data.on_error=skip`), and return typed params."""
+    """Load params.yaml, apply dotlist overrides, and return checked params."""
+    raw = read_params_file(path)
+    return to_params(apply_overrides(raw, overrides) if overrides else raw)
+
+
+def conf_dir() -> Path:
+    """The Hydra config folder: `$VISAPP_CONF_DIR`, else `conf/` here, else the `conf/` of this checkout."""
+    import os
+
+    if os.environ.get(CONF_DIR_ENV):
+        return Path(os.environ[CONF_DIR_ENV])
+    if CONF_DIR.is_dir():
+        return CONF_DIR
+    source_checkout = Path(__file__).resolve().parents[2] / "conf"  # src/visapp/config.py -> <checkout>/conf
+    if source_checkout.is_dir():
+        return source_checkout
+    raise ConfigError(f"no conf/ folder here: run from the repository root, or set {CONF_DIR_ENV}")
+
+
+def compose(conf: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Compose conf/ with Hydra, as `dvc exp run` does, into a plain mapping."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
     from omegaconf import OmegaConf
 
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path} not found: run from the repository root, or `make params` to compose it")
-    raw = OmegaConf.load(path)
-    if overrides:
-        raw = OmegaConf.merge(raw, OmegaConf.from_dotlist(overrides))
-    return to_params(raw)
+    folder = Path(conf) if conf is not None else conf_dir()
+    try:
+        with initialize_config_dir(config_dir=str(folder.resolve()), version_base=None):
+            cfg = hydra_compose(config_name="config", overrides=overrides or [])
+    except HydraException as exc:
+        raise ConfigError(f"cannot compose {folder}: {str(exc).splitlines()[0]}") from None
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
-def compose_params_yaml(conf_dir: str | Path = CONF_DIR, overrides: list[str] | None = None) -> str:
-    """Compose conf/ with Hydra and render it exactly as `dvc exp run` writes params.yaml."""
-    from hydra import compose, initialize_config_dir
+def compose_params_yaml(conf: str | Path | None = None, overrides: list[str] | None = None) -> str:
+    """Compose conf/ and render it exactly as `dvc exp run` writes params.yaml."""
     from omegaconf import OmegaConf
 
-    with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base=None):
-        cfg = compose(config_name="config", overrides=overrides or [])
-    OmegaConf.resolve(cfg)
-    return OmegaConf.to_yaml(cfg)
+    return OmegaConf.to_yaml(OmegaConf.create(compose(conf, overrides)))
 
 
-def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+@lru_cache(maxsize=1)
+def _composed_defaults(folder: str) -> dict[str, Any]:
+    return compose(folder)
+
+
+def default_params(conf: str | Path | None = None) -> Params:
+    """The params conf/ composes to, checked: the defaults of every key."""
+    import copy
+
+    folder = str((Path(conf) if conf is not None else conf_dir()).resolve())
+    return to_params(copy.deepcopy(_composed_defaults(folder)))
+
+
+def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """{"a": {"b": 1}} -> {"a.b": 1}: how params are logged to MLflow and shown by DVC."""
     flat: dict[str, Any] = {}
     for key, value in mapping.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
+        if isinstance(value, Mapping) and value:
             flat.update(flatten(value, f"{name}."))
         else:
             flat[name] = value
     return flat
-
-
-def workspace_root(cwd: Path | None = None) -> Path:
-    """The repository a stage works for, even when DVC runs it in a temporary copy.
-
-    `dvc exp run --queue` / `--temp` run each experiment in a copy under `<repo>/.dvc/tmp/exps/`, deleted
-    afterwards. Local state that must outlive one experiment (training checkpoints, the default SQLite MLflow
-    store) belongs to `<repo>`. Returns `Path(".")` when the working directory is the repository itself.
-    """
-    here = (cwd or Path.cwd()).resolve()
-    parts = here.parts
-    for i in range(len(parts) - 2):
-        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
-            return Path(*parts[:i])
-    return Path()

@@ -1,22 +1,19 @@
-"""The one exception type for a user's mistake or an environment problem, and how entry points report it."""
+"""The one exception type for a user's mistake or an environment problem: its message says what, where and how."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
-
 
 class VisError(Exception):
-    """Something the user can fix: the message says what, where, and how. Printed without a traceback."""
+    """Something the user can fix: the message says what, where, and how. Shown without a traceback."""
 
 
-def exit_on_error(main: Callable[[], int | None]) -> int:
-    """Run an entry point; a `VisError` becomes one line on stderr and exit status 2, not a traceback."""
-    try:
-        return main() or 0
-    except VisError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+class DataError(ValueError):
+    """One problem in an input file, named by its validation code (`image_truncated`, `xml_malformed`, ...).
+
+    Raised by the format readers; validation turns it into a report issue, never into a crash.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message

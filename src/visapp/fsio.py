@@ -1,7 +1,13 @@
-"""Atomic file and folder writes: a reader (or DVC) never sees a half-written output."""
+"""Files written whole or not at all, exclusive locks, and OS errors as messages a person can act on.
+
+Every output of the library is written through `atomic_path`: a reader (DVC, a second process, a user after a
+kill) sees the old file or the complete new one, never a half-written one.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import glob
 import json
 import os
@@ -15,22 +21,55 @@ from typing import Any
 from visapp.errors import VisError
 
 
+def os_error(exc: OSError, path: Path | str, action: str = "write") -> VisError:
+    """An environment failure as a `VisError` that says what failed, where, and what to do."""
+    where = f"{action} {path}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return VisError(f"cannot {where}: no space left on the device (or quota reached); free some space and retry")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return VisError(f"cannot {where}: permission denied; make it readable and writable for this user and retry")
+    if exc.errno == errno.EROFS:
+        return VisError(f"cannot {where}: the file system is read-only; use a writable location")
+    if exc.errno == errno.ENAMETOOLONG:
+        return VisError(f"cannot {where}: the name is too long for this file system; shorten it")
+    if exc.errno == errno.EFBIG:
+        return VisError(f"cannot {where}: file too large for this file system or the process' file size limit")
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST) and "folder" in action:
+        return VisError(f"cannot {where}: a file stands where the folder should be; move or remove that file")
+    if exc.errno == errno.ELOOP:
+        return VisError(f"cannot {where}: a symbolic link loop; replace the link with the file it should point to")
+    return VisError(f"cannot {where}: {exc.strerror or exc}")
+
+
 def _writable_parent(path: Path) -> Path:
     parent = path.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise VisError(f"cannot create folder {parent}: {exc.strerror}; check its permissions and free space") from None
+        raise os_error(exc, parent, "create the folder") from None
     return parent
 
 
-def _sweep_abandoned(parent: Path, name: str) -> None:
-    """Remove temporaries of `name` whose writer is gone (killed, so its `finally` never ran).
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (a crash after it cannot bring the old entry back)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # platforms without directory handles: the rename is atomic all the same
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sweep_abandoned(path: Path) -> None:
+    """Remove the temporaries `atomic_path(path)` left when its writer was killed (its `finally` never ran).
 
     Their names hold the writer's pid. Left alone, they would stay beside the output for good: a partial copy
     of it on disk, and untracked files that `git status` (so `visapp release`) reports.
     """
-    prefix = f".{name}."
+    parent, prefix = path.parent, f".{path.name}."
     owners = {p: p.name[len(prefix) :].split(".", 1)[0] for p in parent.glob(f"{glob.escape(prefix)}*.tmp")}
     owners = {p: int(pid) for p, pid in owners.items() if pid.isdigit()}
     if not owners:
@@ -48,20 +87,28 @@ def _sweep_abandoned(parent: Path, name: str) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
+def _fsync_file(path: Path) -> None:
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling of `path`; on success it replaces `path`, on failure it is removed.
 
     Works for files and folders. The temporary name is `.{name}.{pid}.*.tmp`, in the same folder, so the final
-    rename is atomic on the same file system; those of a writer that was killed are removed first.
+    rename is atomic on the same file system; those of a writer that was killed are removed first. A file is
+    flushed to disk (fsync) before the rename, and the rename itself after it: after a power cut the path holds
+    the old or the new bytes. A folder's files are left to the OS to flush (thousands of fsyncs would cost more
+    than rerunning the stage that wrote them).
     """
     path = Path(path)
     parent = _writable_parent(path)
-    _sweep_abandoned(parent, path.name)
+    sweep_abandoned(path)
     try:  # a read-only folder fails here, before anything is written
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=parent))
     except OSError as exc:
-        raise VisError(f"cannot write {path}: {exc.strerror or exc}; check free space and permissions") from None
+        raise os_error(exc, path) from None
     target = tmp / "out"
     try:
         yield target
@@ -73,9 +120,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             target.rename(path)
             shutil.rmtree(old, ignore_errors=True)
         else:
+            if target.is_file():
+                _fsync_file(target)
             target.replace(path)
+        fsync_dir(parent)
     except OSError as exc:
-        raise VisError(f"cannot write {path}: {exc.strerror or exc}; check free space and permissions") from None
+        raise os_error(exc, path) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -93,3 +143,25 @@ def dumps_json(data: Any) -> str:
 
 def write_json(path: str | Path, data: Any) -> None:
     write_text(path, dumps_json(data))
+
+
+@contextmanager
+def exclusive_lock(lock_path: Path, busy: str) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_path` (created as needed) or fail at once with `busy` as the message.
+
+    The operating system releases the lock when the process dies, so a killed holder never blocks the next run.
+    """
+    from filelock import FileLock, Timeout
+
+    _writable_parent(lock_path)
+    lock = FileLock(lock_path, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise VisError(busy) from None
+    except OSError as exc:
+        raise os_error(exc, lock_path, "lock") from None
+    try:
+        yield
+    finally:
+        lock.release()

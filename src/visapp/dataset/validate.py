@@ -1,0 +1,374 @@
+"""A VOC folder (data/raw) -> report.json (counts + every issue) and manifest.jsonl (the accepted samples).
+
+Samples are checked one at a time, each file read once (an annotation matched by `<filename>` twice): only
+the manifest rows, the issues and a map from image SHA-256 to the first image with those bytes stay in
+memory, never image bytes or parsed XML. The codes are those of `visapp.formats.report.CODES`.
+
+Choices made where a rule could go either way:
+
+- an issue's `path` is the file the problem is in: the annotation for XML, size, class and box problems and
+  for `image_missing`; the image for image problems, `exif_rotated`, `duplicate_image`, `split_leak`,
+  `annotation_missing` and `id_conflict`;
+- `id_conflict`: two images share a sample id (`a.jpg` and `a.png` in one folder), so their label files would
+  collide; the one with an annotation (else the first) keeps the id;
+- `split_leak`: an id listed in two ImageSets lists, or byte-identical images listed in different lists;
+  every sample involved is rejected. An unlisted copy of a listed image gets its twin's split in the
+  manifest, so that identical bytes never straddle splits;
+- `duplicate_image` is a warning on each later copy, naming the first; unreadable images are not compared;
+- `warnings` in report.json counts warning issues;
+- an image whose path holds a line break (anything `str.splitlines` breaks at) is `image_unreadable`: the
+  YOLO split lists name one image a line, so nothing downstream (metadata, dataset views, Ultralytics) could
+  find it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from visapp.config import DataConfig, OnError
+from visapp.errors import DataError, VisError
+from visapp.formats import SPLITS
+from visapp.formats.images import ImageInfo, displayed_size, inspect_image
+from visapp.formats.manifest import MANIFEST_FILE, ManifestObject, ManifestRow, write_manifest
+from visapp.formats.report import ERROR, REPORT_FILE, Issue, build_report
+from visapp.formats.voc import (
+    BOX_KEYS,
+    Annotation,
+    SampleFiles,
+    discover_samples,
+    parse_annotation,
+    read_image_sets,
+    sample_id,
+)
+from visapp.fsio import write_json
+from visapp.progress import Counter, ProgressCallback
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_ORIENTATION_NAMES = {
+    2: "mirrored",
+    3: "rotated 180°",
+    4: "flipped",
+    5: "mirrored and rotated 90° CCW",
+    6: "rotated 90° CW",
+    7: "mirrored and rotated 90° CW",
+    8: "rotated 90° CCW",
+}
+_LINE_BREAK = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")  # where str.splitlines breaks
+
+
+@dataclass
+class ValidationResult:
+    """report: report.json's content; rows: manifest.jsonl's rows (accepted samples, sorted by image)."""
+
+    report: dict[str, Any]
+    rows: list[ManifestRow] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- one sample
+
+
+@dataclass
+class _Sample:
+    """The outcome of checking one sample."""
+
+    issues: list[Issue] = field(default_factory=list)
+    row: ManifestRow | None = None  # set when the sample is accepted
+    sha256: str | None = None  # set when the image decodes
+    split: str | None = None
+
+    def add(self, path: str, code: str, message: str, severity: str | None = None) -> None:
+        self.issues.append(Issue.of(path, code, message, severity))
+
+    @property
+    def rejected(self) -> bool:
+        return any(issue.severity == ERROR for issue in self.issues)
+
+
+def _load(
+    raw_dir: Path, rel: str, out: _Sample, unreadable: str, parse: Callable[[bytes], T]
+) -> tuple[bytes, T | None]:
+    """Read and parse one file; a problem becomes an issue of the sample (`unreadable`: the code when unreadable)."""
+    try:
+        data = (raw_dir / rel).read_bytes()
+    except OSError as exc:
+        out.add(rel, unreadable, f"cannot be read ({exc.strerror or exc}): check its permissions")
+        return b"", None
+    try:
+        return data, parse(data)
+    except DataError as exc:
+        out.add(rel, exc.code, exc.message)
+        return data, None
+
+
+def _frame(ann: Annotation, info: ImageInfo, rel: str, out: _Sample) -> tuple[str, int, int] | None:
+    """Which frame the boxes refer to, and its size, from <size> (docs/architecture.md, Conversion); None: mismatch."""
+    width, height = info.width, info.height
+    if ann.width is None or ann.height is None:
+        out.add(rel, "size_missing", f"<size> is absent or 0; the decoded size {width}x{height} is used")
+        return "stored", width, height
+    if (ann.width, ann.height) == (width, height):
+        return "stored", width, height
+    shown = displayed_size(width, height, info.orientation)
+    if (ann.width, ann.height) == shown:
+        return "rotated", shown[0], shown[1]
+    after = f" ({shown[0]}x{shown[1]} after EXIF orientation {info.orientation})" if shown != (width, height) else ""
+    out.add(
+        rel,
+        "size_mismatch",
+        f"<size> says {ann.width}x{ann.height} but the image decodes to {width}x{height}{after}: "
+        "fix <size>, or check that this annotation belongs to this image",
+    )
+    return None
+
+
+def _class_names(classes: list[str]) -> str:
+    shown = ", ".join(classes[:10])
+    return f"[{shown}{', ...' if len(classes) > 10 else ''}]"
+
+
+def _check_objects(
+    ann: Annotation, frame: tuple[str, int, int] | None, rel: str, data: DataConfig, out: _Sample
+) -> list[ManifestObject]:
+    """Check every object; return the manifest objects (clipped), meaningful only when no error was added."""
+    objects = []
+    known = {name: index for index, name in enumerate(data.classes)}
+    tolerance = float(data.bbox_tolerance_px)
+    for index, obj in enumerate(ann.objects, 1):
+        label = f"object {index} ({obj.name})" if obj.name else f"object {index}"
+        if not obj.name:
+            out.add(rel, "class_unknown", f"{label} has no <name>: add the class name")
+        elif known and obj.name not in known:
+            out.add(rel, "class_unknown", f"{label}: {obj.name!r} is not in data.classes {_class_names(data.classes)}")
+        box = obj.bndbox
+        missing = [key for key in BOX_KEYS if key not in box]
+        if len(missing) == len(BOX_KEYS):
+            out.add(rel, "bbox_invalid", f"{label} has no <bndbox> coordinates")
+            continue
+        if missing:
+            out.add(rel, "bbox_invalid", f"{label}: <bndbox> lacks {', '.join(f'<{k}>' for k in missing)}")
+            continue
+        bad = [f"<{key}> {box[key]!r}" for key in BOX_KEYS if isinstance(box[key], str)]
+        if bad:
+            out.add(rel, "bbox_invalid", f"{label}: not a number: {', '.join(bad)}")
+            continue
+        xmin, ymin, xmax, ymax = (float(box[key]) for key in BOX_KEYS)
+        if xmin >= xmax or ymin >= ymax:
+            out.add(rel, "bbox_invalid", f"{label}: empty box ({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}); need min < max")
+            continue
+        if frame is None:
+            continue
+        name, width, height = frame
+        outside = max(-xmin, -ymin, xmax - width, ymax - height)
+        if outside > 0:
+            where = f"({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}) vs the {name} image {width}x{height}"
+        if outside > tolerance:
+            out.add(
+                rel,
+                "bbox_out_of_bounds",
+                f"{label}: {where}, {outside:g} px outside (tolerance {tolerance:g}): fix the box",
+            )
+            continue
+        if outside > 0:
+            xmin, ymin = max(xmin, 0.0), max(ymin, 0.0)
+            xmax, ymax = min(xmax, float(width)), min(ymax, float(height))
+            if xmin >= xmax or ymin >= ymax:
+                out.add(rel, "bbox_out_of_bounds", f"{label}: {where}, lies outside the image")
+                continue
+            out.add(rel, "bbox_clipped", f"{label}: {where}, {outside:g} px outside; clipped to the image")
+        objects.append(
+            ManifestObject(
+                name=obj.name,
+                class_id=known.get(obj.name, -1),  # -1: unknown (rejected), or assigned after the scan
+                xmin=xmin,
+                ymin=ymin,
+                xmax=xmax,
+                ymax=ymax,
+                difficult=obj.difficult,
+                truncated=obj.truncated,
+            )
+        )
+    return objects
+
+
+def _split_of(image: str, splits: dict[str, set[str]], out: _Sample) -> str | None:
+    sid = sample_id(image)
+    listed = [split for split in SPLITS if sid in splits.get(split, ())]
+    if len(listed) > 1:
+        out.add(image, "split_leak", f"id {sid!r} is listed in ImageSets/Main {' and '.join(listed)}: keep it in one")
+    return listed[0] if listed else None
+
+
+def _missing_partner(files: SampleFiles, ann: Annotation | None, data: DataConfig, out: _Sample) -> None:
+    if files.image is None and files.annotation is not None:
+        named = f" or <filename> {ann.filename!r}" if ann and ann.filename else ""
+        out.add(
+            files.annotation,
+            "image_missing",
+            f"no image matches this annotation by name{named}: add the image or remove the annotation",
+        )
+    if files.annotation is None and files.image is not None:
+        if data.allow_background:
+            out.add(files.image, "annotation_missing", "no annotation: kept as a background image (no objects)")
+        else:
+            out.add(
+                files.image,
+                "annotation_missing",
+                "no annotation, and data.allow_background is false: add an annotation or remove the image",
+                severity=ERROR,
+            )
+
+
+def _check_sample(
+    raw_dir: Path, files: SampleFiles, data: DataConfig, splits: dict[str, set[str]], conflict: str | None
+) -> _Sample:
+    out = _Sample()
+    ann = _load(raw_dir, files.annotation, out, "xml_malformed", parse_annotation)[1] if files.annotation else None
+    info = None
+    if files.image:
+        image_bytes, info = _load(raw_dir, files.image, out, "image_unreadable", inspect_image)
+        out.sha256 = hashlib.sha256(image_bytes).hexdigest() if info else None
+    _missing_partner(files, ann, data, out)
+    frame = _frame(ann, info, files.annotation or "", out) if ann and info else None
+    objects = _check_objects(ann, frame, files.annotation or "", data, out) if ann else []
+    if files.image is None:
+        return out
+    if info is not None and info.orientation != 1:
+        shown = _ORIENTATION_NAMES[info.orientation]
+        boxes = f"; its boxes refer to the {frame[0]} frame (<size>)" if frame else ""
+        out.add(files.image, "exif_rotated", f"EXIF orientation {info.orientation} ({shown} on display){boxes}")
+    if _LINE_BREAK.search(files.image):
+        out.add(
+            files.image,
+            "image_unreadable",
+            f"the path {files.image!r} holds a line break, and the YOLO split lists name one image a line: "
+            "rename the file",
+        )
+    if conflict is not None:
+        out.add(
+            files.image,
+            "id_conflict",
+            f"{files.image} and {conflict} share the id {sample_id(conflict)!r} (same name without extension), "
+            "so their label files would collide: rename one",
+        )
+    out.split = _split_of(files.image, splits, out)
+    if info is not None and not out.rejected:
+        out.row = ManifestRow(
+            id=sample_id(files.image),
+            image=files.image,
+            annotation=files.annotation,
+            sha256=out.sha256 or "",
+            format=info.format,
+            width=info.width,
+            height=info.height,
+            orientation=info.orientation,
+            boxes_frame=frame[0] if frame else "stored",
+            split=out.split,
+            objects=objects,
+        )
+    return out
+
+
+# ---------------------------------------------------------------- the dataset
+
+
+def _id_conflicts(samples: list[SampleFiles]) -> dict[str, str]:
+    """image -> the image that keeps the shared id; the annotated one (else the first) keeps it."""
+    by_id: dict[str, list[SampleFiles]] = {}
+    for files in samples:
+        if files.image:
+            by_id.setdefault(sample_id(files.image), []).append(files)
+    conflicts = {}
+    for group in by_id.values():
+        if len(group) > 1:
+            keeper = next((files for files in group if files.annotation), group[0])
+            conflicts.update({files.image: keeper.image for files in group if files is not keeper})
+    return conflicts  # type: ignore[return-value]
+
+
+def validate_dataset(raw_dir: Path, data: DataConfig, progress: ProgressCallback | None = None) -> ValidationResult:
+    """Check every sample of a VOC folder against the issue codes of `visapp.formats.report`.
+
+    Args:
+        raw_dir: the dataset folder (any layout of `visapp.formats.voc`).
+        data: classes (empty: every name is accepted, class ids follow the sorted names found),
+            allow_background, bbox_tolerance_px.
+        progress: told after each sample (task "validate").
+
+    Returns:
+        report.json's content and the accepted samples' manifest rows (sorted by image path).
+
+    Raises:
+        VisError: raw_dir is not a folder. Nothing in the dataset makes this raise.
+    """
+    raw_dir = Path(raw_dir)
+    if not raw_dir.is_dir():
+        raise VisError(f"{raw_dir} is not a folder: give the folder that holds the VOC dataset")
+    samples = discover_samples(raw_dir)
+    splits = read_image_sets(raw_dir)
+    conflicts = _id_conflicts(samples)
+
+    issues: list[Issue] = []
+    rows: dict[str, ManifestRow] = {}  # image -> manifest row
+    rejected: set[str] = set()
+    first_by_sha: dict[str, tuple[str, str | None]] = {}  # sha256 -> (first image, its split)
+    twins: dict[str, list[tuple[str, str | None]]] = {}  # sha256 -> every (image, split); duplicates only
+    counter = Counter(progress, "validate", len(samples), "samples")
+    for files in samples:
+        key = files.image or files.annotation or ""
+        out = _check_sample(raw_dir, files, data, splits, conflicts.get(files.image or ""))
+        if out.sha256 is not None:
+            first = first_by_sha.setdefault(out.sha256, (key, out.split))
+            if first[0] != key:
+                twins.setdefault(out.sha256, [first]).append((key, out.split))
+                out.add(key, "duplicate_image", f"byte-identical to {first[0]}: remove one of the two")
+        issues.extend(out.issues)
+        if out.row is None:
+            rejected.add(key)
+        else:
+            rows[key] = out.row
+        counter.advance()
+
+    for members in twins.values():
+        listed = sorted({split for _, split in members if split})
+        if len(listed) > 1:
+            names = ", ".join(f"{image} ({split or 'not listed'})" for image, split in members)
+            for image, _ in members:
+                issues.append(Issue.of(image, "split_leak", f"identical images in different splits: {names}"))
+                rejected.add(image)
+                rows.pop(image, None)
+        elif listed:  # an unlisted copy follows its listed twin, so that identical bytes share a split
+            for image, _ in members:
+                if image in rows:
+                    rows[image].split = listed[0]
+
+    manifest = [rows[image] for image in sorted(rows)]
+    if not data.classes:
+        names = sorted({obj.name for row in manifest for obj in row.objects})
+        ids = {name: index for index, name in enumerate(names)}
+        for row in manifest:
+            for obj in row.objects:
+                obj.class_id = ids[obj.name]
+    return ValidationResult(report=build_report(len(samples), len(rejected), issues), rows=manifest)
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def write_validation(result: ValidationResult, out_dir: Path, on_error: OnError) -> None:
+    """Write out_dir/report.json always, and out_dir/manifest.jsonl unless on_error=fail rejected samples
+    (then a stale manifest is removed, so that nothing downstream reads it)."""
+    out_dir = Path(out_dir)
+    write_json(out_dir / REPORT_FILE, result.report)
+    manifest = out_dir / MANIFEST_FILE
+    if OnError(on_error) == OnError.fail and result.report["rejected"]:
+        manifest.unlink(missing_ok=True)
+        return
+    write_manifest(manifest, result.rows)

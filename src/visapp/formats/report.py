@@ -1,0 +1,102 @@
+"""Validation issues and report.json: the one registry of issue codes, their severity and meaning.
+
+Every problem validate finds is an `Issue` with a code from `CODES`; an `error` rejects the whole sample, a
+`warning` keeps it. The README's table and docs/ are checked against `CODES` by the test suite.
+
+report.json: `{"samples", "accepted", "rejected", "warnings", "by_code": {code: n}, "issues": [{"path", "code",
+"severity", "message"}, ...]}`, issues sorted by path then code.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+ERROR, WARNING = "error", "warning"
+REPORT_FILE = "report.json"
+
+
+@dataclass(frozen=True)
+class Code:
+    severity: str
+    meaning: str
+
+
+CODES: dict[str, Code] = {
+    "image_unreadable": Code(ERROR, "empty file, not an image, or fails to decode"),
+    "image_truncated": Code(ERROR, "decodes only partly (e.g. JPEG without its end marker)"),
+    "image_missing": Code(ERROR, "annotation without an image"),
+    "annotation_missing": Code(
+        WARNING, "image without annotation: kept as background (`data.allow_background`; an error when false)"
+    ),
+    "xml_malformed": Code(ERROR, "not well-formed XML, or not a VOC `<annotation>`"),
+    "xml_unsafe": Code(ERROR, "DTD, entity declaration or external reference"),
+    "size_mismatch": Code(ERROR, "`<size>` disagrees with the decoded image (also after EXIF rotation)"),
+    "size_missing": Code(WARNING, "`<size>` absent or 0; the decoded size is used"),
+    "exif_rotated": Code(
+        WARNING, "EXIF orientation other than 1: labels are written in the rotated frame training sees"
+    ),
+    "class_unknown": Code(ERROR, "`<name>` not in `data.classes`"),
+    "bbox_invalid": Code(ERROR, "missing or non-numeric coordinate, xmin >= xmax or ymin >= ymax"),
+    "bbox_out_of_bounds": Code(ERROR, "more than `data.bbox_tolerance_px` outside the image"),
+    "bbox_clipped": Code(WARNING, "outside by at most the tolerance; clipped"),
+    "duplicate_image": Code(WARNING, "byte-identical to another image"),
+    "split_leak": Code(ERROR, "identical images in different `ImageSets` splits"),
+    "id_conflict": Code(
+        ERROR, "two images with the same name but for the extension (`a.jpg`, `a.png`): their labels would collide"
+    ),
+}
+SUMMARY_PROBLEMS = 10
+
+
+@dataclass(frozen=True, order=True)
+class Issue:
+    """One problem: the file it is in (relative to the dataset folder), its code, severity and what to do."""
+
+    path: str
+    code: str
+    severity: str
+    message: str
+
+    @classmethod
+    def of(cls, path: str, code: str, message: str, severity: str | None = None) -> Issue:
+        """An issue with the code's own severity unless another is given (annotation_missing can be an error)."""
+        return cls(path, code, severity or CODES[code].severity, message)
+
+
+def build_report(samples: int, rejected: int, issues: list[Issue]) -> dict[str, Any]:
+    """report.json's content: counts, counts per code, every issue (sorted by path, then code)."""
+    issues = sorted(issues)
+    return {
+        "samples": samples,
+        "accepted": samples - rejected,
+        "rejected": rejected,
+        "warnings": sum(1 for issue in issues if issue.severity == WARNING),
+        "by_code": dict(sorted(Counter(issue.code for issue in issues).items())),
+        "issues": [{"path": i.path, "code": i.code, "severity": i.severity, "message": i.message} for i in issues],
+    }
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def format_summary(report: dict[str, Any], problems: int = SUMMARY_PROBLEMS) -> str:
+    """A few lines for a person: totals, counts per code (errors, then warnings), the first problems."""
+    lines = [
+        f"validated {_plural(report['samples'], 'sample')}: {report['accepted']} accepted, "
+        f"{report['rejected']} rejected, {_plural(report['warnings'], 'warning')}"
+    ]
+    issues = report["issues"]
+    # A code's severity, as reported (annotation_missing is an error only without allow_background).
+    severity_of = {issue["code"]: issue["severity"] for issue in issues}
+    for severity, title in ((ERROR, "errors"), (WARNING, "warnings")):
+        counts = [f"{code} {n}" for code, n in report["by_code"].items() if severity_of.get(code) == severity]
+        if counts:
+            lines.append(f"  {title + ':':<10}{', '.join(counts)}")
+    if issues:
+        first = sorted(issues, key=lambda issue: issue["severity"] != ERROR)[:problems]
+        lines.append(f"first {len(first)} of {len(issues)} problems:" if len(issues) > len(first) else "problems:")
+        lines += [f"  {i['severity']:<8}{i['code']:<19}{i['path']}: {i['message']}" for i in first]
+    return "\n".join(lines)

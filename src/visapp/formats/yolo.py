@@ -1,0 +1,190 @@
+"""YOLO detection datasets: label lines, box conversions, split lists and data.yaml, read and written.
+
+- A label file holds one line per object, `class_id cx cy w h`, normalised by the image size, six decimals.
+- A split list (`train.txt`) names one image a line, by a path relative to the list's folder; blank lines are
+  skipped, and nothing else is special (an image path may start with `#`).
+- data.yaml names the class ids and each split's list (or image folder), relative to its `path:` (or, without
+  one, to the file's own folder). It never has a `download:` key: nothing may be fetched at train time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from visapp.errors import VisError
+from visapp.formats import SPLITS
+
+DATA_YAML = "data.yaml"
+LABELS_DIR = "labels"
+IMAGES_DIR = "images"
+
+BoxTuple = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class Box:
+    """One YOLO label line: class id and the normalised centre and size."""
+
+    class_id: int
+    cx: float
+    cy: float
+    w: float
+    h: float
+
+
+# ---------------------------------------------------------------- box geometry
+
+
+def voc_box_to_yolo(
+    xmin: float, ymin: float, xmax: float, ymax: float, width: float, height: float, one_based: bool = True
+) -> BoxTuple:
+    """VOC pixel box -> YOLO (cx, cy, w, h) normalised by (width, height); not clamped, not rounded.
+
+    With `one_based` (VOC's convention, and Ultralytics' own VOC conversion): `cx = ((xmin + xmax) / 2 - 1) / W`.
+    """
+    shift = 1.0 if one_based else 0.0
+    return (
+        ((xmin + xmax) / 2 - shift) / width,
+        ((ymin + ymax) / 2 - shift) / height,
+        (xmax - xmin) / width,
+        (ymax - ymin) / height,
+    )
+
+
+def yolo_to_voc_box(
+    cx: float, cy: float, w: float, h: float, width: float, height: float, one_based: bool = True
+) -> BoxTuple:
+    """The inverse of `voc_box_to_yolo`: YOLO (cx, cy, w, h) -> VOC (xmin, ymin, xmax, ymax) in pixels."""
+    shift = 1.0 if one_based else 0.0
+    x_mid, y_mid = cx * width + shift, cy * height + shift
+    half_w, half_h = w * width / 2, h * height / 2
+    return (x_mid - half_w, y_mid - half_h, x_mid + half_w, y_mid + half_h)
+
+
+def rotate_yolo_box(box: BoxTuple, orientation: int) -> BoxTuple:
+    """A normalised (cx, cy, w, h) box on the stored pixels -> the same box in the EXIF-displayed frame.
+
+    Orientation n means "the stored pixels must be transformed like this to be shown upright" (EXIF 2.3,
+    tag 0x0112), which is what OpenCV's imread/imdecode and PIL's `ImageOps.exif_transpose` do.
+    """
+    cx, cy, w, h = box
+    if orientation == 1:
+        return (cx, cy, w, h)
+    if orientation == 2:  # mirrored left-right
+        return (1 - cx, cy, w, h)
+    if orientation == 3:  # rotated 180
+        return (1 - cx, 1 - cy, w, h)
+    if orientation == 4:  # mirrored top-bottom
+        return (cx, 1 - cy, w, h)
+    if orientation == 5:  # transposed (mirrored along the main diagonal)
+        return (cy, cx, h, w)
+    if orientation == 6:  # shown after turning 90 degrees clockwise
+        return (1 - cy, cx, h, w)
+    if orientation == 7:  # transversed (mirrored along the anti-diagonal)
+        return (1 - cy, 1 - cx, h, w)
+    if orientation == 8:  # shown after turning 90 degrees counter-clockwise
+        return (cy, 1 - cx, h, w)
+    raise ValueError(f"EXIF orientation must be 1..8, got {orientation!r}")
+
+
+# ---------------------------------------------------------------- label files
+
+
+def label_line(class_id: int, box: BoxTuple) -> str:
+    return f"{class_id} " + " ".join(f"{value:.6f}" for value in box)
+
+
+def label_text(lines: list[str]) -> str:
+    return "".join(f"{line}\n" for line in lines)
+
+
+def parse_labels(data: bytes, path: Path, n_classes: int) -> list[Box]:
+    """Parse one label file; a line that is not `class cx cy w h` or names no class is a `VisError`."""
+    boxes = []
+    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            if len(parts) != 5:
+                raise ValueError("expected 5 fields")
+            box = Box(int(parts[0]), *(float(p) for p in parts[1:]))
+        except ValueError as exc:
+            raise VisError(f"{path}:{number}: not a YOLO label line ({exc}); rerun the convert stage") from None
+        if not 0 <= box.class_id < n_classes:
+            raise VisError(
+                f"{path}:{number}: class id {box.class_id} is not one of the {n_classes} classes; "
+                "data.classes changed since convert ran: rerun it"
+            )
+        boxes.append(box)
+    return boxes
+
+
+def label_path(yolo_dir: Path, split: str, sample_id: str) -> Path:
+    return yolo_dir / LABELS_DIR / split / f"{sample_id}.txt"
+
+
+# ---------------------------------------------------------------- split lists
+
+
+def split_list_text(entries: list[str]) -> str:
+    return "".join(f"{entry}\n" for entry in sorted(entries))
+
+
+def read_split_list(list_path: Path) -> list[str]:
+    """The entries of a split list, in file order (blank lines skipped)."""
+    try:
+        text = list_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise VisError(f"{list_path} not found but data.yaml names it; rerun the convert stage") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VisError(f"cannot read {list_path} ({exc}); rerun the convert stage") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+# ---------------------------------------------------------------- data.yaml
+
+
+@dataclass(frozen=True)
+class DataYaml:
+    """What a data.yaml declares: class names in id order, each split's entry (a list file or an image folder)."""
+
+    names: list[str]
+    splits: dict[str, str]
+    path: str | None = None
+
+
+def data_yaml_text(data: DataYaml) -> str:
+    """data.yaml text: deterministic, no `download:` key."""
+    import yaml
+
+    head = {"path": data.path} if data.path is not None else {}
+    body = {name: data.splits[name] for name in SPLITS if name in data.splits}
+    text = yaml.safe_dump({**head, **body}, sort_keys=False, allow_unicode=True)
+    return text + yaml.safe_dump({"names": dict(enumerate(data.names))}, sort_keys=True, allow_unicode=True)
+
+
+def read_data_yaml(path: Path) -> DataYaml:
+    """Read a data.yaml (names as a list or an id -> name map); a missing or malformed file is a `VisError`."""
+    import yaml
+
+    if not path.is_file():
+        raise VisError(f"{path} not found: run the convert stage first (`dvc repro convert`)")
+    try:
+        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise VisError(f"cannot read {path}: {exc}; rerun the convert stage") from None
+    if not isinstance(raw, dict):
+        raise VisError(f"{path} is not a mapping; rerun the convert stage")
+    names = raw.get("names") or []
+    try:
+        if isinstance(names, dict):
+            names = [names[key] for key in sorted(names, key=int)]
+    except (ValueError, TypeError):
+        raise VisError(f"{path}: `names` is not a list or an id -> name map; rerun the convert stage") from None
+    if not isinstance(names, list) or not names:
+        raise VisError(f"{path}: no class `names`; rerun the convert stage")
+    splits = {name: str(raw[name]) for name in SPLITS if raw.get(name)}
+    return DataYaml([str(name) for name in names], splits, raw.get("path"))

@@ -1,0 +1,135 @@
+"""`visapp ingest --mode append`: the new files merged into a hard-linked copy of the current dataset.
+
+Nothing is ever written into an existing file in place (the copy shares inodes with `data/raw` and the DVC
+cache): a file is added, left alone when it holds the same bytes, or, for an `ImageSets/Main/*.txt` list,
+replaced by a new file with the lines of both. A name that exists with other bytes refuses the whole append.
+The incoming folders take the current spelling (`images/` goes into `JPEGImages/` when that is what
+`data/raw` uses).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+
+from visapp.errors import VisError
+from visapp.formats.voc import ANNOTATION_DIRS, IMAGE_DIRS
+from visapp.fsio import os_error
+
+MAX_LISTED = 10
+
+
+def link_tree(src: Path, dest: Path) -> None:
+    """`dest` = `src` as hard links (a copy where links are impossible). Files are never written in place."""
+    for folder, dirs, names in os.walk(src):
+        rel = Path(folder).relative_to(src)
+        (dest / rel).mkdir(parents=True, exist_ok=True)
+        dirs.sort()
+        for name in names:
+            try:
+                os.link(Path(folder) / name, dest / rel / name)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+                    raise os_error(exc, dest / rel / name) from None
+                try:
+                    shutil.copy2(Path(folder) / name, dest / rel / name)
+                except OSError as exc2:
+                    raise os_error(exc2, dest / rel / name) from None
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    import filecmp
+
+    return filecmp.cmp(a, b, shallow=False)
+
+
+def _files(folder: Path) -> list[str]:
+    if not folder.is_dir():
+        return []
+    return sorted(
+        (Path(top) / name).relative_to(folder).as_posix() for top, _dirs, names in os.walk(folder) for name in names
+    )
+
+
+def _paired(paths: list[str]) -> bool:
+    return any(p.split("/", 1)[0].casefold() in ANNOTATION_DIRS for p in paths if "/" in p)
+
+
+def _top_mapping(current: list[str], incoming: list[str], origin: str, raw_label: str) -> dict[str, str]:
+    """Incoming top folder name -> the current dataset's spelling of it; refuse layouts that do not mix."""
+    cur_paired, new_paired = _paired(current), _paired(incoming)
+    cur_xml, new_xml = (any(p.casefold().endswith(".xml") for p in files) for files in (current, incoming))
+    if (cur_paired and not new_paired and new_xml) or (new_paired and not cur_paired and cur_xml):
+        layouts = {True: "Annotations/ + image folders", False: "the flat layout (each XML beside its image)"}
+        raise VisError(
+            f"cannot append {origin} to {raw_label}: it uses {layouts[new_paired]}, {raw_label} uses "
+            f"{layouts[cur_paired]}; bring it into the same layout, or use --mode replace"
+        )
+    cur = {p.split("/", 1)[0].casefold(): p.split("/", 1)[0] for p in current if "/" in p}
+    new = {p.split("/", 1)[0].casefold(): p.split("/", 1)[0] for p in incoming if "/" in p}
+    mapping = {name: cur[key] for key, name in new.items() if key in cur}
+    cur_images = [cur[k] for k in IMAGE_DIRS if k in cur]
+    for key in IMAGE_DIRS:  # images/ -> JPEGImages/ when the current dataset has only the other one
+        if key in new and key not in cur and len(cur_images) == 1:
+            mapping[new[key]] = cur_images[0]
+    return mapping
+
+
+def _merge_lists(existing: Path, incoming: Path) -> str:
+    old_lines = existing.read_text(encoding="utf-8", errors="replace").splitlines()
+    seen = set(old_lines)
+    new_lines = [ln for ln in incoming.read_text(encoding="utf-8", errors="replace").splitlines() if ln not in seen]
+    return "\n".join(old_lines + new_lines) + "\n"
+
+
+def merge(incoming: Path, target: Path, origin: str, root: str, raw_label: str) -> tuple[int, int]:
+    """Move the files of `incoming` into `target` (a linked copy of the current data); (added, unchanged).
+
+    Checks every file before moving any: a clash refuses the whole append. `root` is where `incoming` was in
+    the source, for the messages.
+    """
+    current, new = _files(target), _files(incoming)
+    mapping = _top_mapping(current, new, origin, raw_label)
+    existing = {rel.casefold(): rel for rel in current}
+    plan: list[tuple[Path, str, str]] = []  # (incoming file, destination rel, action)
+    clashes: list[str] = []
+    for rel in new:
+        src = incoming / rel
+        shown = f"{root}/{rel}" if root else rel
+        top, _, rest = rel.partition("/")
+        dest_rel = f"{mapping.get(top, top)}/{rest}" if rest else rel
+        same_name = existing.get(dest_rel.casefold())
+        if same_name is None:
+            plan.append((src, dest_rel, "add"))
+        elif same_name != dest_rel:
+            clashes.append(f"{shown} (in {origin}) differs only in letter case from {raw_label}/{same_name}")
+        elif _same_bytes(src, target / dest_rel):
+            plan.append((src, dest_rel, "same"))
+        elif dest_rel.casefold().startswith("imagesets/") and dest_rel.endswith(".txt"):
+            plan.append((src, dest_rel, "merge"))
+        else:
+            clashes.append(f"{raw_label}/{dest_rel} exists with other content than {shown} in {origin}")
+    if clashes:
+        more = len(clashes) - MAX_LISTED
+        listed = "\n  ".join(clashes[:MAX_LISTED]) + (f"\n  ... and {more} more" if more > 0 else "")
+        raise VisError(
+            f"cannot append {origin}: {len(clashes)} file(s) would replace different data:\n  {listed}\n"
+            "rename the new files (or remove the old ones and ingest again), or use --mode replace"
+        )
+    added = 0
+    for src, dest_rel, action in plan:
+        dest = target / dest_rel
+        try:
+            if action == "add":
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                src.rename(dest)
+                added += 1
+            elif action == "merge":
+                tmp = dest.with_name(dest.name + ".visapp-merge")
+                tmp.write_text(_merge_lists(dest, src), encoding="utf-8")
+                tmp.replace(dest)  # a new inode: the hard-linked original in data/raw is left as it was
+        except OSError as exc:
+            raise os_error(exc, dest) from None
+    return added, len(plan) - added

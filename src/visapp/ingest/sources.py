@@ -1,0 +1,154 @@
+"""Where a dataset comes from: a folder or an archive, vetted, and the VOC folder found inside it.
+
+The dataset in a source is the shallowest folder with an `Annotations/` or `JPEGImages/` child (any case;
+`MyExport/`, `VOCdevkit/VOC2007/` are found), else the innermost folder that wraps everything (flat layout:
+XML beside images). Files outside that folder are left out (and counted). An archive is vetted whole first
+(`visapp.ingest.archive`): one bad entry refuses it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path, PurePosixPath
+
+from visapp.errors import VisError
+from visapp.formats.images import has_image_suffix
+from visapp.formats.voc import IMAGE_DIRS
+from visapp.fsio import os_error
+from visapp.ingest.archive import SafeZip, ZipLimits, ZipRefused, check_collisions, is_litter, safe_relpath
+from visapp.progress import Counter, ProgressCallback
+
+ROOT_MARKERS = frozenset({"annotations", IMAGE_DIRS[0]})
+MAX_LISTED = 10
+
+
+def _is_data_file(path: str) -> bool:
+    return PurePosixPath(path).suffix.lower() == ".xml" or has_image_suffix(path)
+
+
+def find_voc_root(paths: list[str], origin: str) -> str:
+    """Relative file paths of a source -> the folder ('' for the top) that holds the VOC dataset.
+
+    Raises:
+        VisError: no XML and no image anywhere, or several datasets side by side.
+    """
+    candidates: set[str] = set()
+    for path in paths:
+        parts = path.split("/")
+        for depth, part in enumerate(parts[:-1]):
+            if part.casefold() in ROOT_MARKERS:
+                candidates.add("/".join(parts[:depth]))
+                break
+    if candidates:
+        depth = min(_depth(c) for c in candidates)
+        shallowest = sorted(c for c in candidates if _depth(c) == depth)
+        if len(shallowest) > 1:
+            raise VisError(
+                f"{origin} holds several VOC datasets ({', '.join(repr(c) for c in shallowest[:MAX_LISTED])}); "
+                "ingest them one at a time (unzip, then `visapp ingest FOLDER --mode append`)"
+            )
+        root = shallowest[0]
+    else:
+        root = _common_folder(paths)
+    if not any(_is_data_file(p) for p in under(paths, root)):
+        raise VisError(
+            f"no VOC dataset in {origin}: found no .xml annotation and no image (JPEG, PNG, BMP, WebP); "
+            "expected Annotations/ + JPEGImages/, annotations/ + images/, or each XML beside its image"
+        )
+    return root
+
+
+def _depth(folder: str) -> int:
+    return 0 if not folder else folder.count("/") + 1
+
+
+def under(paths: list[str], root: str) -> list[str]:
+    """The paths inside the folder `root` ('' for the top)."""
+    return list(paths) if not root else [p for p in paths if p.startswith(root + "/")]
+
+
+def _common_folder(paths: list[str]) -> str:
+    """The deepest folder holding every path (a ZIP's 'MyExport/' wrapper), '' when files sit at the top."""
+    split = [p.split("/")[:-1] for p in paths]
+    if not split:
+        return ""
+    common: list[str] = []
+    for level in zip(*split, strict=False):
+        if len(set(level)) != 1:
+            break
+        common.append(level[0])
+    return "/".join(common)
+
+
+class Source:
+    """A ZIP or a folder, vetted: `files` are safe relative paths; `extract` writes the dataset folder."""
+
+    def __init__(self, path: Path, limits: ZipLimits) -> None:
+        self.path = path
+        self.origin = str(path)
+        self.zip: SafeZip | None = None
+        self.sizes: dict[str, int] = {}
+        self.on_disk: dict[str, str] = {}  # folder sources: safe path -> the name as it is on disk
+        if path.is_dir():
+            self._scan_folder()
+        elif path.is_file():
+            self.zip = SafeZip(path, limits).__enter__()
+            self.sizes = {e.path: e.info.file_size for e in self.zip.entries if not e.is_dir}
+        else:
+            raise VisError(f"{path}: no such file or folder; give a .zip archive or a VOC folder")
+        self.files = sorted(self.sizes)
+
+    def close(self) -> None:
+        if self.zip is not None:
+            self.zip.close()
+
+    def _scan_folder(self) -> None:
+        entries: list[tuple[str, bool, str]] = []
+        for folder, dirs, names in os.walk(self.path):
+            dirs.sort()
+            for name in sorted(dirs + names):
+                full = Path(folder) / name
+                rel = full.relative_to(self.path).as_posix()
+                if full.is_symlink():
+                    raise ZipRefused(
+                        "symlink", f"{self.origin}: {rel!r} is a symbolic link; copy the file itself in (cp -L)"
+                    )
+                try:
+                    rel.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ZipRefused(
+                        "legacy_encoding",
+                        f"{self.origin}: {rel.encode('utf-8', 'replace').decode()!r} has a name that is not valid "
+                        "UTF-8; rename it",
+                    ) from None
+                try:
+                    path = safe_relpath(rel)
+                except ZipRefused as exc:
+                    raise ZipRefused(exc.code, f"{self.origin}: {exc}") from None
+                if is_litter(path) or name in dirs:
+                    continue
+                entries.append((path, False, rel))
+                self.sizes[path] = full.stat().st_size
+                self.on_disk[path] = rel
+        check_collisions(entries, self.origin)
+
+    def extract(self, dest: Path, root: str, progress: ProgressCallback | None = None) -> None:
+        """Write the files under `root` into the new folder `dest`, `root` stripped."""
+        if self.zip is not None:
+            self.zip.extract(dest, prefix=root, progress=progress)
+            return
+        try:
+            dest.mkdir()
+        except OSError as exc:
+            raise os_error(exc, dest, "create") from None
+        wanted = under(self.files, root)
+        counter = Counter(progress, "ingest", len(wanted), "files")
+        for rel in wanted:
+            target = dest / rel[len(root) + 1 :] if root else dest / rel
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(self.path / self.on_disk[rel], target)  # sendfile: streams, whatever the size
+            except OSError as exc:
+                raise os_error(exc, exc.filename or target, "copy") from None
+            counter.advance()

@@ -1,0 +1,213 @@
+"""Ultralytics (and torch under it): configured for one training at a time, and put back as it was afterwards.
+
+`session()` is the only way the library runs Ultralytics. For the time it is open:
+
+- `YOLO_OFFLINE` and `YOLO_AUTOINSTALL=false` are set (unless the user set them): nothing is downloaded or
+  pip-installed behind the user's back, and nothing hangs waiting for a network that is not there;
+- Ultralytics' settings are changed in memory only: analytics and every integration off (we drive MLflow
+  ourselves, and its own MLflow callback would open a second run), weights and runs under our cache. Its
+  settings file (`settings.json` in the user's config folder) is never read or written: when this process is
+  the first to import Ultralytics, `YOLO_CONFIG_DIR` points that import at a folder of our cache (whatever
+  the user set), so not even a missing file is created in the user's folder; when the user's own code
+  imported it first, the changes are made in memory and undone afterwards;
+- the fonts its plots ask for (Arial, which it would download) are matplotlib's bundled DejaVu Sans;
+- without `verbose`, its logger is raised to warnings: no argument dump, no layer table, no progress bars
+  (which fill a log that is not a terminal with escape sequences); the caller reports epochs itself.
+
+Every module global it touches is restored when the session closes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+CONFIG_DIR_ENV = "YOLO_CONFIG_DIR"
+VERBOSE_ENV = "YOLO_VERBOSE"
+SWITCHES = {"YOLO_OFFLINE": "true", "YOLO_AUTOINSTALL": "false"}
+INTEGRATIONS_OFF = {
+    "sync": False,  # anonymous usage analytics
+    "mlflow": False,  # its own MLflow callback would open a second run
+    "dvc": False,  # DVCLive: DVC gets metrics.json and results.csv from us
+    "clearml": False,
+    "comet": False,
+    "raytune": False,
+    "wandb": False,
+    "tensorboard": False,
+}
+# Callbacks we keep: Ultralytics' defaults and our own. Any other (integrations, analytics, its Platform
+# streaming, which needs only an API key in the environment) is removed from the trainer before it runs.
+_FOREIGN_CALLBACK_MODULES = ("ultralytics.utils.callbacks.", "ultralytics.utils.events")
+_KEPT_CALLBACK_MODULES = ("ultralytics.utils.callbacks.base",)
+# Modules that bound `check_font` at import; each gets the local font for the session.
+_FONT_USERS = ("ultralytics.utils.checks", "ultralytics.utils.plotting", "ultralytics.data.utils")
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set the variables the user has not set; restore the environment afterwards."""
+    added = [name for name in values if name not in os.environ]
+    for name in added:
+        os.environ[name] = values[name]
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
+def _import(cache_dir: Path, verbose: bool) -> Any:
+    """Import Ultralytics; a first import reads and writes its settings in our cache, not the user's folder.
+
+    Quiet (`YOLO_VERBOSE=false`, unless the user set it) when not verbose: its first import announces the
+    settings file it creates.
+    """
+    if "ultralytics" in sys.modules:
+        import ultralytics.utils
+
+        return ultralytics.utils
+    config = cache_dir / "config"
+    config.mkdir(parents=True, exist_ok=True)
+    saved = os.environ.get(CONFIG_DIR_ENV)
+    os.environ[CONFIG_DIR_ENV] = str(config)
+    try:
+        with _environment({} if verbose else {VERBOSE_ENV: "false"}):
+            import ultralytics.utils
+    finally:
+        if saved is None:
+            os.environ.pop(CONFIG_DIR_ENV, None)
+        else:
+            os.environ[CONFIG_DIR_ENV] = saved
+    return ultralytics.utils
+
+
+def _local_font() -> Path:
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+
+
+@contextlib.contextmanager
+def _patched(targets: list[tuple[Any, str, Any]]) -> Iterator[None]:
+    """Set module attributes for the session; put the old values back afterwards."""
+    saved = [(module, name, getattr(module, name)) for module, name, _ in targets if hasattr(module, name)]
+    for module, name, value in targets:
+        setattr(module, name, value)
+    try:
+        yield
+    finally:
+        for module, name, value in saved:
+            setattr(module, name, value)
+
+
+@contextlib.contextmanager
+def session(cache_dir: Path, verbose: bool = False) -> Iterator[None]:
+    """Run Ultralytics inside this context (see the module docstring); nothing of it outlives the context."""
+    import importlib
+
+    cache_dir = cache_dir.resolve()
+    with _environment(SWITCHES):
+        utils = _import(cache_dir, verbose)
+        settings = utils.SETTINGS
+        saved_settings = dict(settings)
+        wanted = {**INTEGRATIONS_OFF, "weights_dir": str(cache_dir / "weights"), "runs_dir": str(cache_dir / "runs")}
+        dict.update(settings, wanted)  # in memory: SettingsManager.update would save the user's file
+        font = _local_font()
+        targets: list[tuple[Any, str, Any]] = [(utils, "WEIGHTS_DIR", Path(wanted["weights_dir"]))]
+        for name in _FONT_USERS:
+            targets.append((importlib.import_module(name), "check_font", lambda *args, **kwargs: font))
+        logger = utils.LOGGER
+        level = logger.level
+        try:
+            with _patched(targets):
+                if not verbose:
+                    logger.setLevel(logging.WARNING)
+                yield
+        finally:
+            logger.setLevel(level)
+            dict.clear(settings)
+            dict.update(settings, saved_settings)
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def checkpoint_epoch(last_pt: Path) -> int | None:
+    """The epoch (1-based) an unfinished Ultralytics checkpoint ends with, or None (absent, finished, unreadable).
+
+    A finished training's last.pt is stripped (epoch -1, no optimizer). One that saved its final epoch but
+    was stopped before stripping cannot be resumed either (Ultralytics refuses: nothing left to train).
+    """
+    if not last_pt.is_file():
+        return None
+    import torch
+
+    try:
+        ckpt = torch.load(last_pt, map_location="cpu", weights_only=False)
+    except Exception:  # a file cut short by a kill while being written
+        return None
+    if not isinstance(ckpt, dict):
+        return None
+    epoch = ckpt.get("epoch", -1)
+    total = (ckpt.get("train_args") or {}).get("epochs", 0)
+    if epoch is None or epoch < 0 or ckpt.get("optimizer") is None or epoch + 1 >= total:
+        return None
+    return epoch + 1
+
+
+def drop_foreign_callbacks(trainer: Any) -> None:
+    """Remove integration and analytics callbacks Ultralytics added, whatever its settings say.
+
+    Runs as the first `on_pretrain_routine_start` callback after Ultralytics added them; the lists are edited
+    in place, so the callbacks of the event being run are dropped too.
+    """
+    for callbacks in trainer.callbacks.values():
+        callbacks[:] = [
+            cb
+            for cb in callbacks
+            if not str(getattr(cb, "__module__", "")).startswith(_FOREIGN_CALLBACK_MODULES)
+            or str(getattr(cb, "__module__", "")).startswith(_KEPT_CALLBACK_MODULES)
+        ]
+
+
+def epoch_values(trainer: Any) -> dict[str, float]:
+    """What Ultralytics writes as one results.csv row (losses, metrics, learning rates), with its own names."""
+    values: dict[str, Any] = {}
+    if trainer.tloss is not None:
+        values.update(trainer.label_loss_items(trainer.tloss, prefix="train"))
+    values.update(trainer.metrics or {})
+    values.update(getattr(trainer, "lr", None) or {})
+    return {key: float(value) for key, value in values.items()}
+
+
+def load_model(arch: str, weights: Path | None, checkpoint: Path | None) -> Any:
+    """A YOLO model: from a resumable checkpoint, else from the architecture (+ weights when given).
+
+    Raises what Ultralytics raises for weights it cannot load (the caller says how to fix it).
+    """
+    from ultralytics import YOLO
+
+    if checkpoint is not None:
+        return YOLO(str(checkpoint))
+    model = YOLO(arch)
+    if weights is not None:
+        model.load(str(weights))
+    return model
+
+
+def fit(model: Any, args: dict[str, Any], on_epoch: Callable[[Any], None]) -> dict[str, float]:
+    """Train with our callbacks; the final validation's metrics of best.pt (Ultralytics' names)."""
+    model.add_callback("on_pretrain_routine_start", drop_foreign_callbacks)
+    model.add_callback("on_fit_epoch_end", on_epoch)
+    model.train(**args)
+    validator = getattr(model.trainer, "validator", None)
+    results = getattr(getattr(validator, "metrics", None), "results_dict", None) or model.trainer.metrics or {}
+    return {key: float(value) for key, value in dict(results).items()}

@@ -1,0 +1,21 @@
+"""zipfile's private parts: the entry count a ZIP declares, read before `ZipFile` loads its whole directory."""
+
+from __future__ import annotations
+
+import struct
+import zipfile
+from pathlib import Path
+
+
+def declared_entries(path: Path) -> int | None:
+    """The entry count the end-of-central-directory record declares, or None when it cannot be read.
+
+    A cheap guard before `ZipFile` loads every entry into memory (a ZIP bomb can declare millions);
+    `_EndRecData` has been stable since Python 2.
+    """
+    try:
+        with path.open("rb") as fp:
+            end = zipfile._EndRecData(fp)
+    except (AttributeError, OSError, struct.error):
+        return None
+    return None if end is None else int(end[zipfile._ECD_ENTRIES_TOTAL])

@@ -1,0 +1,322 @@
+"""params + data/yolo + data/raw -> models/yolo/{weights/best.pt, metrics.json, results.csv, plots/}, one MLflow run.
+
+How a training runs:
+
+- **A fresh dataset view.** Ultralytics derives label paths from image paths and writes `labels/*.cache`
+  beside the labels, trusting that cache when paths and total byte size match. So training never reads
+  `data/yolo`: each run rebuilds a view (links to the images in `data/raw`, copies of the labels) at
+  `<checkpoint folder>/data`, with no cache in it, and Ultralytics' cache lands there, never in a DVC output.
+- **Checkpoints outside the outputs** (`visapp.training.checkpoints`).
+- **Resume** (`train.resume: auto`): when `<key>/run/weights/last.pt` holds an unfinished training (it has an
+  epoch number and optimizer state), the run continues from it, in the same MLflow run. A training that
+  finished but whose results were not all written (e.g. the tracking server went away at the very end) is not
+  retrained: its results are written again. A finished and written training with the same key starts over in a
+  clean folder: DVC only runs the stage when an output is missing or the user forces it (`dvc repro -f`), and
+  both mean "train". A changed param or dataset gives another key, so it starts over. `train.resume: never`
+  always starts over.
+- **Ultralytics for this run only** (`visapp.integrations.ultralytics.session`): offline, no integration of
+  its own, its settings file untouched. Named weights (`model.weights: yolov8n.pt`) are looked up, and
+  downloaded where the network allows, in `.cache/ultralytics/weights`, not in the working directory.
+- **Progress**: each epoch reports its losses and metrics to the `progress` callback (task "train", unit
+  "epoch") and to MLflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from visapp.config import Params, Resume, flatten, params_dict
+from visapp.dataset.views import build_view
+from visapp.errors import VisError
+from visapp.formats.metadata import METADATA_FILE, read_metadata
+from visapp.formats.yolo import DATA_YAML
+from visapp.fsio import atomic_path, write_json, write_text
+from visapp.integrations import ultralytics
+from visapp.integrations.dvc import repository_root
+from visapp.progress import Progress, ProgressCallback
+from visapp.training import tracking
+from visapp.training.checkpoints import checkpoint_base, checkpoint_key, read_state, save_state, training_lock
+from visapp.training.results import (
+    METRICS_FILE,
+    RESULTS_FILE,
+    clean_results,
+    epoch_line_metrics,
+    final_metrics,
+    format_results,
+    named,
+)
+from visapp.training.tracking import RUN_FILE
+
+log = logging.getLogger(__name__)
+
+ULTRALYTICS_CACHE = Path(".cache/ultralytics")  # its weights, runs and config, under the repository root
+# Ultralytics train arguments that come from our own params or that we must control: not allowed in train.extra.
+RESERVED_ARGS = frozenset(
+    {"model", "data", "epochs", "imgsz", "batch", "device", "workers", "patience", "optimizer", "lr0", "seed"}
+    | {"resume", "save_dir", "project", "name", "exist_ok", "mode", "task"}
+)
+
+
+def resolve_device(device: str, cuda_available: bool) -> str:
+    """`auto` -> "0" (the first CUDA device) when CUDA is available, else "cpu"; anything else as given."""
+    if str(device).lower() != "auto":
+        return str(device)
+    return "0" if cuda_available else "cpu"
+
+
+def train_args(params: Params, data_yaml: Path, save_dir: Path, device: str) -> dict[str, Any]:
+    """The arguments of Ultralytics' `train()`: our train.* keys, then train.extra (which may not override them)."""
+    train = params.train
+    clash = sorted(RESERVED_ARGS & set(train.extra))
+    if clash:
+        raise VisError(
+            f"train.extra sets {', '.join(clash)}, which visapp sets itself: use train.<key> for "
+            f"epochs/imgsz/batch/device/workers/patience/optimizer/lr0/seed, and leave the others out"
+        )
+    return {
+        **dict(train.extra),
+        "data": str(data_yaml),
+        "epochs": train.epochs,
+        "imgsz": train.imgsz,
+        "batch": train.batch,
+        "device": device,
+        "workers": train.workers,
+        "patience": train.patience,
+        "optimizer": str(train.optimizer),
+        "lr0": train.lr0,
+        "seed": train.seed,
+        "save_dir": str(save_dir),
+        "exist_ok": True,
+    }
+
+
+class _EpochReporter:
+    """Ultralytics callback `on_fit_epoch_end`: each epoch to MLflow (step = epoch) and to `progress`.
+
+    Ultralytics calls `on_fit_epoch_end` once more after training, for the final validation of best.pt; that
+    call is not an epoch (its numbers are the final metrics, logged apart), and comes after the epoch call
+    that had `trainer.stop` set, so it is skipped. The state is saved last: once it says an epoch's time, that
+    epoch's checkpoint and metrics are written.
+    """
+
+    def __init__(
+        self, run: Any, ckpt_dir: Path, state: dict[str, Any], epochs: int, progress: ProgressCallback | None
+    ) -> None:
+        self.run, self.ckpt_dir, self.state, self.epochs, self.progress = run, ckpt_dir, state, epochs, progress
+        self.seconds_before, self.started = float(state.get("train_seconds") or 0.0), time.monotonic()
+        self.done = False
+        self.failed = False
+
+    def seconds(self) -> float:
+        return self.seconds_before + time.monotonic() - self.started
+
+    def __call__(self, trainer: Any) -> None:
+        if self.done:
+            return
+        self.done = bool(trainer.stop)
+        values = named(ultralytics.epoch_values(trainer))
+        epoch = trainer.epoch + 1
+        if self.run is not None and not self.failed:
+            try:
+                self.run.log_metrics(values, step=epoch)
+            except Exception as exc:  # losing a curve is better than losing the training: warn, go on
+                self.failed = True
+                log.warning("MLflow stopped taking epoch metrics (%s); training goes on", exc)
+        self.state.update(train_seconds=round(self.seconds(), 1), epoch=epoch)
+        save_state(self.ckpt_dir, self.state)
+        if self.progress is not None:
+            self.progress(Progress("train", epoch, self.epochs, "epoch", epoch_line_metrics(values)))
+
+
+def _tracking_uri(params: Params) -> str | None:
+    """The tracking URI, checked before anything is trained; None when unreachable and not required."""
+    uri = tracking.resolve_uri(params.tracking)
+    try:
+        tracking.check_reachable(uri)
+    except VisError as exc:
+        if params.tracking.required:
+            raise
+        log.warning("%s; training without tracking (tracking.required=false)", exc)
+        return None
+    return uri
+
+
+def _open_run(uri: str | None, params: Params, metadata: dict[str, Any], key: str, state: dict[str, Any]) -> Any:
+    """The MLflow run of this training: the one stored in the checkpoint state (resume), else a new one."""
+    if uri is None:
+        return None
+    run_id = state.get("mlflow_run_id") if state.get("tracking_uri") == uri else None
+    run_name = os.environ.get(tracking.EXP_NAME_ENV) or f"train-{key[:8]}"
+    run = tracking.open_run(uri, params.tracking.experiment, run_name, tracking.run_tags(metadata, key), run_id)
+    changed = run.log_params(flatten(params_dict(params)))
+    if changed:
+        log.info("MLflow keeps the first logged value of %s (a param cannot change in a run)", ", ".join(changed))
+    return run
+
+
+def _backfill_epochs(run: Any, results_csv: Path, up_to: int) -> None:
+    """Log the epochs of results.csv (up to the checkpoint's) that MLflow lacks: a kill can land between them."""
+    if run is None or not results_csv.is_file():
+        return
+    logged = {m.step for m in run.client.get_metric_history(run.run_id, "metrics/mAP50-95")}
+    _, rows = clean_results(results_csv.read_text(encoding="utf-8"))
+    for row in rows:
+        epoch = int(float(row["epoch"]))
+        if epoch <= up_to and epoch not in logged:
+            values = {k: float(v) for k, v in row.items() if k not in ("epoch", "time") and v not in ("", "nan")}
+            run.log_metrics(values, step=epoch)
+
+
+def _plan(params: Params, ckpt_dir: Path) -> tuple[str, dict[str, Any], int | None]:
+    """(mode, state, epoch to resume after): "finalize" a trained run, "resume" an unfinished one, or "fresh"."""
+    run_dir = ckpt_dir / "run"
+    state = read_state(ckpt_dir) if params.train.resume == Resume.auto else {}
+    if state.get("status") == "trained" and (run_dir / "weights" / "best.pt").is_file():
+        return "finalize", state, None
+    if state.get("status") == "training":
+        epoch = ultralytics.checkpoint_epoch(run_dir / "weights" / "last.pt")
+        if epoch:
+            return "resume", state, epoch
+    return "fresh", {}, None
+
+
+def _write_outputs(run_dir: Path, model_dir: Path, metrics: dict[str, Any], run: Any) -> dict[str, Path]:
+    """Copy the results out of the checkpoint folder into the stage's outputs (each written atomically)."""
+    best = run_dir / "weights" / "best.pt"
+    if not best.is_file():
+        raise VisError(f"training wrote no {best}: see Ultralytics' log above")
+    with atomic_path(model_dir / "weights") as tmp:
+        tmp.mkdir(parents=True)
+        shutil.copyfile(best, tmp / "best.pt")
+    write_json(model_dir / METRICS_FILE, metrics)
+    columns, rows = clean_results((run_dir / "results.csv").read_text(encoding="utf-8"))
+    write_text(model_dir / RESULTS_FILE, format_results(columns, rows))
+    with atomic_path(model_dir / "plots") as tmp:
+        tmp.mkdir(parents=True)
+        for image in sorted(run_dir.glob("*.png")):
+            shutil.copyfile(image, tmp / image.name)
+    # Which MLflow run holds this model's history: committed with dvc.lock, so a release leads back to it.
+    run_info = {"run_id": run.run_id, "experiment_id": run.experiment_id} if run else {"run_id": None}
+    write_json(model_dir / RUN_FILE, run_info)
+    return {
+        "best": model_dir / "weights" / "best.pt",
+        "metrics": model_dir / METRICS_FILE,
+        "results": model_dir / RESULTS_FILE,
+        "plots": model_dir / "plots",
+    }
+
+
+def _finish_tracking(run: Any, outputs: dict[str, Path], metrics: dict[str, Any], inputs: list[Path]) -> None:
+    run.log_metrics({key: float(value) for key, value in metrics.items()})
+    run.log_artifact(outputs["best"], "weights")
+    for name in ("metrics", "results", "plots"):
+        run.log_artifact(outputs[name])
+    for path in inputs:
+        run.log_artifact(path, "data")
+    run.end("FINISHED")
+
+
+def _weights_path(params: Params, weights_dir: Path) -> Path | None:
+    weights = params.model.weights
+    if not weights:
+        return None
+    path = Path(weights)
+    if path.exists():
+        return path
+    if len(path.parts) > 1:
+        raise VisError(f"model.weights {weights} does not exist: give a path to local weights, or null")
+    return weights_dir / weights  # a name: Ultralytics downloads it there where the network allows
+
+
+def _fit(
+    params: Params,
+    resume: bool,
+    data_yaml: Path,
+    ckpt_dir: Path,
+    reporter: _EpochReporter,
+) -> dict[str, Any]:
+    """Run Ultralytics' training (or its resume) in `<ckpt_dir>/run`; return the metrics.json values."""
+    run_dir = ckpt_dir / "run"
+    device = resolve_device(params.train.device, ultralytics.cuda_available())
+    weights = _weights_path(params, repository_root() / ULTRALYTICS_CACHE / "weights")
+    try:
+        model = ultralytics.load_model(params.model.arch, weights, run_dir / "weights" / "last.pt" if resume else None)
+    except (ConnectionError, FileNotFoundError, OSError) as exc:
+        raise VisError(
+            f"model.weights {params.model.weights!r} could not be loaded ({exc}); offline, put the file at {weights} "
+            f"or set model.weights to a local (DVC-tracked) path, or null to train from {params.model.arch}"
+        ) from None
+    args = train_args(params, data_yaml.resolve(), run_dir.resolve(), device)
+    if resume:
+        # Ultralytics takes the other arguments from the checkpoint; these may differ on another machine.
+        args = {name: args[name] for name in ("data", "device", "workers", "save_dir")} | {"resume": True}
+    results = ultralytics.fit(model, args, reporter)
+    _, rows = clean_results((run_dir / "results.csv").read_text(encoding="utf-8"))
+    reporter.state["train_seconds"] = round(reporter.seconds(), 1)
+    return final_metrics(results, len(rows), reporter.seconds())
+
+
+def train_model(
+    params: Params,
+    environ: dict[str, str] | None = None,
+    progress: ProgressCallback | None = None,
+    verbose: bool = False,
+) -> dict[str, Any]:
+    """Train (or resume) the detector, write the stage outputs, record one MLflow run; return metrics.json.
+
+    Args:
+        params: checked params; paths are relative to the working directory (the repository root under DVC).
+        environ: read for `VISAPP_CHECKPOINT_DIR` (default: the process environment).
+        progress: told after each epoch (task "train", unit "epoch", with the epoch's losses and metrics).
+        verbose: let Ultralytics print as it does on a terminal (argument dump, layer table, bars).
+    """
+    yolo_dir, raw_dir = Path(params.paths.yolo), Path(params.paths.raw)
+    metadata_path = Path(params.paths.metadata) / METADATA_FILE
+    if not (yolo_dir / DATA_YAML).is_file():
+        raise VisError(f"{yolo_dir / DATA_YAML} not found: run the convert stage first (`dvc repro convert`)")
+    metadata = read_metadata(metadata_path)
+    train_args(params, Path(DATA_YAML), Path("run"), "cpu")  # refuse a bad train.extra before anything runs
+    uri = _tracking_uri(params)  # an unreachable server fails here, before any training or folder
+    key = checkpoint_key(params, metadata["fingerprint"])
+    base = checkpoint_base(environ)
+    ckpt_dir, run_dir = base / key, base / key / "run"
+
+    with training_lock(base, key), ultralytics.session(repository_root() / ULTRALYTICS_CACHE, verbose=verbose):
+        mode, state, resume_epoch = _plan(params, ckpt_dir)
+        if mode == "fresh":
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+            log.info("train: new training in %s", ckpt_dir)
+        elif mode == "resume":
+            log.info("train: resuming after epoch %s from %s", resume_epoch, run_dir / "weights" / "last.pt")
+        else:
+            log.info("train: the training in %s finished before; writing its results", ckpt_dir)
+        run = _open_run(uri, params, metadata, key, state)
+        try:
+            state.update(key=key, mlflow_run_id=run.run_id if run else None, tracking_uri=uri if run else None)
+            state.setdefault("status", "training")
+            save_state(ckpt_dir, state)
+            data_yaml = build_view(yolo_dir, raw_dir, ckpt_dir / "data", mode="link") / DATA_YAML
+            if mode != "finalize":
+                if mode == "resume":
+                    _backfill_epochs(run, run_dir / "results.csv", resume_epoch or 0)
+                reporter = _EpochReporter(run, ckpt_dir, state, params.train.epochs, progress)
+                state["metrics"] = _fit(params, mode == "resume", data_yaml, ckpt_dir, reporter)
+                state["status"] = "trained"
+                save_state(ckpt_dir, state)
+            outputs = _write_outputs(run_dir, Path(params.paths.model), state["metrics"], run)
+            if run is not None:
+                _finish_tracking(run, outputs, state["metrics"], [yolo_dir / DATA_YAML, metadata_path])
+        except BaseException as exc:
+            if run is not None:
+                with contextlib.suppress(Exception):
+                    run.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            raise
+        state["status"] = "done"
+        save_state(ckpt_dir, state)
+        return state["metrics"]

@@ -1,0 +1,114 @@
+"""visapp.formats.images: true format by magic bytes, full decode, stored size, EXIF orientation, truncation."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import ImageFile
+
+from factory import image_bytes, truncated_jpeg
+from visapp.formats.images import ImageError, displayed_size, inspect_image, sniff_format
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png", "bmp", "webp"])
+def test_each_accepted_format_is_identified_and_sized(fmt):
+    info = inspect_image(image_bytes(fmt, (40, 30)))
+    assert (info.format, info.width, info.height, info.orientation) == (fmt, 40, 30, 1)
+
+
+def test_format_comes_from_the_bytes_not_the_name():
+    assert sniff_format(image_bytes("png")[:12]) == "png"
+    assert sniff_format(b"RIFF\x00\x00\x00\x00WAVE") is None  # RIFF, but not WebP
+    assert sniff_format(b"\xff\xd8\xff\xe0") == "jpeg"
+    assert sniff_format(b"BM") == "bmp"
+
+
+@pytest.mark.parametrize(("fmt", "mode"), [("png", "L"), ("png", "P"), ("png", "RGBA"), ("jpeg", "L"), ("bmp", "P")])
+def test_grayscale_palette_and_rgba_images_are_valid(fmt, mode):
+    assert inspect_image(image_bytes(fmt, (20, 10), mode=mode)).width == 20
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png", "webp"])
+def test_valid_exif_orientation_is_reported_and_size_stays_the_stored_one(fmt):
+    info = inspect_image(image_bytes(fmt, (40, 30), exif_orientation=6))
+    assert (info.width, info.height, info.orientation) == (40, 30, 6)
+
+
+@pytest.mark.parametrize("value", [0, 9, 255, 65535])
+def test_invalid_exif_orientation_value_reads_as_1(value):
+    assert inspect_image(image_bytes("jpeg", exif_orientation=value)).orientation == 1
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [b"Exif\x00\x00garbage-garbage-garbage", b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\xff\xff", b"Exif\x00\x00"],
+)
+def test_broken_exif_is_not_an_error(blob):
+    assert inspect_image(image_bytes("jpeg", exif=blob)).orientation == 1
+
+
+def test_displayed_size_swaps_for_quarter_turns_only():
+    assert [displayed_size(40, 30, o) for o in (1, 3, 5, 6, 8)] == [(40, 30), (40, 30), (30, 40), (30, 40), (30, 40)]
+
+
+def _code(data: bytes) -> str:
+    with pytest.raises(ImageError) as caught:
+        inspect_image(data)
+    assert caught.value.message, "an ImageError always says what is wrong"
+    return caught.value.code
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",  # empty file
+        b"just some text, not an image",
+        b"GIF89a\x01\x00\x01\x00",  # a real format we do not accept
+        b"\xff\xd8\xff" + b"\x00" * 64 + b"\xff\xd9",  # JPEG magic, garbage body
+        b"BM" + b"\x00" * 60,  # BMP magic, invalid header
+    ],
+    ids=["empty", "text", "gif", "jpeg-garbage", "bmp-garbage"],
+)
+def test_unreadable_images(data):
+    assert _code(data) == "image_unreadable"
+
+
+def test_png_with_a_corrupted_body_fails_to_decode():
+    data = bytearray(image_bytes("png", (64, 64), seed=5))
+    data[60:90] = b"\x00" * 30  # inside the IDAT chunk
+    assert _code(bytes(data)) == "image_unreadable"
+
+
+def test_jpeg_without_end_marker_is_truncated():
+    assert _code(truncated_jpeg()) == "image_truncated"
+    assert _code(image_bytes("jpeg")[:-2]) == "image_truncated"  # only the FFD9 marker missing
+
+
+def test_jpeg_with_bytes_after_the_end_marker_counts_as_truncated():
+    # Ultralytics judges a JPEG by its last two bytes and would rewrite this file in place.
+    assert _code(image_bytes("jpeg") + b"\x00\x00") == "image_truncated"
+
+
+@pytest.mark.parametrize("fmt", ["png", "bmp", "webp"])
+def test_other_formats_cut_short_are_truncated(fmt):
+    data = image_bytes(fmt, (64, 64), seed=9)
+    assert _code(data[: len(data) // 2]) == "image_truncated"
+
+
+def test_png_without_iend_chunk_is_truncated():
+    # libpng (OpenCV, so Ultralytics' loader) refuses it, although Pillow would decode the pixels.
+    assert _code(image_bytes("png")[:-12]) == "image_truncated"
+
+
+def test_truncation_is_caught_even_when_pillow_is_told_to_load_truncated_images(monkeypatch):
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    data = image_bytes("bmp", (64, 64))
+    assert _code(data[:-100]) == "image_truncated"
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True, "the caller's setting is restored"
+
+
+def test_error_messages_hold_no_memory_addresses():
+    with pytest.raises(ImageError) as caught:
+        inspect_image(b"\xff\xd8\xff" + b"\x00" * 64 + b"\xff\xd9")
+    assert "0x" not in caught.value.message

@@ -1,0 +1,254 @@
+"""visapp.formats.voc: tolerant parsing of untidy VOC XML, refusal of unsafe XML, layouts and pairing, ImageSets."""
+
+from __future__ import annotations
+
+import pytest
+
+from factory import (
+    BILLION_LAUGHS,
+    DTD_ONLY,
+    EXTERNAL_ENTITY,
+    Obj,
+    annotation_xml,
+    image_bytes,
+    write_image_sets,
+    write_sample,
+)
+from visapp.formats.voc import (
+    AnnotationError,
+    SampleFiles,
+    discover_samples,
+    parse_annotation,
+    read_image_sets,
+    sample_id,
+)
+
+pytestmark = pytest.mark.unit
+
+# ---------------------------------------------------------------- parse_annotation
+
+
+def test_parses_a_tidy_annotation():
+    ann = parse_annotation(annotation_xml("x.jpg", (64, 48), [Obj("circle", (1, 2, 30, 40), difficult=1)]))
+    assert (ann.filename, ann.width, ann.height) == ("x.jpg", 64, 48)
+    [obj] = ann.objects
+    assert (obj.name, obj.difficult, obj.truncated) == ("circle", True, False)
+    assert obj.bndbox == {"xmin": 1.0, "ymin": 2.0, "xmax": 30.0, "ymax": 40.0}
+
+
+def test_float_coordinates_are_kept_as_floats():
+    [obj] = parse_annotation(annotation_xml(objects=[Obj(box=("254.38", "10.5", "300.01", "99.99"))])).objects
+    assert obj.bndbox == {"xmin": 254.38, "ymin": 10.5, "xmax": 300.01, "ymax": 99.99}
+
+
+def test_bndbox_children_in_another_order():
+    xml = annotation_xml(objects=[Obj(box=(1, 2, 3, 4), order=("ymax", "xmin", "xmax", "ymin"))])
+    assert b"<bndbox><ymax>4</ymax><xmin>1</xmin>" in xml
+    assert parse_annotation(xml).objects[0].bndbox == {"xmin": 1.0, "ymin": 2.0, "xmax": 3.0, "ymax": 4.0}
+
+
+def test_empty_difficult_truncated_and_pose_read_as_unset():
+    xml = annotation_xml(objects=[Obj(difficult="", truncated="", pose="")])
+    assert b"<difficult/>" in xml and b"<truncated/>" in xml and b"<pose/>" in xml
+    [obj] = parse_annotation(xml).objects
+    assert (obj.difficult, obj.truncated) == (False, False)
+
+
+def test_missing_optional_elements_are_fine():
+    xml = b"<annotation><object><name>circle</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax>" + (
+        b"<ymax>5</ymax></bndbox></object></annotation>"
+    )  # no declaration, <filename>, <size>, <source>, <pose>, <truncated>, <difficult>
+    ann = parse_annotation(xml)
+    assert (ann.filename, ann.width, ann.height) == (None, None, None)
+    assert ann.objects[0].name == "circle" and not ann.objects[0].difficult
+
+
+@pytest.mark.parametrize("size", [(0, 0), None, ("", ""), ("abc", 48), (64, 0)])
+def test_size_zero_absent_or_garbage_reads_as_unknown(size):
+    ann = parse_annotation(annotation_xml(size=size))
+    assert ann.width is None or ann.height is None
+
+
+def test_size_written_as_float_reads_as_int():
+    ann = parse_annotation(annotation_xml(size=("64.0", "48")))
+    assert (ann.width, ann.height) == (64, 48)
+
+
+def test_part_actions_and_point_are_ignored():
+    extra = (
+        "<part><name>hand</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>2</xmax><ymax>2</ymax></bndbox></part>"
+        "<actions><jumping>1</jumping></actions><point><x>3</x><y>4</y></point>"
+    )
+    ann = parse_annotation(annotation_xml(objects=[Obj("person", (5, 6, 7, 8), extra=extra)]))
+    assert [(o.name, o.bndbox["xmin"]) for o in ann.objects] == [("person", 5.0)]
+
+
+def test_without_xml_declaration():
+    assert parse_annotation(annotation_xml(declaration=False)).filename == "a.jpg"
+
+
+def test_non_numeric_and_missing_coordinates_are_kept_for_the_validator():
+    [obj] = parse_annotation(annotation_xml(objects=[Obj(box=("1", "abc", None, "nan"))])).objects
+    assert obj.bndbox == {"xmin": 1.0, "ymin": "abc", "ymax": "nan"}
+
+
+def test_object_without_bndbox_has_an_empty_box():
+    assert parse_annotation(annotation_xml(objects=[Obj(box=None)])).objects[0].bndbox == {}
+
+
+def _refused(data: bytes) -> AnnotationError:
+    with pytest.raises(AnnotationError) as caught:
+        parse_annotation(data)
+    return caught.value
+
+
+def test_entity_expansion_bomb_is_refused_as_unsafe():
+    error = _refused(BILLION_LAUGHS)
+    assert error.code == "xml_unsafe" and "entit" in error.message
+
+
+def test_external_entity_is_refused_as_unsafe():
+    error = _refused(EXTERNAL_ENTITY)
+    assert error.code == "xml_unsafe" and "external" in error.message
+
+
+def test_a_bare_dtd_is_refused_as_unsafe():
+    assert _refused(DTD_ONLY).code == "xml_unsafe"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"<annotation><object>", b"not xml at all", b"\xff\xfe\x00<", b"<?xml version='1.0' encoding='nope'?><a/>"],
+)
+def test_not_well_formed_xml_is_malformed(data):
+    assert _refused(data).code == "xml_malformed"
+
+
+def test_root_other_than_annotation_is_malformed():
+    error = _refused(annotation_xml(root="annotations"))
+    assert error.code == "xml_malformed" and "<annotations>" in error.message
+
+
+# ---------------------------------------------------------------- discover_samples
+
+
+def test_standard_layout_pairs_by_stem(tmp_path):
+    write_sample(tmp_path, "000002")
+    write_sample(tmp_path, "000001", fmt="png", image_ext=".jpg")  # PNG named .jpg is still an image
+    write_image_sets(tmp_path, {"train": ["000001"]})
+    assert discover_samples(tmp_path) == [
+        SampleFiles("JPEGImages/000001.jpg", "Annotations/000001.xml"),
+        SampleFiles("JPEGImages/000002.jpg", "Annotations/000002.xml"),
+    ]
+
+
+def test_lower_case_annotations_and_images_layout(tmp_path):
+    write_sample(tmp_path, "a", image_dir="images", ann_dir="annotations", fmt="png")
+    write_sample(tmp_path, "b", image_dir="images", ann_dir="annotations", fmt="webp")
+    assert discover_samples(tmp_path) == [
+        SampleFiles("images/a.png", "annotations/a.xml"),
+        SampleFiles("images/b.webp", "annotations/b.xml"),
+    ]
+
+
+def test_folder_names_match_without_regard_to_case(tmp_path):
+    write_sample(tmp_path, "a", image_dir="JpegImages", ann_dir="ANNOTATIONS")
+    assert discover_samples(tmp_path) == [SampleFiles("JpegImages/a.jpg", "ANNOTATIONS/a.xml")]
+
+
+def test_flat_layout_with_nested_folders(tmp_path):
+    write_sample(tmp_path, "top", image_dir="", ann_dir="")
+    write_sample(tmp_path, "sub/a", image_dir="", ann_dir="", fmt="bmp")
+    write_sample(tmp_path, "sub/deeper/a", image_dir="", ann_dir="", fmt="png")  # same stem, other folder
+    assert discover_samples(tmp_path) == [
+        SampleFiles("sub/a.bmp", "sub/a.xml"),
+        SampleFiles("sub/deeper/a.png", "sub/deeper/a.xml"),
+        SampleFiles("top.jpg", "top.xml"),
+    ]
+
+
+def test_stem_match_comes_before_filename_match(tmp_path):
+    # a.xml's <filename> names b.jpg, but a.jpg exists: the stem wins; b.xml still gets b.jpg.
+    write_sample(tmp_path, "a", filename="b.jpg")
+    write_sample(tmp_path, "b")
+    assert discover_samples(tmp_path) == [
+        SampleFiles("JPEGImages/a.jpg", "Annotations/a.xml"),
+        SampleFiles("JPEGImages/b.jpg", "Annotations/b.xml"),
+    ]
+
+
+def test_filename_match_when_the_stems_differ(tmp_path):
+    write_sample(tmp_path, "ann_0001", with_image=False, filename="IMG_0001.jpg")
+    write_sample(tmp_path, "IMG_0001", with_annotation=False)
+    assert discover_samples(tmp_path) == [SampleFiles("JPEGImages/IMG_0001.jpg", "Annotations/ann_0001.xml")]
+
+
+def test_filename_decides_between_two_images_with_one_stem(tmp_path):
+    write_sample(tmp_path, "a", fmt="png", filename="a.png")
+    write_sample(tmp_path, "a", with_annotation=False)  # a.jpg beside a.png
+    assert discover_samples(tmp_path) == [
+        SampleFiles("JPEGImages/a.jpg", None),
+        SampleFiles("JPEGImages/a.png", "Annotations/a.xml"),
+    ]
+
+
+def test_unpaired_files_are_listed_alone(tmp_path):
+    write_sample(tmp_path, "only_image", with_annotation=False)
+    write_sample(tmp_path, "only_xml", with_image=False)
+    assert discover_samples(tmp_path) == [
+        SampleFiles(None, "Annotations/only_xml.xml"),
+        SampleFiles("JPEGImages/only_image.jpg", None),
+    ]
+
+
+def test_hidden_files_imagesets_and_non_images_are_skipped(tmp_path):
+    write_sample(tmp_path, "a")
+    write_image_sets(tmp_path, {"train": ["a"]})
+    (tmp_path / "JPEGImages" / ".DS_Store").write_bytes(b"junk")
+    (tmp_path / "JPEGImages" / "notes.txt").write_text("not an image")
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / ".dvc" / "b.jpg").write_bytes(image_bytes())
+    assert discover_samples(tmp_path) == [SampleFiles("JPEGImages/a.jpg", "Annotations/a.xml")]
+
+
+def test_an_image_with_an_odd_extension_is_found_by_its_bytes(tmp_path):
+    write_sample(tmp_path, "a", image_ext=".img")
+    assert discover_samples(tmp_path) == [SampleFiles("JPEGImages/a.img", "Annotations/a.xml")]
+
+
+# ---------------------------------------------------------------- read_image_sets
+
+
+def test_image_sets_with_comments_and_blank_lines(tmp_path):
+    write_image_sets(tmp_path, {"train": ["000001", "000002  # a note", "  "], "val": ["000003"]})
+    assert read_image_sets(tmp_path) == {"train": {"000001", "000002"}, "val": {"000003"}}
+
+
+def test_image_sets_absent_is_empty(tmp_path):
+    assert read_image_sets(tmp_path) == {}
+
+
+def test_special_files_and_folder_links_are_not_followed(tmp_path):
+    import os
+
+    write_sample(tmp_path, "a")
+    os.mkfifo(tmp_path / "JPEGImages" / "pipe.jpg")  # reading it would block forever
+    (tmp_path / "JPEGImages" / "loop").symlink_to(tmp_path / "JPEGImages")
+    assert discover_samples(tmp_path) == [SampleFiles("JPEGImages/a.jpg", "Annotations/a.xml")]
+
+
+@pytest.mark.parametrize(
+    ("relpath", "expected"),
+    [
+        ("JPEGImages/000001.jpg", "000001"),
+        ("jpegimages/a.JPG", "a"),
+        ("images/sub/b.png", "sub/b"),
+        ("Images/c.jpeg", "c"),
+        ("sub/a.png", "sub/a"),
+        ("a.b.jpg", "a.b"),
+        ("JPEGImages/noext", "noext"),
+        ("photos/JPEGImages/x.jpg", "photos/JPEGImages/x"),
+    ],
+)
+def test_sample_id_strips_extension_and_leading_image_folder(relpath, expected):
+    assert sample_id(relpath) == expected

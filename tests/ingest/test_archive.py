@@ -1,0 +1,344 @@
+"""visapp.ingest.archive: every ZIP attack is refused with its own clear message, and nothing is left behind."""
+
+from __future__ import annotations
+
+import contextlib
+import stat
+import struct
+import unicodedata
+import zipfile
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from visapp.errors import VisError
+from visapp.ingest.archive import SafeZip, ZipLimits, ZipRefused, extract_zip, parse_size, safe_relpath
+
+pytestmark = pytest.mark.unit
+
+XML = b"<annotation><filename>a.jpg</filename></annotation>"
+JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4 + b"\xff\xd9"
+
+# ---------------------------------------------------------------- crafting archives
+
+
+def write_zip(path: Path, entries: list[tuple[str | zipfile.ZipInfo, bytes]], method=zipfile.ZIP_DEFLATED) -> Path:
+    with zipfile.ZipFile(path, "w", compression=method) as archive:
+        for name, data in entries:
+            archive.writestr(name, data)
+    return path
+
+
+def patch_bytes(path: Path, old: bytes, new: bytes) -> Path:
+    """Replace every occurrence (local header and central directory alike); lengths must match."""
+    assert len(old) == len(new)
+    data = path.read_bytes()
+    assert old in data
+    path.write_bytes(data.replace(old, new))
+    return path
+
+
+def patch_central(path: Path, index: int, offset: int, fmt: str, value: int) -> Path:
+    """Overwrite a field of the index-th central directory record (offset from its signature)."""
+    data = bytearray(path.read_bytes())
+    end = data.rfind(b"PK\x05\x06")
+    (pos,) = struct.unpack_from("<I", data, end + 16)
+    for _ in range(index):
+        name_len, extra_len, comment_len = struct.unpack_from("<HHH", data, pos + 28)
+        pos += 46 + name_len + extra_len + comment_len
+    struct.pack_into(fmt, data, pos + offset, value)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def zip_traversal(d: Path) -> Path:
+    return write_zip(d / "a.zip", [("ds/Annotations/a.xml", XML), ("../../evil.txt", b"x")])
+
+
+def zip_absolute(d: Path) -> Path:
+    return write_zip(d / "a.zip", [("ds/Annotations/a.xml", XML), ("/tmp/evil.txt", b"x")])
+
+
+def zip_drive_letter(d: Path) -> Path:
+    return write_zip(d / "a.zip", [("ds/Annotations/a.xml", XML), ("C:/Windows/evil.txt", b"x")])
+
+
+def zip_backslash_traversal(d: Path) -> Path:
+    return write_zip(d / "a.zip", [("ds/Annotations/a.xml", XML), ("ds\\..\\..\\evil.txt", b"x")])
+
+
+def zip_symlink(d: Path) -> Path:
+    info = zipfile.ZipInfo("ds/JPEGImages/a.jpg")
+    info.create_system = 3
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return write_zip(d / "a.zip", [("ds/Annotations/a.xml", XML), (info, b"/etc/passwd")])
+
+
+def zip_too_many(d: Path) -> Path:
+    return write_zip(d / "a.zip", [(f"ds/Annotations/{i}.xml", XML) for i in range(12)])
+
+
+def zip_too_large(d: Path) -> Path:
+    return write_zip(d / "a.zip", [(f"ds/JPEGImages/{i}.jpg", JPEG * 4) for i in range(5)])
+
+
+def zip_ratio(d: Path) -> Path:
+    return write_zip(d / "a.zip", [("ds/Annotations/a.xml", XML), ("ds/JPEGImages/bomb.jpg", bytes(4 * 1024 * 1024))])
+
+
+def zip_understated(d: Path) -> Path:
+    """A header that claims a small size for a big entry: zipfile stops at the claim, then the CRC fails."""
+    path = write_zip(d / "a.zip", [("ds/JPEGImages/a.jpg", JPEG * 100)], method=zipfile.ZIP_STORED)
+    return patch_central(path, 0, 24, "<I", 100)
+
+
+def zip_overlapping(d: Path) -> Path:
+    """A non-recursive bomb: many central directory records pointing at one compressed stream."""
+    path = write_zip(d / "a.zip", [("ds/JPEGImages/a.jpg", bytes(900_000)), ("ds/JPEGImages/b.jpg", JPEG)])
+    return patch_central(path, 1, 42, "<I", 0)  # b.jpg's local header offset -> a.jpg's
+
+
+def zip_encrypted(d: Path) -> Path:
+    path = d / "a.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("ds/Annotations/a.xml", XML)
+        archive.infolist()[-1].flag_bits |= 0x1  # written into the central directory on close
+    return path
+
+
+def zip_not_a_zip(d: Path) -> Path:
+    path = d / "a.zip"
+    path.write_bytes(b"this is not an archive at all" * 10)
+    return path
+
+
+def zip_truncated(d: Path) -> Path:
+    path = write_zip(d / "a.zip", [("ds/Annotations/a.xml", XML), ("ds/JPEGImages/a.jpg", JPEG)])
+    path.write_bytes(path.read_bytes()[:-30])
+    return path
+
+
+def zip_bad_crc(d: Path) -> Path:
+    entries = [("ds/Annotations/a.xml", b"<annotation>hello world</annotation>")]
+    path = write_zip(d / "a.zip", entries, zipfile.ZIP_STORED)
+    return patch_bytes(path, b"hello world", b"hello WORLD")
+
+
+def zip_bad_deflate(d: Path) -> Path:
+    payload = bytes(range(256)) * 64
+    path = write_zip(d / "a.zip", [("ds/JPEGImages/a.jpg", payload)])
+    data = bytearray(path.read_bytes())
+    start = 30 + len("ds/JPEGImages/a.jpg")
+    data[start : start + 40] = b"\xff" * 40  # garbage in the deflate stream
+    path.write_bytes(bytes(data))
+    return path
+
+
+def zip_unsupported_method(d: Path) -> Path:
+    path = write_zip(d / "a.zip", [("ds/Annotations/a.xml", XML)])
+    return patch_central(path, 0, 10, "<H", 9)  # Deflate64
+
+
+def zip_duplicate(d: Path) -> Path:
+    with pytest.warns(UserWarning, match="Duplicate name"):
+        return write_zip(d / "a.zip", [("ds/Annotations/a.xml", XML), ("ds/Annotations/a.xml", XML + b" ")])
+
+
+def zip_case_duplicate(d: Path) -> Path:
+    return write_zip(d / "a.zip", [("ds/JPEGImages/a.jpg", JPEG), ("ds/JPEGImages/A.JPG", JPEG)])
+
+
+def zip_unicode_duplicate(d: Path) -> Path:
+    nfc, nfd = unicodedata.normalize("NFC", "café.jpg"), unicodedata.normalize("NFD", "café.jpg")
+    return write_zip(d / "a.zip", [(f"ds/JPEGImages/{nfc}", JPEG), (f"ds/JPEGImages/{nfd}", JPEG)])
+
+
+def zip_file_folder_clash(d: Path) -> Path:
+    return write_zip(d / "a.zip", [("ds/JPEGImages", JPEG), ("ds/JPEGImages/a.jpg", JPEG)])
+
+
+def zip_legacy_name(d: Path) -> Path:
+    path = write_zip(d / "a.zip", [("ds/JPEGImages/XXXX.jpg", JPEG)])
+    return patch_bytes(path, b"XXXX.jpg", "фото.jpg".encode("cp866"))  # a Russian Windows archiver's bytes
+
+
+ATTACKS: dict[str, tuple[Callable[[Path], Path], str, str, ZipLimits]] = {
+    # name: (builder, ZipRefused.code, words the message must hold, limits)
+    "traversal": (zip_traversal, "unsafe_path", "'../../evil.txt'", ZipLimits()),
+    "absolute": (zip_absolute, "unsafe_path", "'/tmp/evil.txt' has an absolute path", ZipLimits()),
+    "drive_letter": (zip_drive_letter, "unsafe_path", "'C:/Windows/evil.txt' has an absolute path", ZipLimits()),
+    "backslash": (zip_backslash_traversal, "unsafe_path", "'..' component", ZipLimits()),
+    "symlink": (zip_symlink, "symlink", "'ds/JPEGImages/a.jpg' is a symbolic link", ZipLimits()),
+    "too_many_entries": (zip_too_many, "too_many_entries", "12 entries", ZipLimits(max_entries=10)),
+    "too_large": (zip_too_large, "too_large", "more than 10,000 bytes", ZipLimits(max_total_bytes=10_000)),
+    "ratio": (zip_ratio, "ratio", "'ds/JPEGImages/bomb.jpg' expands", ZipLimits()),
+    "understated_size": (zip_understated, "corrupt", "'ds/JPEGImages/a.jpg'", ZipLimits()),
+    "overlapping": (zip_overlapping, "corrupt", "'ds/JPEGImages/b.jpg'", ZipLimits()),
+    "encrypted": (zip_encrypted, "encrypted", "'ds/Annotations/a.xml' is encrypted", ZipLimits()),
+    "not_a_zip": (zip_not_a_zip, "not_zip", "not a readable ZIP", ZipLimits()),
+    "truncated": (zip_truncated, "not_zip", "not a readable ZIP", ZipLimits()),
+    "bad_crc": (zip_bad_crc, "corrupt", "'ds/Annotations/a.xml' cannot be read (Bad CRC-32", ZipLimits()),
+    "bad_deflate": (zip_bad_deflate, "corrupt", "'ds/JPEGImages/a.jpg' cannot be read", ZipLimits()),
+    "unsupported_method": (zip_unsupported_method, "unsupported", "deflate64", ZipLimits()),
+    "duplicate": (zip_duplicate, "duplicate", "'ds/Annotations/a.xml' appears twice", ZipLimits()),
+    "case_duplicate": (zip_case_duplicate, "duplicate", "differ only in letter case", ZipLimits()),
+    "unicode_duplicate": (zip_unicode_duplicate, "duplicate", "two Unicode forms", ZipLimits()),
+    "file_folder_clash": (zip_file_folder_clash, "duplicate", "'ds/JPEGImages' is a file", ZipLimits()),
+    "legacy_encoding": (zip_legacy_name, "legacy_encoding", "re-create the archive with UTF-8 names", ZipLimits()),
+}
+
+
+def tree(root: Path) -> list[str]:
+    """Every path under root (hidden ones too), sorted."""
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+
+
+# ---------------------------------------------------------------- attacks
+
+
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+def test_attack_is_refused_with_its_message_and_leaves_nothing(attack: str, tmp_path: Path):
+    builder, code, words, limits = ATTACKS[attack]
+    src = tmp_path / "src"
+    src.mkdir()
+    archive = builder(src)
+    work = tmp_path / "work"
+    work.mkdir()
+    before = tree(tmp_path)
+
+    with pytest.raises(ZipRefused) as caught:
+        extract_zip(archive, work / "out", limits)
+
+    assert caught.value.code == code
+    message = str(caught.value)
+    assert words.lower() in message.lower(), message
+    assert str(archive) in message  # where
+    assert tree(tmp_path) == before  # nothing written outside, and the destination folder is gone
+    assert not (tmp_path.parent / "evil.txt").exists()
+
+
+def test_limits_are_enforced_on_written_bytes_not_only_headers(tmp_path: Path):
+    """A header that understates the size, read by a reader that trusts the data: stopped while streaming.
+
+    (CPython's zipfile itself stops at the declared size and then fails the CRC: see "understated_size".)
+    """
+    archive = write_zip(tmp_path / "a.zip", [("ds/JPEGImages/a.jpg", JPEG * 50)], method=zipfile.ZIP_STORED)
+    patch_central(archive, 0, 24, "<I", 10)  # claims 10 bytes: passes the declared-size check
+    dest = tmp_path / "out"
+    with SafeZip(archive, ZipLimits(max_total_bytes=20_000)) as safe:
+        safe.entries[0].info.file_size = len(JPEG) * 50  # the reader now returns every real byte
+        with pytest.raises(ZipRefused, match="passed the limit of 20,000 bytes") as caught:
+            safe.extract(dest)
+    assert caught.value.code == "too_large"
+    assert not dest.exists()
+
+
+def test_refusal_names_the_first_bad_entry_even_after_good_ones(tmp_path: Path):
+    entries = [(f"ds/Annotations/{i}.xml", XML) for i in range(50)] + [("ds/../../x", b"")]
+    with pytest.raises(ZipRefused, match=r"'ds/\.\./\.\./x'"):
+        SafeZip(write_zip(tmp_path / "a.zip", entries)).__enter__()
+
+
+# ---------------------------------------------------------------- what is accepted
+
+
+def test_extracts_files_and_folders_streaming_into_a_fresh_folder(tmp_path: Path):
+    info = zipfile.ZipInfo("ds/ImageSets/")  # an explicit (empty) directory entry
+    archive = write_zip(
+        tmp_path / "a.zip",
+        [
+            (info, b""),
+            ("./ds/Annotations/a.xml", XML),
+            ("ds//JPEGImages/a.jpg", JPEG),
+            ("ds\\JPEGImages\\b.jpg", JPEG + b"b"),  # Windows PowerShell 5 separators
+            ("__MACOSX/ds/JPEGImages/._a.jpg", b"apple double"),
+            ("ds/.DS_Store", b"finder"),
+        ],
+    )
+    summary = extract_zip(archive, tmp_path / "out")
+    assert tree(tmp_path / "out") == [
+        "ds",
+        "ds/Annotations",
+        "ds/Annotations/a.xml",
+        "ds/ImageSets",
+        "ds/JPEGImages",
+        "ds/JPEGImages/a.jpg",
+        "ds/JPEGImages/b.jpg",
+    ]
+    assert (tmp_path / "out/ds/JPEGImages/b.jpg").read_bytes() == JPEG + b"b"
+    assert summary.files == 3
+    assert summary.bytes == len(XML) + 2 * len(JPEG) + 1
+    assert sorted(summary.skipped) == ["__MACOSX/ds/JPEGImages/._a.jpg", "ds/.DS_Store"]
+
+
+def test_extract_with_prefix_keeps_only_that_folder(tmp_path: Path):
+    archive = write_zip(tmp_path / "a.zip", [("top/ds/Annotations/a.xml", XML), ("top/README.txt", b"hi")])
+    with SafeZip(archive) as safe:
+        assert safe.files == ["top/ds/Annotations/a.xml", "top/README.txt"]
+        safe.extract(tmp_path / "out", prefix="top/ds")
+    assert tree(tmp_path / "out") == ["Annotations", "Annotations/a.xml"]
+
+
+def test_names_are_stored_as_unicode_nfc(tmp_path: Path):
+    nfd = unicodedata.normalize("NFD", "ds/JPEGImages/café.jpg")
+    extract_zip(write_zip(tmp_path / "a.zip", [(nfd, JPEG)]), tmp_path / "out")
+    assert (tmp_path / "out" / unicodedata.normalize("NFC", "ds/JPEGImages/café.jpg")).is_file()
+
+
+def test_legacy_name_with_info_zip_unicode_path_field_is_accepted(tmp_path: Path):
+    """Info-ZIP's zip writes legacy header bytes plus the UTF-8 name in extra field 0x7075: that is well defined."""
+    legacy = "фото.jpg".encode("cp866")
+    utf8 = "ds/фото.jpg".encode()
+    info = zipfile.ZipInfo("ds/XXXX.jpg")
+    info.extra = struct.pack("<HHBI", 0x7075, 5 + len(utf8), 1, zlib.crc32(b"ds/" + legacy)) + utf8
+    archive = patch_bytes(write_zip(tmp_path / "a.zip", [(info, JPEG)]), b"XXXX.jpg", legacy)
+    extract_zip(archive, tmp_path / "out")
+    assert (tmp_path / "out/ds/фото.jpg").read_bytes() == JPEG
+
+
+def test_extract_refuses_an_existing_destination(tmp_path: Path):
+    (tmp_path / "out").mkdir()
+    with pytest.raises(VisError, match="already exists"):
+        extract_zip(write_zip(tmp_path / "a.zip", [("a.xml", XML)]), tmp_path / "out")
+    assert (tmp_path / "out").is_dir()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_full_disk_while_extracting_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Every write lands in /dev/full (a real ENOSPC from the kernel): a VisError naming the file, dest removed."""
+    archive = write_zip(tmp_path / "a.zip", [("ds/a.jpg", JPEG)])
+    dest = tmp_path / "out"
+
+    @contextlib.contextmanager
+    def full_device(target: Path):
+        with Path("/dev/full").open("wb", buffering=0) as handle:
+            yield handle
+
+    monkeypatch.setattr(SafeZip, "_create", staticmethod(full_device))
+    with pytest.raises(VisError, match=r"cannot write .*a\.jpg: no space left on the device"):
+        extract_zip(archive, dest)
+    assert not dest.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("a/b.xml", "a/b.xml"), ("./a//b.xml", "a/b.xml"), ("a\\b.xml", "a/b.xml"), ("a/./b/", "a/b")],
+)
+def test_safe_relpath_normalises(name: str, expected: str):
+    assert safe_relpath(name) == expected
+
+
+@pytest.mark.parametrize("name", ["../a", "a/../../b", "/a", "C:\\a", "c:a", "\\\\server\\share\\a", "a\x00b", "a\nb"])
+def test_safe_relpath_refuses(name: str):
+    with pytest.raises(ZipRefused):
+        safe_relpath(name)
+
+
+def test_parse_size():
+    assert parse_size("64G") == 64 * 1024**3
+    assert parse_size("500MiB") == 500 * 1024**2
+    assert parse_size("1024") == 1024
+    with pytest.raises(VisError, match="not a size"):
+        parse_size("lots")

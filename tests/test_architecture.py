@@ -1,0 +1,142 @@
+"""The layout holds: import rules (import-linter) that bite, private APIs only in integrations, no print()
+outside the command line, and no reference to documents outside the repository."""
+
+from __future__ import annotations
+
+import ast
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT
+
+SRC = REPO_ROOT / "src" / "visapp"
+LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
+
+pytestmark = pytest.mark.unit
+
+
+def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    """`lint-imports` on the package under root/src, with root/pyproject.toml's contracts."""
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--config", str(root / "pyproject.toml"), "--no-cache"],
+        cwd=root,
+        env={"PATH": str(Path(sys.executable).parent), "PYTHONPATH": str(root / "src")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.integration
+def test_import_rules_hold():
+    proc = lint_imports(REPO_ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "3 kept, 0 broken" in proc.stdout
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("module", "line", "contract"),
+    [
+        ("formats/voc.py", "import torch", "never import torch"),
+        ("dataset/convert.py", "from visapp.integrations import dvc", "never import torch"),
+        ("dataset/validate.py", "from visapp.cli import main", "Layers"),
+        ("registry/versions.py", "import dvc.api", "reached only through their module"),
+    ],
+)
+def test_a_forbidden_import_in_a_scratch_copy_breaks_a_rule(tmp_path, module, line, contract):
+    shutil.copytree(REPO_ROOT / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copy(REPO_ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    path = tmp_path / "src" / "visapp" / module
+    path.write_text(
+        path.read_text().replace(
+            "from __future__ import annotations\n", f"from __future__ import annotations\n\n{line}\n", 1
+        )
+    )
+    proc = lint_imports(tmp_path)
+    assert proc.returncode != 0, proc.stdout
+    broken = proc.stdout[proc.stdout.index("Broken contracts") :]
+    assert contract in broken.replace("\n", " "), proc.stdout
+
+
+def private_uses(source: str, own: str = "visapp") -> list[str]:
+    """Private names of other packages a module uses: `from pkg import _x`, `pkg._x`, `import pkg._mod`."""
+    tree = ast.parse(source)
+    found, aliases = [], {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == own:
+                    continue
+                if any(part.startswith("_") for part in alias.name.split(".")):
+                    found.append(f"import {alias.name}")
+                aliases[alias.asname or alias.name.split(".")[0]] = alias.name
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.split(".")[0] == own or node.module == "__future__":
+                continue
+            if any(part.startswith("_") for part in node.module.split(".")):
+                found.append(f"from {node.module} import ...")
+            found += [f"from {node.module} import {a.name}" for a in node.names if a.name.startswith("_")]
+            aliases.update({a.asname or a.name: f"{node.module}.{a.name}" for a in node.names})
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            base = node.value
+            while isinstance(base, ast.Attribute):
+                base = base.value
+            if isinstance(base, ast.Name) and base.id in aliases:
+                found.append(f"{aliases[base.id]}...{node.attr}")
+    return found
+
+
+def test_private_api_check_bites():
+    assert private_uses("import zipfile\nzipfile._EndRecData(f)") == ["zipfile..._EndRecData"]
+    assert private_uses("from dvc.repo import _x") == ["from dvc.repo import _x"]
+    assert private_uses("from ultralytics.utils._hidden import y") == ["from ultralytics.utils._hidden import ..."]
+    assert private_uses("import zipfile\nzipfile.ZipFile(p)\nself._zip.close()") == []
+
+
+def test_private_apis_of_other_packages_appear_only_in_integrations():
+    offenders = {}
+    for path in sorted(SRC.rglob("*.py")):
+        if "integrations" in path.relative_to(SRC).parts:
+            continue
+        uses = private_uses(path.read_text())
+        if uses:
+            offenders[path.relative_to(REPO_ROOT).as_posix()] = uses
+    assert offenders == {}
+
+
+def test_only_the_command_line_prints():
+    offenders = []
+    for path in sorted(SRC.rglob("*.py")):
+        if path.name == "cli.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+                offenders.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}")
+    assert offenders == [], "use logging (or the progress callback) outside the CLI"
+
+
+# Documents that live outside this repository, and tracker references: a reader of the repository cannot follow them.
+OUTSIDE_REFERENCES = re.compile(r"DESIGN\.md|STYLE\.md|\b[Ii]ssue \d+|\bStep \d+\b")
+
+
+def test_the_repository_cites_only_itself():
+    places = [REPO_ROOT / "README.md", *REPO_ROOT.glob("docs/*.md")]
+    for folder in ("src", "stages", "tests", "benchmarks"):
+        places += sorted((REPO_ROOT / folder).rglob("*.py"))
+    places += [REPO_ROOT / name for name in ("dvc.yaml", "pyproject.toml", "Makefile") if (REPO_ROOT / name).is_file()]
+    found = [
+        f"{path.relative_to(REPO_ROOT)}:{number}: {match.group(0)}"
+        for path in places
+        if path != Path(__file__)
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        for match in [OUTSIDE_REFERENCES.search(line)]
+        if match
+    ]
+    assert found == []
