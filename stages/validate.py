@@ -7,7 +7,7 @@ from pathlib import Path
 from visapp import console
 from visapp.config import OnError, load_params
 from visapp.dataset.validate import validate_dataset, write_validation
-from visapp.formats.report import REPORT_FILE, format_summary
+from visapp.formats.report import REPORT_FILE, format_summary, has_errors
 
 log = logging.getLogger("visapp.stages.validate")
 
@@ -18,10 +18,10 @@ def main() -> int:
     result = validate_dataset(Path(params.paths.raw), params.data, progress=console.progress_display())
     write_validation(result, out_dir, on_error=params.data.on_error)
     log.info("%s", format_summary(result.report))
-    if result.report["rejected"] and params.data.on_error == OnError.fail:
+    if has_errors(result.report) and params.data.on_error == OnError.fail:
         log.error(
-            "validate: %d rejected and data.on_error=fail (every issue is in %s): fix them, or run with "
-            "data.on_error=skip to leave them out",
+            "validate: %d rejected, and data.on_error=fail (every issue is in %s): fix them, or run with "
+            "data.on_error=skip to leave the rejected samples out",
             result.report["rejected"],
             out_dir / REPORT_FILE,
         )

@@ -43,7 +43,7 @@ def _check_params(args: argparse.Namespace) -> Any:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from visapp.dataset.validate import validate_dataset
-    from visapp.formats.report import format_summary
+    from visapp.formats.report import format_summary, has_errors
     from visapp.fsio import write_json
 
     path = Path(args.path)
@@ -54,7 +54,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if args.report:
         write_json(args.report, result.report)
     print(format_summary(result.report))
-    return 1 if result.report["rejected"] else 0
+    return 1 if has_errors(result.report) else 0
 
 
 def _cmd_export_yolo(args: argparse.Namespace) -> int:

@@ -36,7 +36,7 @@ from visapp.errors import DataError, VisError
 from visapp.formats import SPLITS
 from visapp.formats.images import ImageInfo, displayed_size, inspect_image
 from visapp.formats.manifest import MANIFEST_FILE, ManifestObject, ManifestRow, write_manifest
-from visapp.formats.report import ERROR, REPORT_FILE, Issue, build_report
+from visapp.formats.report import ERROR, REPORT_FILE, Issue, build_report, has_errors
 from visapp.formats.voc import (
     BOX_KEYS,
     Annotation,
@@ -311,11 +311,12 @@ def validate_dataset(raw_dir: Path, data: DataConfig, progress: ProgressCallback
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
         raise VisError(f"{raw_dir} is not a folder: give the folder that holds the VOC dataset")
-    samples = discover_samples(raw_dir)
-    splits = read_image_sets(raw_dir)
+    problems: list[tuple[str, str]] = []
+    samples = discover_samples(raw_dir, problems)
+    splits = read_image_sets(raw_dir, problems)
     conflicts = _id_conflicts(samples)
 
-    issues: list[Issue] = []
+    issues: list[Issue] = [Issue.of(path, "path_unreadable", message) for path, message in problems]
     rows: dict[str, ManifestRow] = {}  # image -> manifest row
     rejected: set[str] = set()
     first_by_sha: dict[str, tuple[str, str | None]] = {}  # sha256 -> (first image, its split)
@@ -368,7 +369,7 @@ def write_validation(result: ValidationResult, out_dir: Path, on_error: OnError)
     out_dir = Path(out_dir)
     write_json(out_dir / REPORT_FILE, result.report)
     manifest = out_dir / MANIFEST_FILE
-    if OnError(on_error) == OnError.fail and result.report["rejected"]:
+    if OnError(on_error) == OnError.fail and has_errors(result.report):
         manifest.unlink(missing_ok=True)
         return
     write_manifest(manifest, result.rows)

@@ -46,6 +46,9 @@ CODES: dict[str, Code] = {
     "id_conflict": Code(
         ERROR, "two images with the same name but for the extension (`a.jpg`, `a.png`): their labels would collide"
     ),
+    "path_unreadable": Code(
+        ERROR, "a folder, list or file that cannot be read (permissions, a broken link): nothing in it is checked"
+    ),
 }
 SUMMARY_PROBLEMS = 10
 
@@ -63,6 +66,11 @@ class Issue:
     def of(cls, path: str, code: str, message: str, severity: str | None = None) -> Issue:
         """An issue with the code's own severity unless another is given (annotation_missing can be an error)."""
         return cls(path, code, severity or CODES[code].severity, message)
+
+
+def has_errors(report: dict[str, Any]) -> bool:
+    """Whether the dataset fails validation: a rejected sample, or an error outside any sample (a folder)."""
+    return bool(report["rejected"]) or any(issue["severity"] == ERROR for issue in report["issues"])
 
 
 def build_report(samples: int, rejected: int, issues: list[Issue]) -> dict[str, Any]:

@@ -222,36 +222,54 @@ def annotation_filename(path: Path) -> str | None:
 # ---------------------------------------------------------------- image sets
 
 
-def _find_dir(parent: Path, name: str) -> Path | None:
-    """The child folder named `name` without regard to case (the exact name first)."""
-    if (parent / name).is_dir():
-        return parent / name
+Problems = list[tuple[str, str]]  # (path relative to the dataset folder, what is wrong and what to do)
+
+
+def _unreadable(exc: OSError, what: str) -> str:
+    return f"{what} cannot be read ({exc.strerror or exc}): check its permissions, or remove a broken link"
+
+
+def _entries(folder: Path, rel: str, problems: Problems) -> list[os.DirEntry[str]]:
+    """A folder's entries, sorted; an unreadable folder is a problem (nothing in it can be checked)."""
     try:
-        children = sorted(parent.iterdir())
-    except OSError:
-        return None
-    return next((c for c in children if c.name.lower() == name.lower() and c.is_dir()), None)
+        return sorted(os.scandir(folder), key=lambda entry: entry.name)
+    except OSError as exc:
+        problems.append((rel or ".", _unreadable(exc, "this folder")))
+        return []
 
 
-def read_image_sets(raw_dir: Path) -> dict[str, set[str]]:
+def _find_dir(parent: Path, rel: str, name: str, problems: Problems) -> tuple[Path, str] | None:
+    """The child folder named `name` without regard to case (the exact name first), and its relative path."""
+    children = [e for e in _entries(parent, rel, problems) if e.name.lower() == name.lower()]
+    children.sort(key=lambda entry: entry.name != name)
+    for entry in children:
+        if entry.is_dir():
+            return Path(entry.path), f"{rel}/{entry.name}" if rel else entry.name
+    return None
+
+
+def read_image_sets(raw_dir: Path, problems: Problems | None = None) -> dict[str, set[str]]:
     """ImageSets/Main/{train,val,test}.txt -> {split: ids}; {} when there are none.
 
     One id per line (the first word, so VOC's `id  1` class lists work too); blank lines and `#` comments
-    are skipped.
+    are skipped. A list or folder that cannot be read is added to `problems`: splits must never fall back to
+    hashing without a word.
     """
-    sets_dir = _find_dir(Path(raw_dir), IMAGE_SETS_DIR[0])
-    main_dir = _find_dir(sets_dir, IMAGE_SETS_DIR[1]) if sets_dir else None
+    problems = [] if problems is None else problems
+    sets_dir = _find_dir(Path(raw_dir), "", IMAGE_SETS_DIR[0], problems)
+    main_dir = _find_dir(sets_dir[0], sets_dir[1], IMAGE_SETS_DIR[1], problems) if sets_dir else None
     if main_dir is None:
         return {}
     found: dict[str, set[str]] = {}
-    files = {p.name.lower(): p for p in sorted(main_dir.iterdir()) if p.is_file()}
+    files = {entry.name.lower(): entry for entry in _entries(main_dir[0], main_dir[1], problems)}
     for split in SPLITS:
-        path = files.get(f"{split}.txt")
-        if path is None:
+        entry = files.get(f"{split}.txt")
+        if entry is None:
             continue
         try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
+            text = Path(entry.path).read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            problems.append((f"{main_dir[1]}/{entry.name}", _unreadable(exc, f"the {split} list")))
             continue
         ids = set()
         for line in text.splitlines():
@@ -265,21 +283,18 @@ def read_image_sets(raw_dir: Path) -> dict[str, set[str]]:
 # ---------------------------------------------------------------- discovery
 
 
-def _walk(raw_dir: Path) -> list[str]:
+def _walk(raw_dir: Path, problems: Problems) -> list[str]:
     """Every visible file under raw_dir, as sorted relative POSIX paths; ImageSets/ at the top is skipped.
 
     Only regular files and symlinks (a dangling one is then reported as unreadable) are listed: reading a
-    FIFO or a device named `x.jpg` would block. Folder symlinks are not followed (no loops).
+    FIFO or a device named `x.jpg` would block. Folder symlinks are not followed (no loops). A folder or an
+    entry that cannot be read is added to `problems`.
     """
     paths: list[str] = []
     stack = [("", raw_dir)]
     while stack:
         prefix, folder = stack.pop()
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            continue  # an unreadable folder holds nothing we can check
-        for entry in entries:
+        for entry in _entries(folder, prefix.rstrip("/"), problems):
             if entry.name.startswith("."):
                 continue
             rel = f"{prefix}{entry.name}"
@@ -289,18 +304,20 @@ def _walk(raw_dir: Path) -> list[str]:
                         stack.append((f"{rel}/", Path(entry.path)))
                 elif entry.is_symlink() or entry.is_file(follow_symlinks=False):
                     paths.append(rel)
-            except OSError:
-                continue
+            except OSError as exc:
+                problems.append((rel, _unreadable(exc, "this entry")))
     return sorted(paths)
 
 
-def _is_image(raw_dir: Path, rel: str) -> bool:
-    if has_image_suffix(rel):
-        return True
+def _is_image(raw_dir: Path, rel: str, problems: Problems) -> bool:
+    """An image by its name, else by its first bytes; a file that cannot be opened to tell is a problem."""
+    if has_image_suffix(rel) or rel.lower().endswith(".xml"):
+        return has_image_suffix(rel)
     try:
         with (raw_dir / rel).open("rb") as handle:
             return sniff_format(handle.read(12)) is not None
-    except OSError:
+    except OSError as exc:
+        problems.append((rel, _unreadable(exc, "this file (it may be an image)")))
         return False
 
 
@@ -314,14 +331,15 @@ def _inside(rel: str, top: str) -> str:
     return rel[len(top) + 1 :]
 
 
-def discover_samples(raw_dir: Path) -> list[SampleFiles]:
+def discover_samples(raw_dir: Path, problems: Problems | None = None) -> list[SampleFiles]:
     """Pair the images and annotations under raw_dir (see the module docstring), sorted by path.
 
     Returns every image and every annotation exactly once: paired, or alone (`image=None` or
-    `annotation=None`) when it has no partner.
+    `annotation=None`) when it has no partner. What cannot be read is added to `problems`.
     """
     raw_dir = Path(raw_dir)
-    files = _walk(raw_dir)
+    problems = [] if problems is None else problems
+    files = _walk(raw_dir, problems)
     tops = {rel.split("/", 1)[0] for rel in files if "/" in rel}
     ann_top = next((t for t in sorted(tops) if t.lower() in ANNOTATION_DIRS), None)
     image_tops = sorted((t for t in tops if t.lower() in IMAGE_DIRS), key=lambda t: (IMAGE_DIRS.index(t.lower()), t))
@@ -334,12 +352,12 @@ def discover_samples(raw_dir: Path) -> list[SampleFiles]:
         if ann_top is None:  # flat: key = folder + stem
             if is_xml:
                 xml_keys[rel] = _strip_suffix(rel)
-            elif _is_image(raw_dir, rel):
+            elif _is_image(raw_dir, rel, problems):
                 image_keys[rel] = _strip_suffix(rel)
         elif top == ann_top:
             if is_xml:
                 xml_keys[rel] = _strip_suffix(_inside(rel, top))
-        elif (top in image_tops or not image_tops) and _is_image(raw_dir, rel):
+        elif (top in image_tops or not image_tops) and _is_image(raw_dir, rel, problems):
             image_keys[rel] = _strip_suffix(_inside(rel, top) if top in image_tops else rel)
 
     by_key: dict[str, list[str]] = defaultdict(list)
