@@ -57,7 +57,7 @@ format: install ## Apply ruff's fixes and formatting
 	ruff format .
 
 params: install ## Recompose params.yaml from conf/ (as `dvc exp run` does; `dvc repro` does not)
-	python -c 'from visapp.config import compose_params_yaml; open("params.yaml", "w").write(compose_params_yaml())'
+	visapp params compose
 
 lint-imports: install ## Check the import rules of pyproject.toml (the layers of src/visapp)
 	lint-imports

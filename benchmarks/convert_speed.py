@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from visapp.config import default_params
+from visapp.composition import default_params
 from visapp.dataset.convert import convert
 from visapp.dataset.synthetic import CLASSES, DEFAULT_IMAGES, write_synthetic
 from visapp.formats.manifest import ManifestObject, ManifestRow, write_manifest

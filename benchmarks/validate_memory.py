@@ -37,7 +37,7 @@ _PREAMBLE = """
 import json, resource, sys, time
 from pathlib import Path
 import dataclasses
-from visapp.config import default_params
+from visapp.composition import default_params
 import visapp.dataset.validate
 import defusedxml.ElementTree, PIL.Image  # imported lazily by the library; loaded here so all probes pay them
 raw = Path(sys.argv[1])

@@ -129,12 +129,14 @@ class Project:
         return run(list(cmd), self.root, check=check, env=env, timeout=timeout, input=input)
 
     def set_params(self, *overrides: str) -> None:
-        """Apply dotlist overrides (`data.on_error=skip`) to params.yaml, as `dvc exp run -S` would."""
+        """Set params (`data.on_error=skip`) in conf/ and params.yaml alike, as `dvc exp apply` + `visapp params sync`
+        would: the pipeline's params stage refuses a params.yaml that conf/ does not give."""
         from omegaconf import OmegaConf
 
         path = self.root / "params.yaml"
         merged = OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(list(overrides)))
         path.write_text(OmegaConf.to_yaml(merged))
+        self.run("visapp", "params", "sync")
 
     def commit(self, message: str) -> None:
         self.run("git", "add", "-A")

@@ -29,7 +29,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from visapp.config import DataConfig, Params, SplitConfig, default_params
+from visapp.composition import default_params
+from visapp.config import DataConfig, Params, SplitConfig
 from visapp.dataset.synthetic import CLASSES
 from visapp.dataset.validate import validate_dataset
 from visapp.formats.images import FORMAT_SUFFIX

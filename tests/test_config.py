@@ -9,19 +9,8 @@ import pytest
 import yaml
 
 from conftest import REPO_ROOT
-from visapp.config import (
-    ConfigError,
-    DataConfig,
-    OnError,
-    Params,
-    TrainConfig,
-    compose,
-    compose_params_yaml,
-    default_params,
-    load_params,
-    params_dict,
-    to_params,
-)
+from visapp.composition import compose, compose_params_yaml, default_params
+from visapp.config import ConfigError, DataConfig, OnError, Params, TrainConfig, load_params, params_dict, to_params
 
 pytestmark = pytest.mark.unit
 

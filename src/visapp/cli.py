@@ -27,7 +27,8 @@ def _check_params(args: argparse.Namespace) -> Any:
 
     Without --classes and without a params.yaml, every class name is accepted (the class list is emptied).
     """
-    from visapp.config import PARAMS_FILE, compose, read_params_file, to_params
+    from visapp.composition import compose
+    from visapp.config import PARAMS_FILE, read_params_file, to_params
 
     raw = read_params_file(PARAMS_FILE) if PARAMS_FILE.is_file() else compose()
     data = dict(raw.get("data") or {})
@@ -76,10 +77,27 @@ def _cmd_release(args: argparse.Namespace) -> int:
 
 def _cmd_models(args: argparse.Namespace) -> int:
     from visapp.fsio import dumps_json
-    from visapp.registry.versions import format_versions, list_versions
+    from visapp.registry.versions import format_versions, list_versions, promotions_without_versions
 
     rows = list_versions(".")
-    print(dumps_json(rows) if args.json else format_versions(rows), end="" if args.json else "\n")
+    orphans = promotions_without_versions(".")
+    print(dumps_json(rows) if args.json else format_versions(rows, orphans), end="" if args.json else "\n")
+    return 0
+
+
+def _cmd_experiments(args: argparse.Namespace) -> int:
+    import dataclasses
+    import shutil
+
+    from visapp.fsio import dumps_json
+    from visapp.registry.experiments import compare, format_comparison
+
+    comparison = compare(".")
+    width = args.width or min(shutil.get_terminal_size((120, 24)).columns, 120)
+    print(
+        dumps_json(dataclasses.asdict(comparison)) if args.json else format_comparison(comparison, width),
+        end="" if args.json else "\n",
+    )
     return 0
 
 
@@ -100,19 +118,46 @@ def _cmd_lineage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_params(args: argparse.Namespace) -> int:
+    from visapp import composition
+    from visapp.config import PARAMS_FILE, apply_overrides, read_params_file, to_params
+
+    if args.params_command == "compose":
+        from visapp.fsio import write_text
+
+        write_text(PARAMS_FILE, composition.compose_params_yaml())
+        print(f"wrote {PARAMS_FILE} from {composition.conf_dir()}")
+        return 0
+    if args.params_command == "sync":
+        changes = composition.sync()
+        print("\n".join(f"conf/{change}" for change in changes) or "conf/ already gives params.yaml: nothing to do")
+        return 0
+    raw = read_params_file(PARAMS_FILE)
+    to_params(apply_overrides(raw, args.overrides) if args.overrides else raw)  # keys, types, ranges
+    if args.overrides:
+        print(f"{' '.join(args.overrides)}: valid")
+        return 0
+    differences = composition.drift()
+    if differences:
+        raise composition.drift_error(differences, "params check")
+    print(f"{PARAMS_FILE} is valid and is the composition of {composition.conf_dir()}")
+    return 0
+
+
 def _cmd_ingest(args: argparse.Namespace) -> int:
     from visapp.config import PARAMS_FILE, load_params
-    from visapp.ingest.archive import ZipLimits, parse_size
+    from visapp.ingest.archive import ArchiveLimits, parse_size
     from visapp.ingest.ingest import ingest, recover
 
-    raw_dir = Path(args.raw or (load_params(PARAMS_FILE).paths.raw if PARAMS_FILE.is_file() else "data/raw"))
+    params = load_params(PARAMS_FILE) if PARAMS_FILE.is_file() else None
+    raw_dir = Path(args.raw or (params.paths.raw if params else "data/raw"))
     if args.recover:
         print(recover(raw_dir) or "no interrupted ingest to recover")
         return 0
     if not args.source:
-        raise VisError("give the SOURCE to ingest (a .zip archive or a folder), or --recover")
-    defaults = ZipLimits()
-    limits = ZipLimits(
+        raise VisError("give the SOURCE to ingest (an archive or a folder), or --recover")
+    defaults = ArchiveLimits()
+    limits = ArchiveLimits(
         max_entries=defaults.max_entries if args.max_entries is None else args.max_entries,
         max_total_bytes=defaults.max_total_bytes if args.max_total_size is None else parse_size(args.max_total_size),
         max_ratio=defaults.max_ratio if args.max_ratio is None else args.max_ratio,
@@ -124,6 +169,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         name=args.name,
         limits=limits,
         force=args.force,
+        classes=params.data.classes if params else None,
         progress=console.progress_display(),
     )
     print(result)
@@ -165,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_models)
 
+    p = sub.add_parser("experiments", help="compare the DVC experiments: the params that differ, the headline metrics")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--width", type=int, help="table width in characters (default: the terminal's, at most 120)")
+    p.set_defaults(func=_cmd_experiments)
+
     p = sub.add_parser("model", help="work with one model version")
     model_sub = p.add_subparsers(dest="model_command", required=True, metavar="COMMAND")
     p = model_sub.add_parser("get", help="write a version's weights to a file, without touching the workspace")
@@ -178,11 +229,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_lineage)
 
-    p = sub.add_parser("ingest", help="put a VOC dataset (ZIP or folder) into data/raw safely, then dvc add it")
-    p.add_argument("source", nargs="?", help="a .zip archive or a folder holding a VOC dataset")
+    p = sub.add_parser("params", help="conf/ and params.yaml: check, compose, or write params.yaml back into conf/")
+    params_sub = p.add_subparsers(dest="params_command", required=True, metavar="COMMAND")
+    q = params_sub.add_parser(
+        "check", help="params.yaml valid and composed from conf/? (or: are these overrides valid?)"
+    )
+    q.add_argument("overrides", nargs="*", help="key=value overrides to check, as for `dvc exp run -S`")
+    params_sub.add_parser("compose", help="write params.yaml from conf/ (what `make params` does)")
+    params_sub.add_parser("sync", help="write params.yaml's values into conf/ (after `dvc exp apply`)")
+    p.set_defaults(func=_cmd_params)
+
+    p = sub.add_parser("ingest", help="put a VOC dataset (archive or folder) into data/raw safely, then dvc add it")
+    p.add_argument("source", nargs="?", help="an archive (.zip, .tar, .tar.gz, .tgz) or a folder holding a VOC dataset")
     p.add_argument("--mode", choices=["replace", "append"], default="replace", help="default: replace")
     p.add_argument("--name", help="a name for the new dataset version (stored as desc in data/raw.dvc)")
-    p.add_argument("--force", action="store_true", help="replace even data that DVC does not hold (it is lost)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace even data that DVC does not hold (it is lost), or annotated data with images only",
+    )
     p.add_argument("--raw", help="dataset folder (default: params.yaml's paths.raw)")
     p.add_argument("--recover", action="store_true", help="only finish or undo an interrupted ingest")
     p.add_argument("--max-entries", type=int, help="archive limit: entries (default 500000)")

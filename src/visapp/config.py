@@ -18,7 +18,7 @@ import enum
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
-from functools import cache, lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,6 @@ from visapp.errors import VisError
 
 PARAMS_FILE = Path("params.yaml")
 CONF_DIR = Path("conf")
-CONF_DIR_ENV = "VISAPP_CONF_DIR"
 
 
 class ConfigError(VisError):
@@ -68,6 +67,7 @@ def _range(low: float | None = None, high: float | None = None, *, above: bool =
 
 @dataclass
 class PathsConfig:
+    checked: str
     raw: str
     validated: str
     yolo: str
@@ -281,56 +281,6 @@ def load_params(path: str | Path = PARAMS_FILE, overrides: list[str] | None = No
     """Load params.yaml, apply dotlist overrides, and return checked params."""
     raw = read_params_file(path)
     return to_params(apply_overrides(raw, overrides) if overrides else raw)
-
-
-def conf_dir() -> Path:
-    """The Hydra config folder: `$VISAPP_CONF_DIR`, else `conf/` here, else the `conf/` of this checkout."""
-    import os
-
-    if os.environ.get(CONF_DIR_ENV):
-        return Path(os.environ[CONF_DIR_ENV])
-    if CONF_DIR.is_dir():
-        return CONF_DIR
-    source_checkout = Path(__file__).resolve().parents[2] / "conf"  # src/visapp/config.py -> <checkout>/conf
-    if source_checkout.is_dir():
-        return source_checkout
-    raise ConfigError(f"no conf/ folder here: run from the repository root, or set {CONF_DIR_ENV}")
-
-
-def compose(conf: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Compose conf/ with Hydra, as `dvc exp run` does, into a plain mapping."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf import OmegaConf
-
-    folder = Path(conf) if conf is not None else conf_dir()
-    try:
-        with initialize_config_dir(config_dir=str(folder.resolve()), version_base=None):
-            cfg = hydra_compose(config_name="config", overrides=overrides or [])
-    except HydraException as exc:
-        raise ConfigError(f"cannot compose {folder}: {str(exc).splitlines()[0]}") from None
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-
-
-def compose_params_yaml(conf: str | Path | None = None, overrides: list[str] | None = None) -> str:
-    """Compose conf/ and render it exactly as `dvc exp run` writes params.yaml."""
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_yaml(OmegaConf.create(compose(conf, overrides)))
-
-
-@lru_cache(maxsize=1)
-def _composed_defaults(folder: str) -> dict[str, Any]:
-    return compose(folder)
-
-
-def default_params(conf: str | Path | None = None) -> Params:
-    """The params conf/ composes to, checked: the defaults of every key."""
-    import copy
-
-    folder = str((Path(conf) if conf is not None else conf_dir()).resolve())
-    return to_params(copy.deepcopy(_composed_defaults(folder)))
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

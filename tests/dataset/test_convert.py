@@ -376,7 +376,7 @@ def test_convert_sample_and_view_import_no_torch_ultralytics_or_cv2(tmp_path):
     code = f"""
 import sys
 from pathlib import Path
-from visapp.config import default_params
+from visapp.composition import default_params
 from visapp.dataset.convert import convert
 from visapp.dataset.views import build_view
 from visapp.dataset.synthetic import write_synthetic

@@ -43,7 +43,8 @@ def check(raw: Path, data: DataConfig = DATA, **changes):
 
 
 def issues(result, code: str | None = None) -> list[dict]:
-    return [i for i in result.report["issues"] if code is None or i["code"] == code]
+    """The issues with `code`, or all the samples' issues (not `class_absent`, about the class list as a whole)."""
+    return [i for i in result.report["issues"] if i["code"] == code or (code is None and i["code"] != "class_absent")]
 
 
 def only_issue(result) -> dict:
@@ -61,7 +62,12 @@ def row(result, image: str) -> dict | None:
 def test_tidy_sample_gives_the_documented_manifest_row(tmp_path):
     write_sample(tmp_path, "000001", objects=[Obj("square", (12, 30.5, 60, 47), difficult=1, truncated=1)])
     result = check(tmp_path)
-    assert result.report == {"samples": 1, "accepted": 1, "rejected": 0, "warnings": 0, "by_code": {}, "issues": []}
+    assert (result.report["samples"], result.report["accepted"], result.report["rejected"]) == (1, 1, 0)
+    assert issues(result) == []
+    assert [i["message"][:35] for i in issues(result, "class_absent")] == [
+        "data.classes lists 'circle', but no",
+        "data.classes lists 'triangle', but ",
+    ]
     [manifest_row] = result.rows
     assert manifest_row == {
         "id": "000001",
@@ -431,7 +437,7 @@ def _mixed_dataset(raw: Path) -> None:
     write_sample(raw, "04_truncated", image=truncated_jpeg())
     write_sample(raw, "05_background", with_annotation=False)
     write_sample(raw, "06_unsafe", xml=BILLION_LAUGHS)
-    write_sample(raw, "07_good", fmt="png", image_ext=".jpg")
+    write_sample(raw, "07_good", fmt="png", image_ext=".jpg", objects=[Obj("triangle")])
 
 
 def test_report_counts_and_issue_order(tmp_path):
@@ -560,7 +566,8 @@ def test_summary_names_counts_codes_and_first_problems(tmp_path):
 
 def test_summary_of_a_clean_dataset_is_one_line(tmp_path):
     write_sample(tmp_path, "a")
-    assert format_summary(check(tmp_path).report) == "validated 1 sample: 1 accepted, 0 rejected, 0 warnings"
+    summary = format_summary(check(tmp_path, classes=["circle"]).report)
+    assert summary == "validated 1 sample: 1 accepted, 0 rejected, 0 warnings"
 
 
 # ---------------------------------------------------------------- streaming and imports
@@ -587,7 +594,7 @@ def test_validation_imports_no_torch_ultralytics_or_mlflow(tmp_path):
     # cv2 is allowed: images.inspect_image cross-checks each image with OpenCV, Ultralytics' reader (test_fuzz).
     write_sample(tmp_path, "a")
     probe = (
-        "import sys, dataclasses; from pathlib import Path; from visapp.config import default_params;"
+        "import sys, dataclasses; from pathlib import Path; from visapp.composition import default_params;"
         "from visapp.dataset.validate import validate_dataset;"
         "data = dataclasses.replace(default_params().data, classes=['circle']);"
         f"validate_dataset(Path({str(tmp_path)!r}), data);"

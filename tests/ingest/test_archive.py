@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
+import io
 import stat
 import struct
+import tarfile
 import unicodedata
 import zipfile
 import zlib
@@ -14,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from visapp.errors import VisError
-from visapp.ingest.archive import SafeZip, ZipLimits, ZipRefused, extract_zip, parse_size, safe_relpath
+from visapp.ingest import archive as archive_module
+from visapp.ingest.archive import ArchiveLimits, ArchiveRefused, extract_archive, open_archive, parse_size, safe_relpath
+from visapp.ingest.zip_archive import SafeZip
 
 pytestmark = pytest.mark.unit
 
@@ -164,29 +169,112 @@ def zip_legacy_name(d: Path) -> Path:
     return patch_bytes(path, b"XXXX.jpg", "фото.jpg".encode("cp866"))  # a Russian Windows archiver's bytes
 
 
-ATTACKS: dict[str, tuple[Callable[[Path], Path], str, str, ZipLimits]] = {
-    # name: (builder, ZipRefused.code, words the message must hold, limits)
-    "traversal": (zip_traversal, "unsafe_path", "'../../evil.txt'", ZipLimits()),
-    "absolute": (zip_absolute, "unsafe_path", "'/tmp/evil.txt' has an absolute path", ZipLimits()),
-    "drive_letter": (zip_drive_letter, "unsafe_path", "'C:/Windows/evil.txt' has an absolute path", ZipLimits()),
-    "backslash": (zip_backslash_traversal, "unsafe_path", "'..' component", ZipLimits()),
-    "symlink": (zip_symlink, "symlink", "'ds/JPEGImages/a.jpg' is a symbolic link", ZipLimits()),
-    "too_many_entries": (zip_too_many, "too_many_entries", "12 entries", ZipLimits(max_entries=10)),
-    "too_large": (zip_too_large, "too_large", "more than 10,000 bytes", ZipLimits(max_total_bytes=10_000)),
-    "ratio": (zip_ratio, "ratio", "'ds/JPEGImages/bomb.jpg' expands", ZipLimits()),
-    "understated_size": (zip_understated, "corrupt", "'ds/JPEGImages/a.jpg'", ZipLimits()),
-    "overlapping": (zip_overlapping, "corrupt", "'ds/JPEGImages/b.jpg'", ZipLimits()),
-    "encrypted": (zip_encrypted, "encrypted", "'ds/Annotations/a.xml' is encrypted", ZipLimits()),
-    "not_a_zip": (zip_not_a_zip, "not_zip", "not a readable ZIP", ZipLimits()),
-    "truncated": (zip_truncated, "not_zip", "not a readable ZIP", ZipLimits()),
-    "bad_crc": (zip_bad_crc, "corrupt", "'ds/Annotations/a.xml' cannot be read (Bad CRC-32", ZipLimits()),
-    "bad_deflate": (zip_bad_deflate, "corrupt", "'ds/JPEGImages/a.jpg' cannot be read", ZipLimits()),
-    "unsupported_method": (zip_unsupported_method, "unsupported", "deflate64", ZipLimits()),
-    "duplicate": (zip_duplicate, "duplicate", "'ds/Annotations/a.xml' appears twice", ZipLimits()),
-    "case_duplicate": (zip_case_duplicate, "duplicate", "differ only in letter case", ZipLimits()),
-    "unicode_duplicate": (zip_unicode_duplicate, "duplicate", "two Unicode forms", ZipLimits()),
-    "file_folder_clash": (zip_file_folder_clash, "duplicate", "'ds/JPEGImages' is a file", ZipLimits()),
-    "legacy_encoding": (zip_legacy_name, "legacy_encoding", "re-create the archive with UTF-8 names", ZipLimits()),
+def write_tar(path: Path, members: list[tuple[tarfile.TarInfo | str, bytes]], mode: str = "w:gz") -> Path:
+    with tarfile.open(path, mode, format=tarfile.GNU_FORMAT) as archive:
+        for member, data in members:
+            info = member if isinstance(member, tarfile.TarInfo) else tarfile.TarInfo(member)
+            if info.type == tarfile.REGTYPE:
+                info.size = len(data)
+            archive.addfile(info, io.BytesIO(data) if info.type == tarfile.REGTYPE else None)
+    return path
+
+
+def tar_member(name: str, kind: bytes, target: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info
+
+
+def tar_legacy_name(d: Path) -> Path:
+    """A name written in a Russian Windows code page, as an old archiver does."""
+    path = d / "a.tar"
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT, encoding="cp866") as archive:
+        info = tarfile.TarInfo("ds/JPEGImages/фото.jpg")
+        info.size = len(JPEG)
+        archive.addfile(info, io.BytesIO(JPEG))
+    return path
+
+
+def tar_truncated(d: Path) -> Path:
+    path = write_tar(d / "a.tgz", [("ds/JPEGImages/a.jpg", bytes(range(256)) * 400)])
+    path.write_bytes(path.read_bytes()[:-200])
+    return path
+
+
+def tar_bad_gzip(d: Path) -> Path:
+    path = write_tar(d / "a.tgz", [("ds/JPEGImages/a.jpg", bytes(range(256)) * 400)])
+    data = bytearray(path.read_bytes())
+    data[60:100] = b"\xff" * 40  # garbage in the deflate stream
+    path.write_bytes(bytes(data))
+    return path
+
+
+def tar_not_a_tar(d: Path) -> Path:
+    path = d / "a.tar.gz"
+    path.write_bytes(gzip.compress(b"this is not a tar archive at all" * 30))
+    return path
+
+
+def tar_with(*members: tuple[tarfile.TarInfo | str, bytes]) -> Callable[[Path], Path]:
+    return lambda d: write_tar(d / "a.tgz", list(members))
+
+
+NFC, NFD = unicodedata.normalize("NFC", "café.jpg"), unicodedata.normalize("NFD", "café.jpg")
+LINK, HARD, FIFO = tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.FIFOTYPE
+TAR_ATTACKS: dict[str, tuple[Callable[[Path], Path], str, str, ArchiveLimits]] = {
+    # name: (builder, ArchiveRefused.code, words the message must hold, limits): the ZIP attacks as tars
+    "traversal": (tar_with(("../../evil.txt", b"x"),), "unsafe_path", "'../../evil.txt'", ArchiveLimits()),
+    "absolute": (tar_with(("/tmp/evil.txt", b"x"),), "unsafe_path", "has an absolute path", ArchiveLimits()),
+    "drive_letter": (tar_with(("C:/Windows/evil.txt", b"x"),), "unsafe_path", "has an absolute path", ArchiveLimits()),
+    "backslash": (tar_with(("ds\\..\\..\\evil.txt", b"x"),), "unsafe_path", "'..' component", ArchiveLimits()),
+    "symlink": (tar_with((tar_member("ds/a.jpg", LINK, "/etc/passwd"), b"")), "symlink", "'ds/a.jpg' is a link",
+                ArchiveLimits()),
+    "hardlink": (tar_with((tar_member("ds/a.jpg", HARD, "/etc/passwd"), b"")), "symlink", "is a link", ArchiveLimits()),
+    "special_file": (tar_with((tar_member("ds/a.jpg", FIFO), b"")), "symlink", "special file", ArchiveLimits()),
+    "too_many_entries": (tar_with(*((f"ds/{i}.xml", XML) for i in range(12))), "too_many_entries",
+                         "more than the limit of 10", ArchiveLimits(max_entries=10)),
+    "too_large": (tar_with(*((f"ds/{i}.jpg", JPEG * 4) for i in range(5))), "too_large", "more than 10,000 bytes",
+                  ArchiveLimits(max_total_bytes=10_000)),
+    "ratio": (tar_with(("ds/bomb.jpg", bytes(4 * 1024 * 1024)),), "ratio", "expands", ArchiveLimits()),
+    "not_a_tar": (tar_not_a_tar, "not_archive", "not a readable tar archive", ArchiveLimits()),
+    "truncated": (tar_truncated, "corrupt", "damaged", ArchiveLimits()),
+    "bad_data": (tar_bad_gzip, "corrupt", "damaged", ArchiveLimits()),
+    "duplicate": (tar_with(("ds/a.xml", XML), ("ds/a.xml", XML + b" ")), "duplicate", "'ds/a.xml' appears twice",
+                  ArchiveLimits()),
+    "case_duplicate": (tar_with(("ds/a.jpg", JPEG), ("ds/A.JPG", JPEG)), "duplicate", "differ only in letter case",
+                       ArchiveLimits()),
+    "unicode_duplicate": (tar_with((f"ds/{NFC}", JPEG), (f"ds/{NFD}", JPEG)), "duplicate", "two Unicode forms",
+                          ArchiveLimits()),
+    "file_folder_clash": (tar_with(("ds/JPEGImages", JPEG), ("ds/JPEGImages/a.jpg", JPEG)), "duplicate",
+                          "'ds/JPEGImages' is a file", ArchiveLimits()),
+    "legacy_encoding": (tar_legacy_name, "legacy_encoding", "re-create the archive with UTF-8 names",
+                        ArchiveLimits()),
+}  # fmt: skip
+
+
+ATTACKS: dict[str, tuple[Callable[[Path], Path], str, str, ArchiveLimits]] = {
+    # name: (builder, ArchiveRefused.code, words the message must hold, limits)
+    "traversal": (zip_traversal, "unsafe_path", "'../../evil.txt'", ArchiveLimits()),
+    "absolute": (zip_absolute, "unsafe_path", "'/tmp/evil.txt' has an absolute path", ArchiveLimits()),
+    "drive_letter": (zip_drive_letter, "unsafe_path", "'C:/Windows/evil.txt' has an absolute path", ArchiveLimits()),
+    "backslash": (zip_backslash_traversal, "unsafe_path", "'..' component", ArchiveLimits()),
+    "symlink": (zip_symlink, "symlink", "'ds/JPEGImages/a.jpg' is a symbolic link", ArchiveLimits()),
+    "too_many_entries": (zip_too_many, "too_many_entries", "12 entries", ArchiveLimits(max_entries=10)),
+    "too_large": (zip_too_large, "too_large", "more than 10,000 bytes", ArchiveLimits(max_total_bytes=10_000)),
+    "ratio": (zip_ratio, "ratio", "'ds/JPEGImages/bomb.jpg' expands", ArchiveLimits()),
+    "understated_size": (zip_understated, "corrupt", "'ds/JPEGImages/a.jpg'", ArchiveLimits()),
+    "overlapping": (zip_overlapping, "corrupt", "'ds/JPEGImages/b.jpg'", ArchiveLimits()),
+    "encrypted": (zip_encrypted, "encrypted", "'ds/Annotations/a.xml' is encrypted", ArchiveLimits()),
+    "not_a_zip": (zip_not_a_zip, "not_archive", "not a readable ZIP", ArchiveLimits()),
+    "truncated": (zip_truncated, "not_archive", "not a readable ZIP", ArchiveLimits()),
+    "bad_crc": (zip_bad_crc, "corrupt", "'ds/Annotations/a.xml' cannot be read (Bad CRC-32", ArchiveLimits()),
+    "bad_deflate": (zip_bad_deflate, "corrupt", "'ds/JPEGImages/a.jpg' cannot be read", ArchiveLimits()),
+    "unsupported_method": (zip_unsupported_method, "unsupported", "deflate64", ArchiveLimits()),
+    "duplicate": (zip_duplicate, "duplicate", "'ds/Annotations/a.xml' appears twice", ArchiveLimits()),
+    "case_duplicate": (zip_case_duplicate, "duplicate", "differ only in letter case", ArchiveLimits()),
+    "unicode_duplicate": (zip_unicode_duplicate, "duplicate", "two Unicode forms", ArchiveLimits()),
+    "file_folder_clash": (zip_file_folder_clash, "duplicate", "'ds/JPEGImages' is a file", ArchiveLimits()),
+    "legacy_encoding": (zip_legacy_name, "legacy_encoding", "re-create the archive with UTF-8 names", ArchiveLimits()),
 }
 
 
@@ -198,9 +286,12 @@ def tree(root: Path) -> list[str]:
 # ---------------------------------------------------------------- attacks
 
 
-@pytest.mark.parametrize("attack", sorted(ATTACKS))
+@pytest.mark.parametrize(
+    "attack", [*(f"zip:{name}" for name in sorted(ATTACKS)), *(f"tar:{name}" for name in sorted(TAR_ATTACKS))]
+)
 def test_attack_is_refused_with_its_message_and_leaves_nothing(attack: str, tmp_path: Path):
-    builder, code, words, limits = ATTACKS[attack]
+    kind, name = attack.split(":")
+    builder, code, words, limits = (ATTACKS if kind == "zip" else TAR_ATTACKS)[name]
     src = tmp_path / "src"
     src.mkdir()
     archive = builder(src)
@@ -208,8 +299,8 @@ def test_attack_is_refused_with_its_message_and_leaves_nothing(attack: str, tmp_
     work.mkdir()
     before = tree(tmp_path)
 
-    with pytest.raises(ZipRefused) as caught:
-        extract_zip(archive, work / "out", limits)
+    with pytest.raises(ArchiveRefused) as caught:
+        extract_archive(archive, work / "out", limits)
 
     assert caught.value.code == code
     message = str(caught.value)
@@ -227,9 +318,9 @@ def test_limits_are_enforced_on_written_bytes_not_only_headers(tmp_path: Path):
     archive = write_zip(tmp_path / "a.zip", [("ds/JPEGImages/a.jpg", JPEG * 50)], method=zipfile.ZIP_STORED)
     patch_central(archive, 0, 24, "<I", 10)  # claims 10 bytes: passes the declared-size check
     dest = tmp_path / "out"
-    with SafeZip(archive, ZipLimits(max_total_bytes=20_000)) as safe:
-        safe.entries[0].info.file_size = len(JPEG) * 50  # the reader now returns every real byte
-        with pytest.raises(ZipRefused, match="passed the limit of 20,000 bytes") as caught:
+    with SafeZip(archive, ArchiveLimits(max_total_bytes=20_000)) as safe:
+        safe.entries[0].record.file_size = len(JPEG) * 50  # the reader now returns every real byte
+        with pytest.raises(ArchiveRefused, match="passed the limit of 20,000 bytes") as caught:
             safe.extract(dest)
     assert caught.value.code == "too_large"
     assert not dest.exists()
@@ -237,7 +328,7 @@ def test_limits_are_enforced_on_written_bytes_not_only_headers(tmp_path: Path):
 
 def test_refusal_names_the_first_bad_entry_even_after_good_ones(tmp_path: Path):
     entries = [(f"ds/Annotations/{i}.xml", XML) for i in range(50)] + [("ds/../../x", b"")]
-    with pytest.raises(ZipRefused, match=r"'ds/\.\./\.\./x'"):
+    with pytest.raises(ArchiveRefused, match=r"'ds/\.\./\.\./x'"):
         SafeZip(write_zip(tmp_path / "a.zip", entries)).__enter__()
 
 
@@ -257,7 +348,7 @@ def test_extracts_files_and_folders_streaming_into_a_fresh_folder(tmp_path: Path
             ("ds/.DS_Store", b"finder"),
         ],
     )
-    summary = extract_zip(archive, tmp_path / "out")
+    summary = extract_archive(archive, tmp_path / "out")
     assert tree(tmp_path / "out") == [
         "ds",
         "ds/Annotations",
@@ -283,7 +374,7 @@ def test_extract_with_prefix_keeps_only_that_folder(tmp_path: Path):
 
 def test_names_are_stored_as_unicode_nfc(tmp_path: Path):
     nfd = unicodedata.normalize("NFD", "ds/JPEGImages/café.jpg")
-    extract_zip(write_zip(tmp_path / "a.zip", [(nfd, JPEG)]), tmp_path / "out")
+    extract_archive(write_zip(tmp_path / "a.zip", [(nfd, JPEG)]), tmp_path / "out")
     assert (tmp_path / "out" / unicodedata.normalize("NFC", "ds/JPEGImages/café.jpg")).is_file()
 
 
@@ -294,14 +385,14 @@ def test_legacy_name_with_info_zip_unicode_path_field_is_accepted(tmp_path: Path
     info = zipfile.ZipInfo("ds/XXXX.jpg")
     info.extra = struct.pack("<HHBI", 0x7075, 5 + len(utf8), 1, zlib.crc32(b"ds/" + legacy)) + utf8
     archive = patch_bytes(write_zip(tmp_path / "a.zip", [(info, JPEG)]), b"XXXX.jpg", legacy)
-    extract_zip(archive, tmp_path / "out")
+    extract_archive(archive, tmp_path / "out")
     assert (tmp_path / "out/ds/фото.jpg").read_bytes() == JPEG
 
 
 def test_extract_refuses_an_existing_destination(tmp_path: Path):
     (tmp_path / "out").mkdir()
     with pytest.raises(VisError, match="already exists"):
-        extract_zip(write_zip(tmp_path / "a.zip", [("a.xml", XML)]), tmp_path / "out")
+        extract_archive(write_zip(tmp_path / "a.zip", [("a.xml", XML)]), tmp_path / "out")
     assert (tmp_path / "out").is_dir()
 
 
@@ -316,9 +407,9 @@ def test_full_disk_while_extracting_is_a_clear_error(tmp_path: Path, monkeypatch
         with Path("/dev/full").open("wb", buffering=0) as handle:
             yield handle
 
-    monkeypatch.setattr(SafeZip, "_create", staticmethod(full_device))
+    monkeypatch.setattr(archive_module, "_create", full_device)
     with pytest.raises(VisError, match=r"cannot write .*a\.jpg: no space left on the device"):
-        extract_zip(archive, dest)
+        extract_archive(archive, dest)
     assert not dest.exists()
 
 
@@ -332,7 +423,7 @@ def test_safe_relpath_normalises(name: str, expected: str):
 
 @pytest.mark.parametrize("name", ["../a", "a/../../b", "/a", "C:\\a", "c:a", "\\\\server\\share\\a", "a\x00b", "a\nb"])
 def test_safe_relpath_refuses(name: str):
-    with pytest.raises(ZipRefused):
+    with pytest.raises(ArchiveRefused):
         safe_relpath(name)
 
 
@@ -342,3 +433,14 @@ def test_parse_size():
     assert parse_size("1024") == 1024
     with pytest.raises(VisError, match="not a size"):
         parse_size("lots")
+
+
+def test_a_tar_is_recognised_by_its_bytes_and_extracted_like_a_zip(tmp_path):
+    members = [("VOC/Annotations/a.xml", XML), ("VOC/JPEGImages/a.jpg", JPEG), ("VOC/.DS_Store", b"litter")]
+    for mode, name in (("w", "a.tar"), ("w:gz", "a.tar.gz"), ("w:bz2", "a.tbz"), ("w:xz", "named.zip")):
+        archive = write_tar(tmp_path / name, members, mode)
+        summary = extract_archive(archive, tmp_path / f"out-{name}")
+        assert (tmp_path / f"out-{name}" / "VOC/JPEGImages/a.jpg").read_bytes() == JPEG
+        assert (summary.files, summary.skipped) == (2, ["VOC/.DS_Store"])
+    with open_archive(tmp_path / "a.tar") as archive:
+        assert archive.kind == "tar" and archive.files == ["VOC/Annotations/a.xml", "VOC/JPEGImages/a.jpg"]

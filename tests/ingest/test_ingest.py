@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from test_archive import ATTACKS, XML
+from test_archive import ATTACKS, TAR_ATTACKS, XML
 
 from conftest import VENV_BIN, run
 from visapp.errors import VisError
@@ -145,9 +145,12 @@ def test_find_voc_root_refuses_a_source_without_xml_or_image():
 # ---------------------------------------------------------------- attacks leave data/raw untouched
 
 
-@pytest.mark.parametrize("attack", sorted(ATTACKS))
-def test_zip_attack_is_refused_and_data_raw_untouched(attack: str, shared_repo: Path, tmp_path: Path):
-    builder, code, words, limits = ATTACKS[attack]
+@pytest.mark.parametrize(
+    "attack", [*(f"zip:{name}" for name in sorted(ATTACKS)), *(f"tar:{name}" for name in sorted(TAR_ATTACKS))]
+)
+def test_archive_attack_is_refused_and_data_raw_untouched(attack: str, shared_repo: Path, tmp_path: Path):
+    kind, name = attack.split(":")
+    builder, code, words, limits = (ATTACKS if kind == "zip" else TAR_ATTACKS)[name]
     archive = builder(tmp_path)
     before, data_before = state(shared_repo), tree_hash(shared_repo / "data")
     outside_before = sorted(p.name for p in tmp_path.iterdir())
@@ -305,6 +308,54 @@ def test_first_ingest_into_a_repository_without_data(tmp_path: Path):
 
 
 # ---------------------------------------------------------------- faults: full disk, read-only folder
+
+
+def test_an_images_only_folder_does_not_replace_an_annotated_dataset_unless_forced(repo: Path, tmp_path: Path):
+    images_only = write_tree(
+        tmp_path / "JPEGImages", {k.split("/")[1]: v for k, v in voc_files(4, seed=5).items() if "JPEG" in k}
+    )
+    before = state(repo)
+    with pytest.raises(VisError, match=r"no annotation, where data/raw has 5 annotations: was the image folder"):
+        ingest(images_only, repo / "data/raw")
+    assert state(repo) == before and leftovers(repo) == []
+    result = ingest(images_only, repo / "data/raw", force=True)
+    assert (result.images, result.annotations) == (4, 0)
+
+
+def test_an_identical_reingest_is_unchanged_and_keeps_its_name(repo: Path, tmp_path: Path):
+    archive = write_zip(tmp_path / "v2.zip", voc_files(6, seed=2))
+    first = ingest(archive, repo / "data/raw", name="batch 2")
+    run(["git", "commit", "-q", "-am", "batch 2"], repo)
+    recorded = (repo / "data/raw.dvc").read_text()
+    again = ingest(archive, repo / "data/raw")
+    assert again.same_version and again.md5 == first.md5 and again.name == "batch 2"
+    assert "unchanged: it already holds this version" in str(again) and "new dataset version" not in str(again)
+    assert (repo / "data/raw.dvc").read_text() == recorded and leftovers(repo) == []
+    renamed = ingest(archive, repo / "data/raw", name="batch 2 (checked)")
+    assert renamed.same_version and renamed.name == "batch 2 (checked)"
+    assert "desc: batch 2 (checked)" in (repo / "data/raw.dvc").read_text() and dvc_in_sync(repo)
+
+
+def test_the_class_names_found_are_listed_against_data_classes(repo: Path, tmp_path: Path):
+    result = ingest(write_zip(tmp_path / "a.zip", voc_files(3)), repo / "data/raw", classes=["circle", "square"])
+    text = str(result)
+    assert "objects per class name: circle 3" in text
+    assert "in data.classes but without any object here: square" in text
+    renamed = {k: v.replace(b"<name>circle</name>", b"<name>dog</name>") for k, v in voc_files(2, seed=9).items()}
+    result = ingest(write_zip(tmp_path / "b.zip", renamed), repo / "data/raw", classes=["circle"])
+    assert "not in data.classes: dog (validate rejects their samples)" in str(result)
+
+
+def test_a_tar_gz_is_ingested_like_a_zip(repo: Path, tmp_path: Path):
+    import tarfile
+
+    files = voc_files(4, seed=3)
+    expected = tree_hash(write_tree(tmp_path / "expected", files))
+    with tarfile.open(tmp_path / "VOCtrainval.tar.gz", "w:gz") as archive:
+        archive.add(tmp_path / "expected", arcname="VOCdevkit/VOC2007")
+    result = ingest(tmp_path / "VOCtrainval.tar.gz", repo / "data/raw")
+    assert (result.images, result.annotations) == (4, 4)
+    assert tree_hash(repo / "data/raw") == expected and dvc_in_sync(repo)
 
 
 def _unshare_prefix() -> list[str] | None:

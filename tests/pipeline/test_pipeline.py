@@ -44,7 +44,11 @@ def test_repro_runs_data_stages_then_nothing_and_status_is_clean(sample_project)
     # (cache: false) and the .gitignore entries DVC adds for cached outputs.
     git = sample_project.run("git", "status", "--porcelain", "--untracked-files=all")
     changed = {line[3:] for line in git.stdout.splitlines()}
-    assert {p for p in changed if not p.endswith(".gitignore")} == {"dvc.lock", "data/validated/report.json"}
+    assert {p for p in changed if not p.endswith(".gitignore")} == {
+        "dvc.lock",
+        "data/params.checked",
+        "data/validated/report.json",
+    }
 
 
 @pytest.mark.integration

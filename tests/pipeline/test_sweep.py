@@ -46,7 +46,10 @@ def _failed_logs(project, status: str, env: dict[str, str]) -> str:
 
 
 @pytest.mark.slow
-def test_queued_grid_sweep_gives_four_experiments_and_four_mlflow_runs(make_project, mlflow_server):
+def test_queued_grid_sweep_gives_four_experiments_each_leading_to_its_mlflow_run(make_project, mlflow_server):
+    """A 2x2 grid, one point of which was trained before: DVC restores that point from its run cache (no training,
+    so no new MLflow run), and its mlflow_run.json leads to the run that produced the model."""
+    import dvc.api
     from mlflow.tracking import MlflowClient
 
     env = {"MLFLOW_TRACKING_URI": mlflow_server.uri}
@@ -60,6 +63,10 @@ def test_queued_grid_sweep_gives_four_experiments_and_four_mlflow_runs(make_proj
     project.commit("data stages")
 
     overrides = [arg for item in TINY for arg in ("-S", item)]
+    project.run(
+        "dvc", "exp", "run", "-n", "earlier", "-S", "train.lr0=0.01", "-S", "train.imgsz=64", *overrides, env=env
+    )
+    project.run("git", "checkout", "-q", "--", ".")
     queued = project.run(
         "dvc", "exp", "run", "--queue", "-S", "train.lr0=0.01,0.001", "-S", "train.imgsz=64,96", *overrides, env=env
     )
@@ -72,23 +79,39 @@ def test_queued_grid_sweep_gives_four_experiments_and_four_mlflow_runs(make_proj
     assert status.count("Success") == 4, f"{status}\n{_failed_logs(project, status, env)}"
 
     experiments = _experiments(json.loads(project.run("dvc", "exp", "show", "--json", env=env).stdout))
-    assert len(experiments) == 4
     grid = {}
     for name, data in experiments.items():
         params = data["params"]["params.yaml"]["data"]
         metrics = data["metrics"]["models/yolo/metrics.json"]["data"]
-        assert params["train"]["epochs"] == 1
+        assert params["train"]["epochs"] == 1 and metrics["epochs"] == 1
         assert {"precision", "recall", "mAP50", "mAP50-95", "fitness", "epochs", "train_seconds"} <= set(metrics)
-        assert metrics["epochs"] == 1
         grid[name] = (params["train"]["lr0"], params["train"]["imgsz"])
-    assert sorted(grid.values()) == sorted(itertools.product(LR0, IMGSZ))
+    assert sorted(point for name, point in grid.items() if name != "earlier") == sorted(itertools.product(LR0, IMGSZ))
 
     client = MlflowClient(mlflow_server.uri)
-    experiment = client.get_experiment_by_name("vis-sweep")
-    runs = client.search_runs([experiment.experiment_id])
-    assert sorted(run.info.run_name for run in runs) == sorted(grid)
-    for run in runs:
-        lr0, imgsz = grid[run.info.run_name]
+    runs = {
+        run.info.run_id: run for run in client.search_runs([client.get_experiment_by_name("vis-sweep").experiment_id])
+    }
+    assert len(runs) == 4  # "earlier" and three trained points; the fourth point was restored, not trained
+    revs = {name: rev for name, rev in _revisions(project, env).items() if name in grid}
+    linked = {}
+    for name, rev in revs.items():
+        record = json.loads(dvc.api.read("models/yolo/mlflow_run.json", repo=str(project.root), rev=rev))
+        run = runs[record["run_id"]]  # every model leads to an MLflow run of this tracking server
+        lr0, imgsz = grid[name]
         assert (float(run.data.params["train.lr0"]), int(run.data.params["train.imgsz"])) == (lr0, imgsz)
-        assert run.data.tags["dvc_exp_name"] == run.info.run_name
         assert run.info.status == "FINISHED"
+        linked[name] = run.info.run_name
+    restored = [name for name, run_name in linked.items() if run_name != name]
+    assert restored == [n for n in linked if n != "earlier" and grid[n] == grid["earlier"]], linked
+    assert linked[restored[0]] == "earlier"
+
+
+def _revisions(project, env: dict[str, str]) -> dict[str, str]:
+    """{experiment name: its commit} from `dvc exp show --json`."""
+    found = {}
+    for baseline in json.loads(project.run("dvc", "exp", "show", "--json", env=env).stdout):
+        for experiment in baseline.get("experiments") or []:
+            for rev in experiment.get("revs") or []:
+                found[experiment["name"]] = rev["rev"]
+    return found

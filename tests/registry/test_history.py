@@ -40,7 +40,7 @@ def sha256(path: Path) -> str:
 
 def compose(project: Project, env: dict[str, str]) -> None:
     """`make params`: recompose params.yaml from conf/ with the project's own library."""
-    code = "from visapp.config import compose_params_yaml; open('params.yaml', 'w').write(compose_params_yaml())"
+    code = "from visapp.composition import compose_params_yaml; open('params.yaml', 'w').write(compose_params_yaml())"
     project.run("python", "-c", code, env=env)
 
 

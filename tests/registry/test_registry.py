@@ -269,7 +269,8 @@ def test_release_refuses_a_stale_pipeline_and_says_what_to_do(released):
     finally:
         project.run("git", "reset", "-q", "--hard", head)
     assert result.returncode == 2
-    assert "the pipeline is not up to date: train (changed deps: params.yaml (train: modified))" in result.stderr
+    assert "the pipeline is not up to date" in result.stderr
+    assert "train (changed deps: params.yaml (train: modified))" in result.stderr
     assert "run `dvc repro`" in result.stderr
     assert set(version_tags(project.root)) == {"yolo@v1.0.0", "yolo@v2.0.0"}
 
@@ -357,3 +358,63 @@ def test_models_before_any_release_says_there_is_no_version_yet(make_project):
     proc = project.run("visapp", "models")
     assert "no model versions yet" in proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.integration
+def test_a_release_worse_than_the_previous_one_is_flagged(tmp_path):
+    from visapp.registry.release import _compare_with_previous
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q", "-b", "main")
+    git("commit", "-q", "--allow-empty", "-m", "one")
+    message = tag_message("yolo", "v1.0.0", {"mAP50-95": 0.5, "mAP50": 0.7}, {}, None)
+    git("tag", "-a", "yolo@v1.0.0", "-m", message)
+    note = _compare_with_previous(tmp_path, "yolo", "v2.0.0", {"mAP50-95": 0.4})
+    assert note == (
+        "warning: mAP50-95 0.4000 is below yolo@v1.0.0's 0.5000: this version is worse than the previous one on "
+        "the headline metric (compare them with `visapp lineage`)"
+    )
+    assert _compare_with_previous(tmp_path, "yolo", "v2.0.0", {"mAP50-95": 0.6}) is None
+
+
+@pytest.mark.slow
+def test_release_refuses_a_commit_whose_conf_does_not_describe_its_model(released):
+    project = released.project
+    head = project.run("git", "rev-parse", "HEAD").stdout.strip()
+    train = project.root / "conf" / "train" / "cpu_small.yaml"
+    assert "\nepochs: 1\n" in train.read_text()
+    train.write_text(train.read_text().replace("\nepochs: 1\n", "\nepochs: 2\n"))
+    project.commit("conf says 2 epochs; params.yaml and the model say otherwise")
+    try:
+        result = released.run("visapp", "release", check=False)
+    finally:
+        project.run("git", "reset", "-q", "--hard", head)
+    assert result.returncode == 2
+    assert "params.yaml disagrees with conf/ (train.epochs: 1 in params.yaml, 2 from conf/)" in result.stderr
+    assert "make params" in result.stderr and "visapp params sync" in result.stderr
+    assert set(version_tags(project.root)) == {"yolo@v1.0.0", "yolo@v2.0.0"}
+
+
+@pytest.mark.slow
+def test_promoting_a_released_commit_pushes_the_version_tag_too(released, s3_server, tmp_path):
+    from visapp.registry.release import _promotion_hint
+
+    assert "it is in prod already" in _promotion_hint(released.project.root, "yolo", "yolo@v1.0.0")
+    released.run("git", "push", "-q", "origin", ":refs/tags/yolo@v2.0.0")  # as if it was never pushed
+    result = released.run("visapp", "release", "--stage", "staging", "--push")
+    assert "already released: yolo@v2.0.0" in result.stdout
+    assert "pushed yolo@v2.0.0, yolo#staging#" in result.stdout
+    clone = released.clone(tmp_path / "clone", s3_server.endpoint)
+    got = released.run("visapp", "model", "get", "yolo#staging", "-o", str(tmp_path / "s.pt"), cwd=clone.root)
+    assert "wrote yolo#staging" in got.stdout
+    assert sha256(tmp_path / "s.pt") == released.weights["yolo@v2.0.0"]
+
+    # A clone that has the promotion tag but not the version tag says which tag to fetch.
+    released.run("git", "tag", "-d", "yolo@v2.0.0", cwd=clone.root)
+    missing = released.run("visapp", "model", "get", "yolo#staging", "-o", str(tmp_path / "x.pt"), cwd=clone.root,
+                           check=False)  # fmt: skip
+    assert missing.returncode == 2 and "git fetch" in missing.stderr
+    models = released.run("visapp", "models", cwd=clone.root).stdout
+    assert "promotion tags yolo#staging#" in models and "git fetch --tags" in models

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, run
 from visapp.config import TrackingConfig
 from visapp.errors import VisError
 from visapp.training import tracking
@@ -46,8 +46,9 @@ def test_metric_names_are_ones_mlflow_accepts():
 @pytest.mark.integration
 def test_run_tags_carry_the_lineage(tmp_path, monkeypatch):
     monkeypatch.setenv("DVC_EXP_NAME", "brisk-ogee")
-    tags = tracking.run_tags({"fingerprint": "f" * 64, "raw_dvc_hash": "abc.dir"}, "0123456789abcdef", tmp_path)
-    assert tags[tracking.TAG_GIT_COMMIT] == "unknown"
+    code = tracking.source(tmp_path)
+    tags = tracking.run_tags({"fingerprint": "f" * 64, "raw_dvc_hash": "abc.dir"}, "0123456789abcdef", code)
+    assert tags[tracking.TAG_GIT_COMMIT] == "unknown" and tags[tracking.TAG_GIT_DIRTY] == "false"
     assert tags[tracking.TAG_DVC_EXP] == "brisk-ogee"
     assert tags[tracking.TAG_FINGERPRINT] == "f" * 64
     assert tags[tracking.TAG_RAW_DVC_HASH] == "abc.dir"
@@ -77,3 +78,23 @@ def test_reopening_a_run_id_continues_that_run(mlflow_server):
     assert runs[0].data.params == {"train.epochs": "3", "seed": "0"}
     assert [(m.step, m.value) for m in client.get_metric_history(first.run_id, "loss")] == [(1, 1.0), (2, 0.5)]
     assert runs[0].info.status == "FINISHED"
+
+
+@pytest.mark.integration
+def test_a_run_is_named_after_the_code_it_trains(tmp_path, monkeypatch):
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    run(["git", "init", "-q", "-b", "main"], tmp_path)
+    (tmp_path / "a.txt").write_text("one\n")
+    run(["git", "add", "a.txt"], tmp_path)
+    run(["git", "commit", "-q", "-m", "first"], tmp_path)
+    head = run(["git", "rev-parse", "HEAD"], tmp_path).stdout.strip()
+    clean = tracking.source(tmp_path)
+    assert (clean.commit, clean.branch, clean.dirty) == (head, "main", False)
+    assert tracking.run_name(clean, "0123456789abcdef", {}) == f"main@{head[:7]}"
+    (tmp_path / "a.txt").write_text("two\n")
+    dirty = tracking.source(tmp_path)
+    assert dirty.dirty and "+two" in dirty.diff
+    assert tracking.run_name(dirty, "0123456789abcdef", {}) == f"main@{head[:7]}+changes"
+    assert tracking.run_name(dirty, "k", {"DVC_EXP_NAME": "brisk-ogee"}) == "brisk-ogee"
+    tags = tracking.run_tags({}, "k", dirty, {})
+    assert tags[tracking.TAG_GIT_DIRTY] == "true" and tracking.TAG_DVC_EXP not in tags

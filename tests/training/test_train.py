@@ -328,7 +328,8 @@ def test_train_stage_makes_one_mlflow_run_with_params_metrics_tags_and_artifacts
     assert tags["dvc_exp_name"] == "exp-one"
     assert tags["dataset_fingerprint"] == metadata["fingerprint"]
     assert tags["raw_dvc_hash"] == (metadata["raw_dvc_hash"] or "")
-    assert tags["checkpoint_key"] == key_dirs(workdir)[0].name
+    assert tags["checkpoint_key"] == checkpoints.checkpoint_key(params, metadata["fingerprint"])
+    assert key_dirs(workdir) == []  # a finished training's checkpoints are removed
 
     def listing(path: str = "") -> set[str]:
         found = set()
@@ -395,7 +396,7 @@ def test_killed_training_resumes_where_it_stopped_and_changed_params_start_over(
 
     resumed = ok(stage(workdir))
     assert f"resuming after epoch {killed_after}" in resumed.stderr
-    assert key_dirs(workdir) == [first_key]
+    assert key_dirs(workdir) == []  # finished: its checkpoints are removed
     rows = read_results(workdir / "models" / "yolo" / "results.csv")
     assert [int(row["epoch"]) for row in rows] == list(range(1, epochs + 1))
     assert json.loads((workdir / "models" / "yolo" / "metrics.json").read_text())["epochs"] == epochs
@@ -410,15 +411,16 @@ def test_killed_training_resumes_where_it_stopped_and_changed_params_start_over(
     set_params(workdir, "train.lr0=0.005", "train.epochs=2")
     restarted = ok(stage(workdir))
     assert "new training" in restarted.stderr and "resuming" not in restarted.stderr
-    assert len(key_dirs(workdir)) == 2
+    assert key_dirs(workdir) == []
     assert [row["epoch"] for row in read_results(workdir / "models" / "yolo" / "results.csv")] == ["1", "2"]
     assert len(client.search_runs([experiment.experiment_id])) == 2
 
 
 @pytest.mark.slow
-def test_label_edit_of_the_same_size_is_what_the_next_training_reads(workdir):
+def test_label_edit_of_the_same_size_is_what_the_next_training_reads(workdir, monkeypatch):
     from ultralytics.data.utils import load_dataset_cache_file
 
+    monkeypatch.setattr(train, "prune_finished", lambda base, key: [])  # keep the view, to read its label cache
     # Also: an unreachable server with tracking.required=false trains, without tracking.
     set_params(workdir, "train.epochs=1", f"tracking.uri=http://127.0.0.1:{free_port()}", "tracking.required=false")
     params = load_params(workdir / "params.yaml")
@@ -449,9 +451,9 @@ def test_training_makes_no_network_attempt_and_still_plots(workdir):
     set_params(workdir, "train.epochs=1")
     result = ok(stage(workdir))
     assert result.attempts == [], result.attempts
-    (key,) = key_dirs(workdir)
-    assert (key / "run" / "labels.jpg").is_file()  # drawn with the font Ultralytics would download
-    assert (workdir / "models" / "yolo" / "plots" / "results.png").is_file()
+    plots = workdir / "models" / "yolo" / "plots"
+    assert (plots / "labels.jpg").is_file()  # drawn with the font Ultralytics would download
+    assert (plots / "results.png").is_file()
     assert not (workdir / "yolov8n.pt").exists() and not (workdir / "runs").exists()
     # Not a TTY: one line per epoch, none of Ultralytics' argument dump, layer table or bars.
     assert "train: epoch 1/1" in result.stderr
@@ -503,13 +505,7 @@ def test_dvc_repro_trains_then_reruns_nothing_and_shows_metrics_and_plots(make_p
     # The tracking store and the checkpoints stay out of git and out of every output.
     git = project.run("git", "status", "--porcelain", "--untracked-files=all").stdout
     changed = {line[3:] for line in git.splitlines() if not line.endswith(".gitignore")}
-    assert changed == {
-        "dvc.lock",
-        "data/validated/report.json",
-        "models/yolo/metrics.json",
-        "models/yolo/results.csv",
-        "models/yolo/mlflow_run.json",
-    }
+    assert changed == {"dvc.lock", "data/params.checked", "data/validated/report.json", "models/yolo/metrics.json"}
     assert (project.root / "mlflow.db").is_file() and (project.root / ".cache" / "train").is_dir()
 
     metrics = json.loads(project.run("dvc", "metrics", "show", "--json").stdout)

@@ -124,7 +124,7 @@ def plot_box_sizes(boxes: BoxData, classes: list[str], path: Path) -> None:
     import matplotlib.style
     import numpy as np
     from matplotlib.colors import LogNorm
-    from matplotlib.ticker import NullFormatter
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     with matplotlib.style.context("default"):
         fig = _new_figure(12.0, 5.0)
@@ -137,7 +137,7 @@ def plot_box_sizes(boxes: BoxData, classes: list[str], path: Path) -> None:
         ax_wh.set_xlim(0, 1)
         ax_wh.set_ylim(0, 1)
         ax_wh.set_aspect("equal")
-        ax_size.set_title("box size in pixels (frame training sees)")
+        ax_size.set_title("box size in image pixels (before resizing to imgsz)")
         ax_size.set_xlabel("sqrt(box area) [px]")
         ax_size.set_ylabel("boxes")
         if len(rel_w) == 0:
@@ -149,7 +149,10 @@ def plot_box_sizes(boxes: BoxData, classes: list[str], path: Path) -> None:
         edges = np.linspace(0.0, 1.0, 41)
         clipped_w, clipped_h = np.clip(rel_w, 0, 1), np.clip(rel_h, 0, 1)
         *_, image = ax_wh.hist2d(clipped_w, clipped_h, bins=[edges, edges], norm=LogNorm(vmin=1), cmap="viridis")
-        fig.colorbar(image, ax=ax_wh, label="boxes per cell")
+        bar = fig.colorbar(image, ax=ax_wh, label="boxes per cell")
+        plain = FuncFormatter(lambda value, _: f"{value:g}")  # counts as 1, 2, 5, 10, not 1x10^0
+        bar.ax.yaxis.set_major_formatter(plain)
+        bar.ax.yaxis.set_minor_formatter(plain)
 
         side = np.frombuffer(boxes.side_px, dtype=np.float64)
         class_ids = np.frombuffer(boxes.class_ids, dtype=np.int32)

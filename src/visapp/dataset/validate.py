@@ -134,6 +134,24 @@ def _class_names(classes: list[str]) -> str:
     return f"[{shown}{', ...' if len(classes) > 10 else ''}]"
 
 
+CLASSES_HOME = "data.classes (in conf/data/; run `make params` after editing it)"
+
+
+def _folded(name: str) -> str:
+    return " ".join(name.split()).casefold()
+
+
+def _unknown_class(name: str, classes: list[str]) -> str:
+    """Why a name is not a class, with the listed name it was probably meant to be, and where the list lives."""
+    near = next((known for known in classes if _folded(known) == _folded(name)), None)
+    if near is not None:
+        return (
+            f"{name!r} is not in data.classes, but {near!r} is (they differ only in letter case or spaces): "
+            f"fix the annotation, or the name in {CLASSES_HOME}"
+        )
+    return f"{name!r} is not in data.classes {_class_names(classes)}: add it to {CLASSES_HOME}, or fix the annotation"
+
+
 def _check_objects(
     ann: Annotation, frame: tuple[str, int, int] | None, rel: str, data: DataConfig, out: _Sample
 ) -> list[ManifestObject]:
@@ -146,7 +164,7 @@ def _check_objects(
         if not obj.name:
             out.add(rel, "class_unknown", f"{label} has no <name>: add the class name")
         elif known and obj.name not in known:
-            out.add(rel, "class_unknown", f"{label}: {obj.name!r} is not in data.classes {_class_names(data.classes)}")
+            out.add(rel, "class_unknown", f"{label}: {_unknown_class(obj.name, data.classes)}")
         box = obj.bndbox
         missing = [key for key in BOX_KEYS if key not in box]
         if len(missing) == len(BOX_KEYS):
@@ -351,6 +369,17 @@ def validate_dataset(raw_dir: Path, data: DataConfig, progress: ProgressCallback
                     rows[image].split = listed[0]
 
     manifest = [rows[image] for image in sorted(rows)]
+    seen = {obj.name for row in manifest for obj in row.objects}
+    for name in data.classes:
+        if name not in seen:
+            issues.append(
+                Issue.of(
+                    ".",
+                    "class_absent",
+                    f"data.classes lists {name!r}, but no accepted sample has an object of it: training cannot "
+                    f"learn it; remove it from {CLASSES_HOME}, or add samples of it",
+                )
+            )
     if not data.classes:
         names = sorted({obj.name for row in manifest for obj in row.objects})
         ids = {name: index for index, name in enumerate(names)}

@@ -46,6 +46,7 @@ CODES: dict[str, Code] = {
     "id_conflict": Code(
         ERROR, "two images with the same name but for the extension (`a.jpg`, `a.png`): their labels would collide"
     ),
+    "class_absent": Code(WARNING, "a class of `data.classes` that no accepted sample has an object of (path `.`)"),
     "path_unreadable": Code(
         ERROR, "a folder, list or file that cannot be read (permissions, a broken link): nothing in it is checked"
     ),

@@ -22,16 +22,17 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from visapp.errors import VisError
-from visapp.formats.dvcfile import parse_dvc_file
-from visapp.formats.voc import discover_samples
-from visapp.fsio import os_error
+from visapp.errors import DataError, VisError
+from visapp.formats.dvcfile import DvcOut, dvc_file_for, parse_dvc_file, read_dvc_out
+from visapp.formats.voc import discover_samples, parse_annotation
+from visapp.fsio import atomic_path, os_error
 from visapp.ingest import swap
-from visapp.ingest.archive import ZipLimits
+from visapp.ingest.archive import ArchiveLimits
 from visapp.ingest.merge import link_tree, merge
 from visapp.ingest.sources import Source, find_voc_root, under
 from visapp.integrations import dvc
@@ -44,8 +45,50 @@ MODES: tuple[Mode, ...] = ("replace", "append")
 
 
 @dataclass
+class Survey:
+    """What a dataset folder holds, as validation will pair it: images, annotations, objects per class name."""
+
+    images: int = 0
+    annotations: int = 0
+    objects: Counter[str] = field(default_factory=Counter)
+
+
+def survey(raw_dir: Path) -> Survey:
+    """Count a dataset's samples and objects (an annotation that does not parse counts no object: validate says why)."""
+    found = Survey()
+    for sample in discover_samples(raw_dir):
+        found.images += sample.image is not None
+        if sample.annotation is not None:
+            found.annotations += 1
+            try:
+                found.objects.update(
+                    obj.name for obj in parse_annotation((raw_dir / sample.annotation).read_bytes()).objects
+                )
+            except (OSError, DataError):
+                continue
+    return found
+
+
+def describe_classes(objects: Counter[str], classes: list[str] | None) -> list[str]:
+    """Lines comparing the class names found with data.classes (when known)."""
+    found = ", ".join(f"{name} {count}" for name, count in sorted(objects.items())) or "none"
+    lines = [f"objects per class name: {found}"]
+    if classes:
+        unknown = sorted(set(objects) - set(classes))
+        absent = [name for name in classes if name not in objects]
+        if unknown:
+            lines.append(
+                f"not in data.classes: {', '.join(unknown)} (validate rejects their samples): add them to "
+                "data.classes in conf/data/ and run `make params`, or fix the annotations"
+            )
+        if absent:
+            lines.append(f"in data.classes but without any object here: {', '.join(absent)}")
+    return lines
+
+
+@dataclass
 class IngestResult:
-    """The new dataset version: what `visapp ingest` prints."""
+    """The new dataset version (or the unchanged one): what `visapp ingest` prints."""
 
     raw_dir: str
     md5: str
@@ -59,12 +102,16 @@ class IngestResult:
     unchanged: int = 0
     ignored: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)  # lines: the class names found, against data.classes
+    same_version: bool = False  # the source held exactly the current version: nothing was swapped
 
     def __str__(self) -> str:
         label = f" ({self.name})" if self.name else ""
+        what = "unchanged: it already holds this version" if self.same_version else "new dataset version"
         lines = [
-            f"{self.raw_dir}: new dataset version {self.md5}{label}",
+            f"{self.raw_dir}: {what} {self.md5}{label}",
             f"  {self.images} images, {self.annotations} annotations, {self.nfiles} files, {_size(self.size)}",
+            *(f"  {line}" for line in self.classes),
         ]
         if self.mode == "append":
             lines.append(f"  appended {self.added} new files ({self.unchanged} already present with the same bytes)")
@@ -72,7 +119,8 @@ class IngestResult:
             shown = ", ".join(self.ignored[:3]) + (", ..." if len(self.ignored) > 3 else "")
             lines.append(f"  left out {len(self.ignored)} files outside the dataset folder: {shown}")
         lines += [f"  note: {note}" for note in self.notes]
-        lines.append(f"  recorded in {self.raw_dir}.dvc; next: git commit it, and `dvc push` to share the data")
+        if not self.same_version:
+            lines.append(f"  recorded in {self.raw_dir}.dvc; next: git commit it, and `dvc push` to share the data")
         return "\n".join(lines)
 
 
@@ -82,12 +130,6 @@ def _size(size: float) -> str:
             return f"{int(size)} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
         size /= 1024
     return ""
-
-
-def count_samples(raw_dir: Path) -> tuple[int, int]:
-    """(images, annotations) as the validate stage will pair them."""
-    samples = discover_samples(raw_dir)
-    return sum(s.image is not None for s in samples), sum(s.annotation is not None for s in samples)
 
 
 def _check_free_space(folder: Path, needed: int) -> None:
@@ -108,6 +150,16 @@ def _refuse_overlap(source: Path, raw: Path) -> None:
         raise VisError(f"{source} is inside {raw}: ingest from a folder outside the dataset")
     if src.is_dir() and raw.resolve().is_relative_to(src):
         raise VisError(f"{source} contains {raw}: give the folder that holds only the new dataset")
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What the user asked for, beside the source."""
+
+    mode: Mode
+    name: str | None
+    force: bool
+    classes: list[str] | None
 
 
 @dataclass(frozen=True)
@@ -141,8 +193,9 @@ def ingest(
     *,
     mode: Mode = "replace",
     name: str | None = None,
-    limits: ZipLimits | None = None,
+    limits: ArchiveLimits | None = None,
     force: bool = False,
+    classes: list[str] | None = None,
     progress: ProgressCallback | None = None,
     phase: swap.Phase | None = None,
 ) -> IngestResult:
@@ -153,8 +206,10 @@ def ingest(
         raw_dir: the dataset folder of the pipeline (params.yaml's `paths.raw`), inside a DVC repository.
         mode: "replace" the current dataset, or "append" the new samples to it.
         name: a name for the new version, recorded as `desc` in `<raw_dir>.dvc`.
-        limits: archive safety limits (`visapp.ingest.archive.ZipLimits`).
-        force: replace even a `raw_dir` whose content DVC does not hold (it is lost).
+        limits: archive safety limits (`visapp.ingest.archive.ArchiveLimits`).
+        force: replace even a `raw_dir` whose content DVC does not hold (it is lost), or a dataset that has
+            annotations with one that has none.
+        classes: data.classes, to compare with the class names found (None: not compared).
         progress: told after each file extracted or copied (task "ingest").
         phase: told each step's name as it is passed ("prepared", "hashed", then those of `swap.commit`).
 
@@ -176,9 +231,9 @@ def ingest(
             note = swap.recover(raw, target.repo_root)
             if note:
                 log.info("%s", note)
-            src = Source(source, limits or ZipLimits())
+            src = Source(source, limits or ArchiveLimits())
             try:
-                return _ingest_source(src, target, mode, name, force, progress, phase)
+                return _ingest_source(src, target, _Request(mode, name, force, classes), progress, phase)
             finally:
                 src.close()
     except OSError as exc:  # the specific places say more; this keeps any other one a message, not a traceback
@@ -186,13 +241,7 @@ def ingest(
 
 
 def _ingest_source(
-    src: Source,
-    target: _Target,
-    mode: Mode,
-    name: str | None,
-    force: bool,
-    progress: ProgressCallback | None,
-    phase: swap.Phase | None,
+    src: Source, target: _Target, request: _Request, progress: ProgressCallback | None, phase: swap.Phase | None
 ) -> IngestResult:
     """Under the lock: find the dataset, check the replace is safe, prepare, hash, swap."""
     phase = phase or (lambda step: None)
@@ -201,8 +250,9 @@ def _ingest_source(
     kept = set(wanted)
     ignored = [p for p in src.files if p not in kept]
     _check_free_space(target.raw.parent, sum(src.sizes[p] for p in wanted))
+    current = read_dvc_out(target.raw) if target.raw.exists() else None
     with dvc.open_repo(target.repo_root, scm=False) as repo:
-        if mode == "replace" and target.raw.exists() and not force:
+        if request.mode == "replace" and target.raw.exists() and not request.force:
             problem = dvc.unrecorded_changes(repo, target.raw, target.label)
             if problem:
                 raise VisError(
@@ -216,37 +266,66 @@ def _ingest_source(
             where = f" ({root}/)" if root else ""
             log.info("preparing %s%s in %s", src.origin, where, staging.relative_to(target.repo_root))
             unchanged = 0
-            if mode == "append" and target.raw.is_dir():
+            if request.mode == "append" and target.raw.is_dir():
                 link_tree(target.raw, staged)
                 src.extract(staging / "incoming", root, progress)
                 added, unchanged = merge(staging / "incoming", staged, src.origin, root, target.label)
             else:
                 src.extract(staged, root, progress)
                 added = len(wanted)
-            images, annotations = count_samples(staged)
+            found = survey(staged)
+            _refuse_losing_annotations(found, target, request)
             phase("prepared")
-            log.info("hashing %d images and %d annotations into the DVC cache", images, annotations)
-            new_dvc = dvc.add_folder(repo, staged, name)
+            log.info("hashing %d images and %d annotations into the DVC cache", found.images, found.annotations)
+            new_dvc = dvc.add_folder(repo, staged, request.name)
+            new = parse_dvc_file(new_dvc, f"{target.label}.dvc", target.raw.name)
             phase("hashed")
-            notes = swap.commit(target.raw, staging, target.repo_root, new_dvc, dvc.autostage(repo), phase)
-            committed = True
+            same = current is not None and current.md5 == new.md5
+            if same:
+                notes = _rename_version(target, current, request.name, new_dvc)
+            else:
+                notes = swap.commit(target.raw, staging, target.repo_root, new_dvc, dvc.autostage(repo), phase)
+                committed = True
         finally:
             if not committed:
                 swap.remove_tree(staging)
     for note in notes:
         log.warning("%s", note)
-    out = parse_dvc_file(new_dvc, f"{target.label}.dvc", target.raw.name)
     return IngestResult(
         raw_dir=target.label,
-        md5=out.md5.removesuffix(".dir"),
-        nfiles=out.nfiles,
-        size=out.size,
-        images=images,
-        annotations=annotations,
-        mode=mode,
-        name=name,
-        added=added,
+        md5=new.md5.removesuffix(".dir"),
+        nfiles=new.nfiles,
+        size=new.size,
+        images=found.images,
+        annotations=found.annotations,
+        mode=request.mode,
+        name=(request.name or current.desc) if same and current else request.name,
+        added=0 if same else added,
         unchanged=unchanged,
         ignored=ignored,
         notes=notes,
+        classes=describe_classes(found.objects, request.classes),
+        same_version=same,
     )
+
+
+def _refuse_losing_annotations(found: Survey, target: _Target, request: _Request) -> None:
+    """A version without annotations replacing one with them is most likely the wrong folder: refuse, unless forced."""
+    if request.force or request.mode != "replace" or found.annotations or not target.raw.is_dir():
+        return
+    before = survey(target.raw)
+    if before.annotations:
+        raise VisError(
+            f"the new version has {found.images} images and no annotation, where {target.label} has "
+            f"{before.annotations} annotations: was the image folder (JPEGImages/) given instead of the dataset "
+            "folder that holds Annotations/ and JPEGImages/? Give that folder, or --force to replace it anyway"
+        )
+
+
+def _rename_version(target: _Target, current: DvcOut, name: str | None, new_dvc: str) -> list[str]:
+    """The source held the current version: keep it; only a new name is written (DVC's `desc`)."""
+    if name is None or name == current.desc:
+        return []
+    with atomic_path(dvc_file_for(target.raw)) as tmp:
+        tmp.write_text(new_dvc, encoding="utf-8", newline="\n")
+    return [f"the version is unchanged; its name is now {name!r} (it was {current.desc!r})"]

@@ -16,7 +16,15 @@ from visapp.errors import VisError
 from visapp.formats.images import has_image_suffix
 from visapp.formats.voc import IMAGE_DIRS
 from visapp.fsio import os_error
-from visapp.ingest.archive import SafeZip, ZipLimits, ZipRefused, check_collisions, is_litter, safe_relpath
+from visapp.ingest.archive import (
+    ArchiveLimits,
+    ArchiveRefused,
+    SafeArchive,
+    check_collisions,
+    is_litter,
+    open_archive,
+    safe_relpath,
+)
 from visapp.progress import Counter, ProgressCallback
 
 ROOT_MARKERS = frozenset({"annotations", IMAGE_DIRS[0]})
@@ -82,26 +90,26 @@ def _common_folder(paths: list[str]) -> str:
 
 
 class Source:
-    """A ZIP or a folder, vetted: `files` are safe relative paths; `extract` writes the dataset folder."""
+    """An archive (ZIP or tar) or a folder, vetted: `files` are safe relative paths; `extract` writes them out."""
 
-    def __init__(self, path: Path, limits: ZipLimits) -> None:
+    def __init__(self, path: Path, limits: ArchiveLimits) -> None:
         self.path = path
         self.origin = str(path)
-        self.zip: SafeZip | None = None
+        self.archive: SafeArchive | None = None
         self.sizes: dict[str, int] = {}
         self.on_disk: dict[str, str] = {}  # folder sources: safe path -> the name as it is on disk
         if path.is_dir():
             self._scan_folder()
         elif path.is_file():
-            self.zip = SafeZip(path, limits).__enter__()
-            self.sizes = {e.path: e.info.file_size for e in self.zip.entries if not e.is_dir}
+            self.archive = open_archive(path, limits).__enter__()
+            self.sizes = {e.path: e.size for e in self.archive.entries if not e.is_dir}
         else:
-            raise VisError(f"{path}: no such file or folder; give a .zip archive or a VOC folder")
+            raise VisError(f"{path}: no such file or folder; give an archive (.zip, .tar, .tar.gz) or a VOC folder")
         self.files = sorted(self.sizes)
 
     def close(self) -> None:
-        if self.zip is not None:
-            self.zip.close()
+        if self.archive is not None:
+            self.archive.close()
 
     def _scan_folder(self) -> None:
         entries: list[tuple[str, bool, str]] = []
@@ -111,21 +119,21 @@ class Source:
                 full = Path(folder) / name
                 rel = full.relative_to(self.path).as_posix()
                 if full.is_symlink():
-                    raise ZipRefused(
+                    raise ArchiveRefused(
                         "symlink", f"{self.origin}: {rel!r} is a symbolic link; copy the file itself in (cp -L)"
                     )
                 try:
                     rel.encode("utf-8")
                 except UnicodeEncodeError:
-                    raise ZipRefused(
+                    raise ArchiveRefused(
                         "legacy_encoding",
                         f"{self.origin}: {rel.encode('utf-8', 'replace').decode()!r} has a name that is not valid "
                         "UTF-8; rename it",
                     ) from None
                 try:
                     path = safe_relpath(rel)
-                except ZipRefused as exc:
-                    raise ZipRefused(exc.code, f"{self.origin}: {exc}") from None
+                except ArchiveRefused as exc:
+                    raise ArchiveRefused(exc.code, f"{self.origin}: {exc}") from None
                 if is_litter(path) or name in dirs:
                     continue
                 entries.append((path, False, rel))
@@ -135,8 +143,8 @@ class Source:
 
     def extract(self, dest: Path, root: str, progress: ProgressCallback | None = None) -> None:
         """Write the files under `root` into the new folder `dest`, `root` stripped."""
-        if self.zip is not None:
-            self.zip.extract(dest, prefix=root, progress=progress)
+        if self.archive is not None:
+            self.archive.extract(dest, prefix=root, progress=progress)
             return
         try:
             dest.mkdir()

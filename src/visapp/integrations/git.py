@@ -85,3 +85,20 @@ def remotes(root: Path) -> list[str]:
 
 def push_tags(root: Path, remote: str, tags: list[str]) -> None:
     git(root, "push", remote, *(f"refs/tags/{tag}" for tag in tags))
+
+
+def branch(root: Path) -> str | None:
+    """The checked-out branch, or None (detached HEAD, no repository)."""
+    try:
+        proc = _run(root, ["symbolic-ref", "-q", "--short", "HEAD"], timeout=10)
+    except VisError:
+        return None
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
+def workspace_diff(root: Path) -> str:
+    """`git diff HEAD` (tracked files' changes) and the untracked files, as one text."""
+    changes = git(root, "diff", "HEAD", "--no-color", "--no-ext-diff")
+    untracked = git(root, "ls-files", "--others", "--exclude-standard")
+    listed = "".join(f"untracked: {line}\n" for line in untracked.splitlines())
+    return changes + listed

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from visapp import composition
+from visapp.config import CONF_DIR, PARAMS_FILE, read_params_file
 from visapp.errors import VisError
 from visapp.integrations import dvc, git, gto
 from visapp.registry import remote
@@ -21,10 +23,11 @@ from visapp.registry.versions import TAG_MODEL_VERSION, Tracking, find_run, trac
 from visapp.training import tracking
 
 HEADLINE_METRICS = ("mAP50", "mAP50-95", "precision", "recall")
+HEADLINE = "mAP50-95"  # the metric a new version is compared on with the previous one
 
 
 def workspace_problems(root: Path) -> list[str]:
-    """Why HEAD is not what the workspace holds: uncommitted files, then stale or missing pipeline outputs."""
+    """Why HEAD cannot be released: uncommitted files, a params.yaml that conf/ does not give, a stale pipeline."""
     problems = []
     dirty = git.changed_files(root)
     if dirty:
@@ -33,6 +36,12 @@ def workspace_problems(root: Path) -> list[str]:
             f"the workspace has uncommitted changes ({shown}): a version is a tag on a commit, so commit them "
             f"(`git add -A && git commit`, or `dvc exp apply`/`dvc exp branch` for an experiment's results) "
             f"or discard them, then release again"
+        )
+    differences = composition.diff(read_params_file(root / PARAMS_FILE), composition.compose(root / CONF_DIR))
+    if differences:
+        problems.append(
+            f"params.yaml disagrees with conf/ ({composition.describe(differences)}): the release would hold a "
+            f"conf/ that does not describe its model; {composition.FIX}"
         )
     status = dvc.pipeline_status(root)
     if status:
@@ -129,6 +138,38 @@ def _existing_version(root: Path, name: str, head: Snapshot, path: str) -> str |
     return None
 
 
+def _promotion_hint(root: Path, name: str, tag: str) -> str:
+    stages = next((entry.stages for entry in gto.versions(root, name) if entry.tag == tag), [])
+    if stages:
+        return f"promote it to another stage with `visapp release --stage NAME` (it is in {', '.join(stages)} already)"
+    return "promote it with `visapp release --stage prod`"
+
+
+def _metrics_of(message: str) -> dict[str, Any]:
+    """The metrics a version's tag message records (the `metrics: {...}` line), or {}."""
+    line = next((line for line in message.splitlines() if line.startswith("metrics: ")), "")
+    try:
+        found = json.loads(line.removeprefix("metrics: ")) if line else {}
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _compare_with_previous(root: Path, name: str, version: str, metrics: dict[str, Any]) -> str | None:
+    """A warning when the new version is worse than the latest earlier one on the headline metric."""
+    earlier = [entry for entry in gto.versions(root, name) if semver(entry.version) < semver(version)]
+    if not earlier or HEADLINE not in metrics:
+        return None
+    previous = max(earlier, key=lambda entry: semver(entry.version))
+    before = _metrics_of(previous.message).get(HEADLINE)
+    if not isinstance(before, int | float) or metrics[HEADLINE] >= before:
+        return None
+    return (
+        f"warning: {HEADLINE} {metrics[HEADLINE]:.4f} is below {previous.tag}'s {before:.4f}: this version is worse "
+        f"than the previous one on the headline metric (compare them with `visapp lineage`)"
+    )
+
+
 def _push_tags(root: Path, tags: list[str]) -> str:
     if not tags:
         return "no new tags to push"
@@ -140,12 +181,15 @@ def _push_tags(root: Path, tags: list[str]) -> str:
     return f"pushed {', '.join(tags)} to {target}"
 
 
-def _tag_run(track: Tracking, run_id: str, tag: str) -> str | None:
-    """Tag the training's MLflow run with its version; a note when that cannot be done (the tags stand)."""
+def _tag_run(track: Tracking, run_id: str, tag: str, commit: str) -> str | None:
+    """Tag the training's MLflow run with its version and the commit that holds it; a note when that cannot be done
+    (the Git tags stand)."""
     if track.problem:
         return f"MLflow run not tagged: {track.problem}"
     try:
-        tracking.client_for(track.uri).set_tag(run_id, TAG_MODEL_VERSION, tag)
+        client = tracking.client_for(track.uri)
+        client.set_tag(run_id, TAG_MODEL_VERSION, tag)
+        client.set_tag(run_id, tracking.TAG_RELEASED_COMMIT, commit)
     except Exception as exc:  # the Git tags are made: say what is missing rather than fail half-way
         return f"MLflow run {run_id} not tagged at {track.uri}: {str(exc).splitlines()[0]}"
     return None
@@ -181,7 +225,7 @@ def release(root: str | Path = ".", stage: str | None = None, push: bool = False
             )
             raise VisError(
                 f"{how} {existing}: train a new model (`dvc repro` or `dvc exp run`) and commit it for a new "
-                f"version, or promote this one with `visapp release --stage prod`"
+                f"version, or {_promotion_hint(root, name, existing)}"
             )
         metrics, metadata = head.metrics(), head.metadata()
         track = tracking_for(root, head)
@@ -209,9 +253,13 @@ def release(root: str | Path = ".", stage: str | None = None, push: bool = False
     if not run_id:
         notes.append(f"no MLflow run of this training found at {track.uri} (experiment {track.experiment!r})")
     else:
-        note = _tag_run(track, run_id, tag)
+        note = _tag_run(track, run_id, tag, commit)
         if note:
             notes.append(note)
-    if push:
-        notes.append(_push_tags(root, [t for t in (tag, promotion_tag) if t and t != existing]))
+    if not existing:
+        note = _compare_with_previous(root, name, version, metrics)
+        if note:
+            notes.append(note)
+    if push:  # the version tag too when only a promotion was made: a promotion tag alone names no version
+        notes.append(_push_tags(root, [t for t in (tag, promotion_tag) if t]))
     return Release(name, version, tag, commit, message, promotion_tag, run_id, notes, new=not existing)

@@ -42,17 +42,33 @@ def list_versions(root: str | Path = ".", name: str = ARTIFACT) -> list[dict[str
     return sorted(rows, key=lambda row: semver(row["version"]), reverse=True)
 
 
-def format_versions(rows: list[dict[str, Any]]) -> str:
+def promotions_without_versions(root: str | Path = ".", name: str = ARTIFACT) -> list[str]:
+    """Promotion tags (`yolo#prod#1`) on commits that hold no version tag here: the version tag was not fetched."""
+    root = Path(root).resolve()
+    versioned = set(version_tags(root, name).values())
+    return sorted(tag for tag, sha in git.tag_targets(root, f"{name}#*").items() if sha not in versioned)
+
+
+def format_versions(rows: list[dict[str, Any]], orphans: list[str] | None = None) -> str:
+    """A table of the versions, newest first; a note for promotion tags whose version tags are missing here."""
+    note = (
+        f"promotion tags {', '.join(orphans)} name versions whose tags are not in this repository: fetch them with "
+        "`git fetch --tags` (a push of a promotion tag alone leaves its version tag behind)"
+        if orphans
+        else ""
+    )
     if not rows:
-        return f"no model versions yet: train (`dvc repro`), commit, then `visapp release` (artifact {ARTIFACT!r})"
+        empty = f"no model versions yet: train (`dvc repro`), commit, then `visapp release` (artifact {ARTIFACT!r})"
+        return note or empty
     table = [("version", "tag", "commit", "stages", "summary")]
     for row in rows:
         summary = row["message"].splitlines()[0] if row["message"] else ""
         table.append((row["version"], row["tag"], row["commit"][:12], ",".join(row["stages"]) or "-", summary))
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
-    return "\n".join(
+    text = "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() for line in table
     )
+    return f"{text}\n{note}" if note else text
 
 
 @dataclass(frozen=True)

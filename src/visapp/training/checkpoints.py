@@ -14,12 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from visapp.config import Params, params_dict
+from visapp.errors import VisError
 from visapp.fsio import dumps_json, exclusive_lock, write_text
 from visapp.integrations.dvc import repository_root
 
@@ -68,3 +70,27 @@ def training_lock(base: Path, key: str) -> Iterator[None]:
     )
     with exclusive_lock(lock_path, busy):
         yield
+
+
+def prune_finished(base: Path, holding: str) -> list[Path]:
+    """Remove the folders of finished trainings under `base` (ours, `holding`, whose lock we hold, included).
+
+    A finished training is never resumed (DVC reruns the stage only to train again), so its checkpoints are
+    only disk: hundreds of MB after a few trainings. An unfinished one (killed, or running) is kept for resume;
+    another key's folder is removed only when its lock can be taken, so a running training is never touched.
+    """
+    removed = []
+    for folder in sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []:
+        if read_state(folder).get("status") != "done":
+            continue
+        if folder.name == holding:
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            try:
+                with training_lock(base, folder.name):
+                    shutil.rmtree(folder, ignore_errors=True)
+            except VisError:
+                continue  # its lock is held: a training with that key runs
+            (base / f"{folder.name}.lock").unlink(missing_ok=True)
+        removed.append(folder)
+    return removed

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
@@ -41,7 +40,14 @@ from visapp.integrations import ultralytics
 from visapp.integrations.dvc import repository_root
 from visapp.progress import Progress, ProgressCallback
 from visapp.training import tracking
-from visapp.training.checkpoints import checkpoint_base, checkpoint_key, read_state, save_state, training_lock
+from visapp.training.checkpoints import (
+    checkpoint_base,
+    checkpoint_key,
+    prune_finished,
+    read_state,
+    save_state,
+    training_lock,
+)
 from visapp.training.results import (
     METRICS_FILE,
     RESULTS_FILE,
@@ -152,8 +158,11 @@ def _open_run(uri: str | None, params: Params, metadata: dict[str, Any], key: st
     if uri is None:
         return None
     run_id = state.get("mlflow_run_id") if state.get("tracking_uri") == uri else None
-    run_name = os.environ.get(tracking.EXP_NAME_ENV) or f"train-{key[:8]}"
-    run = tracking.open_run(uri, params.tracking.experiment, run_name, tracking.run_tags(metadata, key), run_id)
+    code = tracking.source()
+    name = tracking.run_name(code, key)
+    run = tracking.open_run(uri, params.tracking.experiment, name, tracking.run_tags(metadata, key, code), run_id)
+    if code.dirty and not run_id:
+        run.log_text(code.diff, "code/workspace.diff")
     changed = run.log_params(flatten(params_dict(params)))
     if changed:
         log.info("MLflow keeps the first logged value of %s (a param cannot change in a run)", ", ".join(changed))
@@ -199,7 +208,7 @@ def _write_outputs(run_dir: Path, model_dir: Path, metrics: dict[str, Any], run:
     write_text(model_dir / RESULTS_FILE, format_results(columns, rows))
     with atomic_path(model_dir / "plots") as tmp:
         tmp.mkdir(parents=True)
-        for image in sorted(run_dir.glob("*.png")):
+        for image in sorted([*run_dir.glob("*.png"), *run_dir.glob("labels*.jpg")]):  # curves; the label statistics
             shutil.copyfile(image, tmp / image.name)
     # Which MLflow run holds this model's history: committed with dvc.lock, so a release leads back to it.
     run_info = {"run_id": run.run_id, "experiment_id": run.experiment_id} if run else {"run_id": None}
@@ -319,4 +328,7 @@ def train_model(
             raise
         state["status"] = "done"
         save_state(ckpt_dir, state)
+        pruned = prune_finished(base, key)
+        if pruned:
+            log.info("train: removed the checkpoints of %d finished training(s) from %s", len(pruned), base)
         return state["metrics"]

@@ -32,6 +32,9 @@ EXP_NAME_ENV = "DVC_EXP_NAME"
 # Tag names other steps read back (release, lineage): keep them stable.
 TAG_GIT_COMMIT = "git_commit"
 TAG_DVC_EXP = "dvc_exp_name"
+TAG_GIT_DIRTY = "git_dirty"
+TAG_GIT_BRANCH = "git_branch"
+TAG_RELEASED_COMMIT = "released_commit"
 TAG_FINGERPRINT = "dataset_fingerprint"
 TAG_RAW_DVC_HASH = "raw_dvc_hash"
 TAG_CHECKPOINT_KEY = "checkpoint_key"
@@ -135,6 +138,9 @@ class Run:
         for start in range(0, len(batch), 1000):
             self.client.log_batch(self.run_id, metrics=batch[start : start + 1000])
 
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         """A file, or a folder's files (under `artifact_path`/<folder name>)."""
         if path.is_dir():
@@ -192,16 +198,60 @@ def open_run(uri: str, experiment: str, run_name: str, tags: Mapping[str, Any], 
     return Run(uri, created.info.run_id, experiment_id, client)
 
 
-def run_tags(metadata: Mapping[str, Any], checkpoint_key: str, cwd: Path | None = None) -> dict[str, str]:
-    """The lineage tags of a training: git commit, DVC experiment name, dataset fingerprint and DVC hash."""
-    commit = git.head_commit(cwd or Path()) or "unknown"
+@dataclass(frozen=True)
+class Source:
+    """The code a training runs: the checked-out commit, the branch, and whether the workspace differs from it."""
+
+    commit: str | None
+    branch: str | None
+    dirty: bool
+    diff: str = ""  # `git diff HEAD` and the untracked files, when dirty
+
+
+def source(cwd: Path | None = None) -> Source:
+    root = cwd or Path()
+    commit = git.head_commit(root)
+    if commit is None:
+        return Source(None, None, False)
+    try:
+        diff = git.workspace_diff(root)
+    except VisError:
+        diff = ""
+    return Source(commit, git.branch(root), bool(diff.strip()), diff)
+
+
+def run_name(code: Source, checkpoint_key: str, environ: Mapping[str, str] | None = None) -> str:
+    """The DVC experiment's name, else where the code is: `main@1a2b3c4`, `main@1a2b3c4+changes` when dirty."""
+    environ = os.environ if environ is None else environ
+    if environ.get(EXP_NAME_ENV):
+        return environ[EXP_NAME_ENV]
+    if code.commit is None:
+        return f"train-{checkpoint_key[:8]}"
+    where = f"{code.branch or 'detached'}@{code.commit[:7]}"
+    return f"{where}+changes" if code.dirty else where
+
+
+def run_tags(
+    metadata: Mapping[str, Any], checkpoint_key: str, code: Source, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The lineage tags of a training: the code (commit, dirty), DVC experiment, dataset fingerprint and hash.
+
+    The commit is the one checked out when training ran: the commit that holds the training is made after it.
+    `git_dirty` says whether the workspace differed from that commit (the difference is logged as the artifact
+    `code/workspace.diff`); `visapp release` adds the commit the version was released from.
+    """
+    environ = os.environ if environ is None else environ
     tags = {
-        TAG_GIT_COMMIT: commit,
-        TAG_DVC_EXP: os.environ.get(EXP_NAME_ENV, ""),
+        TAG_GIT_COMMIT: code.commit or "unknown",
+        TAG_GIT_DIRTY: str(code.dirty).lower(),
         TAG_FINGERPRINT: str(metadata.get("fingerprint") or ""),
         TAG_RAW_DVC_HASH: str(metadata.get("raw_dvc_hash") or ""),
         TAG_CHECKPOINT_KEY: checkpoint_key,
     }
-    if commit != "unknown":
-        tags["mlflow.source.git.commit"] = commit  # shown by the MLflow UI
+    if environ.get(EXP_NAME_ENV):
+        tags[TAG_DVC_EXP] = environ[EXP_NAME_ENV]
+    if code.branch:
+        tags[TAG_GIT_BRANCH] = code.branch
+    if code.commit:
+        tags["mlflow.source.git.commit"] = code.commit  # shown by the MLflow UI
     return tags
