@@ -88,6 +88,7 @@ class DataConfig:
     on_error: OnError
     allow_background: bool
     bbox_tolerance_px: float = field(metadata=_range(0))
+    max_image_pixels: int = field(metadata=_range(1))
     one_based_coords: bool
     include_difficult: bool
     split: SplitConfig

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -20,7 +20,7 @@ from visapp.dataset.convert import assign_split, convert
 from visapp.dataset.synthetic import CLASSES, write_synthetic
 from visapp.errors import VisError
 from visapp.formats.images import displayed_size
-from visapp.formats.yolo import rotate_yolo_box, voc_box_to_yolo, yolo_to_voc_box
+from visapp.formats.yolo import to_displayed_frame, voc_box_to_yolo, yolo_to_voc_box
 
 pytestmark = pytest.mark.unit
 
@@ -108,30 +108,64 @@ def test_voc_to_six_decimal_yolo_to_voc_stays_within_a_thousandth_of_a_pixel(x_a
         assert abs(original - back) <= 0.011
 
 
+def exif_image(fmt: str, width: int, height: int, rect: tuple[int, int, int, int], orientation: int) -> bytes:
+    """A black image of stored size width x height, white on pixels rect (x0, y0, x1, y1 inclusive), with EXIF."""
+    pixels = np.zeros((height, width, 3), np.uint8)
+    x0, y0, x1, y1 = rect
+    pixels[y0 : y1 + 1, x0 : x1 + 1] = 255
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    options = {"JPEG": {"quality": 100, "subsampling": 0}, "WEBP": {"lossless": True}, "PNG": {}}[fmt]
+    Image.fromarray(pixels).save(buffer, fmt, exif=exif.tobytes(), **options)
+    return buffer.getvalue()
+
+
+def opencv_box(data: bytes) -> tuple[int, int, int, int]:
+    """The white rectangle's pixels (x0, y0, x1, y1 inclusive) in the image OpenCV decodes: the frame training sees."""
+    import cv2
+
+    grey = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    ys, xs = np.nonzero(grey > 127)
+    return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
 @pytest.mark.parametrize("orientation", range(1, 9))
-def test_rotate_yolo_box_lands_on_the_pixels_opencv_and_pil_show(orientation):
-    from PIL import ImageOps
-
-    width, height, rect = 80, 60, (10, 5, 29, 14)  # a 20 x 10 rectangle near the top-left corner
-    data = exif_jpeg(width, height, rect, orientation)
-    # Pixel edges (x0, x1 + 1) with no one-based shift: an exact box, so only JPEG blur can move it.
-    stored = voc_box_to_yolo(rect[0], rect[1], rect[2] + 1, rect[3] + 1, width, height, one_based=False)
-    cx, cy, w, h = rotate_yolo_box(stored, orientation)
+@settings(max_examples=6, derandomize=True, deadline=None)
+@given(cells=st.tuples(*[st.integers(0, 5)] * 4))
+def test_labels_equal_ultralytics_formula_on_the_box_drawn_on_the_displayed_image(
+    tmp_path_factory, orientation, fmt, cells
+):
+    """The oracle: OpenCV turns the real pixels; the box a person would draw on what it shows, 1-based, through
+    Ultralytics' VOC formula. Our label of the box drawn on the stored pixels must be that, to 1e-6."""
+    width, height = 96, 64  # rectangles on a 16-pixel grid: JPEG blocks do not blur their edges
+    a, b, c, d = cells
+    x0, x1 = sorted((a * 16 % width, (b * 16 + 15) % width))
+    y0, y1 = sorted((c * 16 % height, (d * 16 + 15) % height))
+    data = exif_image(fmt, width, height, (x0, y0, x1, y1), orientation)
+    X0, Y0, X1, Y1 = opencv_box(data)
     shown_w, shown_h = displayed_size(width, height, orientation)
-    expected = ((cx - w / 2) * shown_w, (cy - h / 2) * shown_h, (cx + w / 2) * shown_w, (cy + h / 2) * shown_h)
+    expected = voc_box_to_yolo(X0 + 1, Y0 + 1, X1 + 1, Y1 + 1, shown_w, shown_h, one_based=True)
 
-    opencv = cv2_pixels(data)
-    assert opencv.shape[:2] == (shown_h, shown_w)
-    assert coloured_box(opencv) == pytest.approx(expected, abs=1)
-    with Image.open(io.BytesIO(data)) as im:
-        pil = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
-    assert coloured_box(pil) == pytest.approx(expected, abs=1)
+    raw = tmp_path_factory.mktemp("raw")
+    (raw / "JPEGImages").mkdir()
+    (raw / "JPEGImages" / "a.img").write_bytes(data)
+    manifest = write_manifest(
+        raw.parent / f"{raw.name}.jsonl",
+        [row("a", obj("square", x0 + 1, y0 + 1, x1 + 1, y1 + 1), width=width, height=height,
+             orientation=orientation, boxes_frame="stored", split="train")],
+    )  # fmt: skip
+    convert(manifest, raw, raw.parent / f"{raw.name}-yolo", DATA, seed=0)
+    ((cls, *label),) = read_labels(raw.parent / f"{raw.name}-yolo")["train/a"]
+    assert cls == 1
+    assert label == pytest.approx(expected, abs=1e-6), (orientation, fmt)
 
 
 @pytest.mark.parametrize("orientation", [0, 9, -1])
-def test_rotate_yolo_box_rejects_an_invalid_orientation(orientation):
+def test_an_invalid_orientation_is_refused(orientation):
     with pytest.raises(ValueError, match="orientation"):
-        rotate_yolo_box((0.5, 0.5, 0.1, 0.1), orientation)
+        to_displayed_frame((1, 1, 2, 2), 10, 10, orientation)
 
 
 # --- splits ------------------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ pytestmark = pytest.mark.unit
 # The only codes a report may hold, and their severities.
 REPORT_SEVERITY = {code: entry.severity for code, entry in CODES.items()}
 XML_CODES = {"xml_malformed", "xml_unsafe"}
-IMAGE_CODES = {"image_unreadable", "image_truncated"}
+IMAGE_CODES = {"image_unreadable", "image_truncated", "image_too_large"}
 FORMATS = ("jpeg", "png", "bmp", "webp")
 SUFFIX = {"jpeg": ".jpg", "png": ".png", "bmp": ".bmp", "webp": ".webp"}
 CLASSES = ["circle", "square", "triangle"]
@@ -806,9 +806,10 @@ def test_a_png_whose_image_data_fails_its_crc_is_refused():
     crc_at = at + 4 + int.from_bytes(data[at - 4 : at], "big")
     data[crc_at] ^= 0x01  # the image data is intact, its checksum is not
     Image.open(io.BytesIO(bytes(data))).load()  # Pillow is fine with it
+    assert cv2.imdecode(np.frombuffer(bytes(data), np.uint8), cv2.IMREAD_COLOR) is None
     with pytest.raises(ImageError) as caught:
         inspect_image(bytes(data))
-    assert caught.value.code == "image_unreadable" and "OpenCV" in caught.value.message
+    assert caught.value.code == "image_unreadable" and "'IDAT' fails its checksum" in caught.value.message
 
 
 def test_a_bmp_whose_palette_size_opencv_refuses_is_refused():

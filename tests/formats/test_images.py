@@ -85,9 +85,66 @@ def test_jpeg_without_end_marker_is_truncated():
     assert _code(image_bytes("jpeg")[:-2]) == "image_truncated"  # only the FFD9 marker missing
 
 
-def test_jpeg_with_bytes_after_the_end_marker_counts_as_truncated():
-    # Ultralytics judges a JPEG by its last two bytes and would rewrite this file in place.
-    assert _code(image_bytes("jpeg") + b"\x00\x00") == "image_truncated"
+@pytest.mark.parametrize("extra", [b"\x00\x00", b"\x00" * 4096, b"ftypmp42" + bytes(range(256)) * 40])
+def test_a_complete_jpeg_followed_by_other_bytes_is_accepted_and_they_are_counted(extra):
+    """Zero padding, a camera trailer, a phone's "motion photo" video: the image itself is complete."""
+    data = image_bytes("jpeg", (64, 48))
+    info = inspect_image(data + extra)
+    assert (info.width, info.height, info.trailing_bytes) == (64, 48, len(extra))
+    assert inspect_image(data).trailing_bytes == 0
+
+
+@pytest.mark.parametrize("fmt", ["png", "webp"])
+def test_other_formats_followed_by_other_bytes_count_them(fmt):
+    assert inspect_image(image_bytes(fmt, (32, 32)) + b"tail").trailing_bytes == 4
+
+
+def test_a_jpeg_thumbnail_in_the_exif_does_not_end_the_image_early():
+    from PIL import Image
+
+    thumbnail = image_bytes("jpeg", (16, 12))
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    blob = b"Exif\x00\x00" + exif.tobytes()[6:] + thumbnail  # a complete JPEG inside APP1, as cameras write
+    data = image_bytes("jpeg", (64, 48), exif=blob)
+    assert inspect_image(data).trailing_bytes == 0
+    assert _code(data[:-2]) == "image_truncated"
+
+
+def test_too_many_pixels_is_refused_from_the_header_alone():
+    import zlib
+
+    width = height = 13_000  # 169 megapixels in a few kilobytes
+    ihdr = b"IHDR" + width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+    idat = b"IDAT" + zlib.compress(b"\x00" * 100)
+    chunk = lambda body: len(body[4:]).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")  # noqa: E731
+    data = b"\x89PNG\r\n\x1a\n" + chunk(ihdr) + chunk(idat) + chunk(b"IEND")
+    with pytest.raises(ImageError) as caught:
+        inspect_image(data, max_pixels=100_000_000)
+    assert caught.value.code == "image_too_large"
+    assert "13000x13000 = 169,000,000 pixels" in caught.value.message
+    assert "data.max_image_pixels" in caught.value.message
+
+
+@pytest.mark.parametrize("name", ["heic", "avif"])
+def test_heic_and_avif_bytes_are_named(name):
+    brand = {"heic": b"heic", "avif": b"avif"}[name]
+    data = b"\x00\x00\x00\x18ftyp" + brand + b"\x00" * 40
+    with pytest.raises(ImageError) as caught:
+        inspect_image(data)
+    assert name.upper() in caught.value.message.upper()
+
+
+def test_a_big_png_is_checked_as_a_stream(monkeypatch):
+    """Past the decode limit a PNG is decompressed as a stream: complete ones pass, damaged ones do not."""
+    from visapp.formats import images
+
+    monkeypatch.setattr(images, "PNG_DECODE_LIMIT", 0)
+    for mode in ("RGB", "L", "P", "RGBA"):
+        assert inspect_image(image_bytes("png", (61, 37), mode=mode)).width == 61
+    data = bytearray(image_bytes("png", (64, 64), seed=5))
+    data[60:90] = b"\x00" * 30  # inside the IDAT chunk
+    assert _code(bytes(data)) == "image_unreadable"
 
 
 @pytest.mark.parametrize("fmt", ["png", "bmp", "webp"])

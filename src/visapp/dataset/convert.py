@@ -6,7 +6,8 @@ Conventions (docs/architecture.md, "Conversion"):
   which is what Ultralytics' own VOC conversion (`VOC.yaml`) does; without the `- 1` otherwise.
 - Ultralytics decodes images with OpenCV, which applies the EXIF orientation, so labels are written in that
   displayed frame and normalised by its size. A manifest row says in which frame its boxes are
-  (`boxes_frame`): "stored" boxes are turned into the displayed frame, "rotated" ones already are in it.
+  (`boxes_frame`): "stored" boxes are turned into the displayed frame (pixel coordinates mirrored as the
+  pixels are, so the 1-based shift applies in the displayed frame), "rotated" ones already are in it.
 - Splits: the manifest's `split` (from ImageSets/Main lists) when set, else a stable hash of the image bytes.
 """
 
@@ -32,8 +33,8 @@ from visapp.formats.yolo import (
     label_line,
     label_path,
     label_text,
-    rotate_yolo_box,
     split_list_text,
+    to_displayed_frame,
     voc_box_to_yolo,
 )
 from visapp.fsio import atomic_path
@@ -139,11 +140,10 @@ def _label_lines(
             )
         coords = (float(obj.xmin), float(obj.ymin), float(obj.xmax), float(obj.ymax))
         if row.boxes_frame == "stored":
-            box = voc_box_to_yolo(*coords, row.width, row.height, data.one_based_coords)
-            box = rotate_yolo_box(box, row.orientation)
+            coords, shown = to_displayed_frame(coords, row.width, row.height, row.orientation, data.one_based_coords)
         else:
             shown = displayed_size(row.width, row.height, row.orientation)
-            box = voc_box_to_yolo(*coords, *shown, data.one_based_coords)
+        box = voc_box_to_yolo(*coords, *shown, data.one_based_coords)
         clamped = (_clamp(box[0]), _clamp(box[1]), _clamp(box[2]), _clamp(box[3]))
         if clamped != box:
             summary.clamped_boxes += 1

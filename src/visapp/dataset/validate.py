@@ -251,8 +251,17 @@ def _check_sample(
     ann = _load(raw_dir, files.annotation, out, "xml_malformed", parse_annotation)[1] if files.annotation else None
     info = None
     if files.image:
-        image_bytes, info = _load(raw_dir, files.image, out, "image_unreadable", inspect_image)
+        image_bytes, info = _load(
+            raw_dir, files.image, out, "image_unreadable", lambda blob: inspect_image(blob, data.max_image_pixels)
+        )
         out.sha256 = hashlib.sha256(image_bytes).hexdigest() if info else None
+        if info is not None and info.trailing_bytes:
+            out.add(
+                files.image,
+                "image_trailing_data",
+                f"the {info.format.upper()} image is complete, followed by {info.trailing_bytes:,} more bytes "
+                "(padding, or a camera or phone trailer): kept; training reads a copy, so data/raw is never rewritten",
+            )
     _missing_partner(files, ann, data, out)
     frame = _frame(ann, info, files.annotation or "", out) if ann and info else None
     objects = _check_objects(ann, frame, files.annotation or "", data, out) if ann else []

@@ -5,7 +5,8 @@ Ultralytics finds a label by replacing `/images/` with `/labels/` in the image's
 holds labels whose images stay in data/raw, so whoever trains builds a view here:
 
 - mode "link": symlinks to the raw images and copies of the labels in a scratch folder outside every DVC
-  output, wiped and rebuilt on each call, so no stale Ultralytics cache survives (training does this);
+  output, wiped and rebuilt on each call, so no stale Ultralytics cache survives (training does this); an
+  image Ultralytics would rewrite in place (a JPEG followed by other bytes) is copied, not linked;
 - mode "copy": a standalone copy (`visapp export-yolo DIR`) for use on another machine.
 """
 
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from visapp.errors import VisError
-from visapp.formats.images import sniff_format, trainable_suffix
+from visapp.formats.images import jpeg_is_rewritten_by_ultralytics, sniff_format, trainable_suffix
 from visapp.formats.voc import sample_id
 from visapp.formats.yolo import (
     DATA_YAML,
@@ -42,6 +43,16 @@ def view_suffix(image: Path) -> str:
     if fmt is None:
         raise VisError(f"{image}: not a JPEG, PNG, BMP or WebP image; rerun the validate stage")
     return trainable_suffix(image.name, fmt)
+
+
+def _rewritten_by_ultralytics(image: Path) -> bool:
+    """Whether Ultralytics would rewrite this image in place (a JPEG with bytes after its end marker): then the
+    view holds a copy, and the rewrite lands in the copy, never in data/raw or the DVC cache behind it."""
+    with image.open("rb") as handle:
+        head = handle.read(3)
+        handle.seek(max(handle.seek(0, 2) - 2, 0))
+        tail = handle.read(2)
+    return jpeg_is_rewritten_by_ultralytics(head + tail)
 
 
 def _split_entries(yolo_dir: Path, raw_dir: Path, list_name: str) -> list[tuple[str, Path]]:
@@ -83,7 +94,7 @@ def _populate(yolo_dir: Path, raw_dir: Path, root: Path, declared: DataYaml, mod
                 if folder not in made:
                     folder.mkdir(parents=True, exist_ok=True)
                     made.add(folder)
-            if mode == "link":
+            if mode == "link" and not _rewritten_by_ultralytics(image):
                 # Absolute targets: the view works from any working directory. Labels are copied, not
                 # linked, so Ultralytics' cache beside them never lands in data/yolo.
                 image_dest.symlink_to(image.resolve())

@@ -1,43 +1,70 @@
-"""Image bytes -> `ImageInfo` (true format, stored size, EXIF orientation), or an `ImageError` saying why not.
+"""Image bytes -> `ImageInfo` (true format, stored size, EXIF orientation, trailing bytes), or an `ImageError`.
 
-The format comes from the magic bytes, never the file name (real datasets hold PNG files named `.jpg`).
-Every image is decoded in full, so that a file Ultralytics (or OpenCV) would choke on is rejected here first:
-by Pillow, then by OpenCV, which Ultralytics trains with (it is stricter than Pillow about some broken PNGs,
-and where the two read the EXIF orientation differently the labels would land in the wrong frame).
+The format comes from the magic bytes, never the file name (real datasets hold PNG files named `.jpg`). Each
+image is checked the way training will read it, and no more than once:
+
+1. its container is walked (JPEG markers up to the main image's end marker, PNG chunks and their checksums up
+   to IEND, the RIFF size of WebP, the file size a BMP declares): a file that ends before its image does is
+   `image_truncated`; bytes after a complete image (padding, camera or "motion photo" trailers) are counted
+   and reported as a warning, `image_trailing_data` (Ultralytics would rewrite such a JPEG in place, so
+   training reads a copy of it);
+2. its header gives the size and the EXIF orientation; more pixels than the limit is `image_too_large`,
+   before anything is decoded;
+3. it is decoded by OpenCV, the library training reads with, at the smallest size that still reads all its
+   data (a JPEG at 1/8 scale: the decoder still goes through every entropy-coded block), in grey. A PNG too
+   big to decode in bounded memory is decompressed as a stream instead, every row's filter byte checked,
+   without keeping the pixels. Where the file carries EXIF, a second decode without the orientation proves
+   that OpenCV turns the image the way its EXIF orientation says (the labels are written in that frame).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
+import struct
 import warnings
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from visapp.errors import DataError
 
 FORMATS = ("jpeg", "png", "bmp", "webp")  # the image formats we accept, by their bytes
-# Extensions taken as images without looking inside. GIF/TIFF are not accepted but listed, so that they are
-# reported as unreadable (not silently ignored, which would call their annotations "image_missing").
+# Extensions taken as images without looking inside. GIF/TIFF/HEIC are not accepted but listed, so that they
+# are reported as unreadable (not silently ignored, which would call their annotations "image_missing").
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".webp"})
-REPORTED_SUFFIXES = IMAGE_SUFFIXES | {".gif", ".tif", ".tiff"}
+REPORTED_SUFFIXES = IMAGE_SUFFIXES | {".gif", ".tif", ".tiff", ".heic", ".heif", ".avif"}
 # Suffixes every recent Ultralytics takes as images (its IMG_FORMATS, less what we do not accept); OpenCV then
 # decodes by content, so a PNG named .jpg reads fine. An image with another suffix gets its format's own.
 TRAINABLE_SUFFIXES = frozenset({".bmp", ".jpeg", ".jpg", ".mpo", ".png", ".webp"})
 FORMAT_SUFFIX = {"jpeg": ".jpg", "png": ".png", "bmp": ".bmp", "webp": ".webp"}
-# Pillow's names for the formats we accept; `Image.open(formats=...)` is restricted to the sniffed one.
+DEFAULT_MAX_PIXELS = 100_000_000
+# Above this many pixels a PNG is checked as a stream rather than decoded (1 byte a pixel in grey).
+PNG_DECODE_LIMIT = 40_000_000
 _PIL_FORMATS = {"jpeg": "JPEG", "png": "PNG", "bmp": "BMP", "webp": "WEBP"}
-_JPEG_END = b"\xff\xd9"
-_PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC: libpng (OpenCV) fails a PNG without it
 _ORIENTATION_TAG = 0x0112
-# Where OpenCV may find an EXIF orientation: JPEG APP1 "Exif", PNG "eXIf", WebP "EXIF".
-_EXIF_MARK = re.compile(rb"exif", re.IGNORECASE)
+# A marker in JPEG entropy-coded data: 0xFF followed by neither a stuffed 0x00, a restart marker, nor a fill byte.
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_EXIF_MARK = re.compile(rb"exif", re.IGNORECASE)  # JPEG APP1 "Exif", PNG "eXIf", WebP "EXIF"
 # Formats a person may reasonably hand us that we do not accept: named in the message.
-_OTHER_MAGIC = {b"GIF8": "GIF", b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"%PDF": "PDF", b"<?xm": "XML", b"<ann": "XML"}
+_OTHER_MAGIC = {
+    b"GIF8": "a GIF file",
+    b"II*\x00": "a TIFF file",
+    b"MM\x00*": "a TIFF file",
+    b"%PDF": "a PDF document",
+    b"8BPS": "a Photoshop (PSD) file",
+    b"<?xm": "an XML file",
+    b"<ann": "an XML file",
+}
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
+_AVIF_BRANDS = {b"avif", b"avis"}
 
 
 class ImageError(DataError):
-    """An image that cannot be used: `code` is `image_unreadable` or `image_truncated`."""
+    """An image that cannot be used: `code` is `image_unreadable`, `image_truncated` or `image_too_large`."""
 
 
 @dataclass(frozen=True)
@@ -48,13 +75,14 @@ class ImageInfo:
     width: int
     height: int
     orientation: int  # valid EXIF orientation 1..8; 1 when absent or invalid
+    trailing_bytes: int = 0  # bytes after the end of a complete image
 
 
 def sniff_format(head: bytes) -> str | None:
     """The image format from the first bytes of a file (12 are enough), or None when it is none of ours."""
     if head.startswith(b"\xff\xd8\xff"):
         return "jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+    if head.startswith(_PNG_SIGNATURE):
         return "png"
     if head.startswith(b"BM"):
         return "bmp"
@@ -76,22 +104,30 @@ def trainable_suffix(name: str, fmt: str) -> str:
     return suffix if suffix.lower() in TRAINABLE_SUFFIXES else FORMAT_SUFFIX[fmt]
 
 
+def displayed_size(width: int, height: int, orientation: int) -> tuple[int, int]:
+    """The size after EXIF rotation: orientations 5..8 turn the image a quarter, swapping width and height."""
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def jpeg_is_rewritten_by_ultralytics(head_and_tail: bytes) -> bool:
+    """Whether Ultralytics would rewrite this JPEG in place ("corrupt JPEG restored"): it does so for any JPEG
+    whose last two bytes are not the end marker FFD9 (pass the file's first 3 and last 2 bytes, or all of it)."""
+    return head_and_tail.startswith(b"\xff\xd8\xff") and not head_and_tail.endswith(b"\xff\xd9")
+
+
 def _describe_unknown(data: bytes) -> str:
+    accepted = "JPEG, PNG, BMP or WebP"
+    if data[4:8] == b"ftyp":
+        brand = data[8:12]
+        if brand in _HEIF_BRANDS:
+            return f"a HEIC/HEIF image (as iPhones save photos), not a {accepted} image: export it as JPEG"
+        if brand in _AVIF_BRANDS:
+            return f"an AVIF image, not a {accepted} image: convert it to JPEG or PNG"
+        return f"a video or ISO media file ({brand.decode('latin-1')!r}), not a {accepted} image"
     for magic, name in _OTHER_MAGIC.items():
         if data.startswith(magic):
-            return f"a {name} file, not a JPEG, PNG, BMP or WebP image"
-    return f"not a JPEG, PNG, BMP or WebP image (starts with {data[:8].hex(' ')})"
-
-
-def _orientation(image: object) -> int:
-    """EXIF orientation 1..8, or 1 for a missing, invalid or unparsable tag (valid input, not an issue)."""
-    try:
-        value = image.getexif().get(_ORIENTATION_TAG)  # type: ignore[attr-defined]
-    except Exception:  # broken EXIF comes in endless shapes (struct, value, key, syntax errors)
-        return 1
-    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 8:
-        return value
-    return 1
+            return f"{name}, not a {accepted} image: convert it to JPEG or PNG"
+    return f"not a {accepted} image (starts with {data[:8].hex(' ')})"
 
 
 def _exc_text(exc: Exception) -> str:
@@ -99,77 +135,134 @@ def _exc_text(exc: Exception) -> str:
     return re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", str(exc)).strip() or type(exc).__name__
 
 
-def _truncation(fmt: str, data: bytes) -> str | None:
-    """Why a file is cut short, judged from its container before decoding; None when it looks whole."""
-    if fmt == "jpeg" and not data.endswith(_JPEG_END):
-        return "JPEG does not end with its end marker (FFD9): the file is cut short"
-    if fmt == "png" and data.rfind(_PNG_END) < 0:
-        return "PNG has no IEND chunk: the file is cut short"
-    if fmt == "webp" and len(data) < 8 + int.from_bytes(data[4:8], "little"):
-        return f"WebP holds {len(data)} bytes but its RIFF header announces {8 + int.from_bytes(data[4:8], 'little')}"
-    return None
+# ---------------------------------------------------------------- containers: where the image ends
 
 
-def _decode_error(fmt: str, exc: Exception) -> ImageError:
-    text = _exc_text(exc)
-    if "truncated" in text.lower():
-        return ImageError("image_truncated", f"{fmt.upper()} data ends early ({text}): re-export or re-download it")
-    return ImageError("image_unreadable", f"{fmt.upper()} fails to decode ({text}): re-export it or remove it")
+def _truncated(what: str) -> ImageError:
+    return ImageError("image_truncated", f"{what}: the file is cut short; re-export or re-download it")
 
 
-def inspect_image(data: bytes) -> ImageInfo:
-    """Identify and fully decode one image.
-
-    Args:
-        data: the whole file's bytes.
-
-    Returns:
-        The true format, the stored size (before EXIF rotation) and the EXIF orientation.
-
-    Raises:
-        ImageError: `image_unreadable` (empty, not an image, fails to decode) or `image_truncated` (decodes only
-            partly; a JPEG that does not end with its end marker FFD9, which Ultralytics would rewrite in place).
-    """
-    if not data:
-        raise ImageError("image_unreadable", "empty file (0 bytes): replace it with the real image or remove it")
-    fmt = sniff_format(data[:12])
-    if fmt is None:
-        raise ImageError("image_unreadable", _describe_unknown(data))
-    truncation = _truncation(fmt, data)
-    if truncation:
-        # Checked before decoding: Ultralytics rewrites such a JPEG in place, and libpng refuses such a PNG.
-        raise ImageError("image_truncated", f"{truncation}; re-export or re-download it")
-    # Pillow warns about corrupt EXIF and large images; the outcome is what counts, not the noise.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        info = _decode(data, fmt)
-    _check_opencv(data, info)
-    return info
+def _jpeg_end(data: bytes) -> int:
+    """The offset just after the main image's end marker (FFD9); embedded thumbnails are skipped with their segment."""
+    pos, size = 2, len(data)
+    while pos < size:
+        if data[pos] != 0xFF:
+            raise ImageError("image_unreadable", f"JPEG structure is broken at byte {pos}: re-export it")
+        while pos + 1 < size and data[pos + 1] == 0xFF:  # fill bytes
+            pos += 1
+        if pos + 1 >= size:
+            break
+        marker = data[pos + 1]
+        if marker == 0xD9:
+            return pos + 2
+        if 0xD0 <= marker <= 0xD7 or marker in (0x01, 0xD8):
+            pos += 2
+            continue
+        if pos + 4 > size:
+            break
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        pos += 2 + length
+        if marker == 0xDA:  # start of scan: entropy-coded data follows, up to the next real marker
+            found = _JPEG_MARKER.search(data, pos)
+            if found is None:
+                break
+            pos = found.start()
+    raise _truncated("JPEG ends before its end marker (FFD9)")
 
 
-def _decode(data: bytes, fmt: str) -> ImageInfo:
-    from PIL import Image, ImageFile
+def _png_chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """(type, start of data, end of data) of every chunk up to IEND; `ImageError` for a cut or damaged one."""
+    pos, size = len(_PNG_SIGNATURE), len(data)
+    while True:
+        if pos + 12 > size:
+            raise _truncated("PNG ends before its IEND chunk")
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        end = pos + 8 + length
+        if end + 4 > size:
+            raise _truncated(f"PNG chunk {kind.decode('latin-1')!r} runs past the end of the file")
+        critical = kind[:1].isupper()
+        if critical and zlib.crc32(data[pos + 4 : end]) != int.from_bytes(data[end : end + 4], "big"):
+            raise ImageError(
+                "image_unreadable",
+                f"PNG chunk {kind.decode('latin-1')!r} fails its checksum (a damaged file): re-export or re-download",
+            )
+        yield kind, pos + 8, end
+        pos = end + 4
+        if kind == b"IEND":
+            return
 
+
+def _png_end(data: bytes) -> int:
+    end = 0
+    for kind, _start, stop in _png_chunks(data):
+        if kind == b"IEND":
+            end = stop + 4
+    return end
+
+
+def _riff_end(data: bytes) -> int:
+    end = 8 + int.from_bytes(data[4:8], "little")
+    if len(data) < end:
+        raise _truncated(f"WebP holds {len(data)} bytes but its RIFF header announces {end}")
+    return end
+
+
+def _bmp_end(data: bytes) -> int:
+    declared = int.from_bytes(data[2:6], "little") if len(data) >= 6 else 0
+    if declared < 26:  # 0 or nonsense: writers may leave it unset; OpenCV's decode judges the file
+        return len(data)
+    if len(data) < declared:
+        raise _truncated(f"BMP holds {len(data)} bytes but its header announces {declared}")
+    return declared
+
+
+_CONTAINER_END = {"jpeg": _jpeg_end, "png": _png_end, "webp": _riff_end, "bmp": _bmp_end}
+
+
+# ---------------------------------------------------------------- header: size, orientation
+
+
+@contextlib.contextmanager
+def _header_only() -> Iterator[Any]:
+    """Pillow, for reading headers: its decompression-bomb check is ours to make (by pixel count, with a code)."""
+    from PIL import Image
+
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
     try:
-        image = Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[fmt]])
-    except Image.UnidentifiedImageError:
-        raise ImageError("image_unreadable", f"{fmt.upper()} header is not valid: re-export it") from None
-    except Exception as exc:  # Pillow raises many types for a broken header (and DecompressionBombError)
-        raise ImageError("image_unreadable", f"{fmt.upper()} header cannot be read ({_exc_text(exc)})") from None
-    with image:
-        # Decoding must fail on missing data, whatever another library set this global to.
-        saved = ImageFile.LOAD_TRUNCATED_IMAGES
-        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # corrupt EXIF and the like: the outcome counts, not the noise
+            yield Image
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def _orientation(image: Any) -> int:
+    """EXIF orientation 1..8, or 1 for a missing, invalid or unparsable tag (valid input, not an issue)."""
+    try:
+        value = image.getexif().get(_ORIENTATION_TAG)
+    except Exception:  # broken EXIF comes in endless shapes (struct, value, key, syntax errors)
+        return 1
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 8:
+        return value
+    return 1
+
+
+def _header(data: bytes, fmt: str) -> tuple[int, int, int]:
+    """(width, height, EXIF orientation) from the header, without decoding the pixels."""
+    with _header_only() as Image:
         try:
-            image.load()
-        except Exception as exc:
-            raise _decode_error(fmt, exc) from None
-        finally:
-            ImageFile.LOAD_TRUNCATED_IMAGES = saved
-        width, height = image.size
-        if width <= 0 or height <= 0:
-            raise ImageError("image_unreadable", f"{fmt.upper()} has no pixels ({width}x{height})")
-        return ImageInfo(format=fmt, width=width, height=height, orientation=_orientation(image))
+            with Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[fmt]]) as image:
+                width, height = image.size
+                orientation = _orientation(image)
+        except Exception as exc:  # Pillow raises many types for a broken header
+            raise ImageError("image_unreadable", f"{fmt.upper()} header cannot be read ({_exc_text(exc)})") from None
+    if width <= 0 or height <= 0:
+        raise ImageError("image_unreadable", f"{fmt.upper()} has no pixels ({width}x{height})")
+    return width, height, orientation
+
+
+# ---------------------------------------------------------------- decoding, as training does
 
 
 def _orient(pixels: Any, orientation: int) -> Any:
@@ -193,38 +286,111 @@ def _orient(pixels: Any, orientation: int) -> Any:
     return pixels
 
 
-def _check_opencv(data: bytes, info: ImageInfo) -> None:
-    """Refuse what OpenCV (Ultralytics' reader) cannot decode, or shows in another frame than `info` says.
-
-    Pillow decodes a PNG whose image data ends early (missing rows) or has a bad IDAT checksum, where libpng
-    fails (Ultralytics then stops with "Image Not Found"); and Pillow may read another EXIF block than OpenCV
-    (two APP1 segments, a damaged entry), which would put the labels in the wrong frame.
-    """
+def _decode(data: bytes, fmt: str, width: int, height: int, orientation: int) -> None:
+    """Decode with OpenCV as training will (grey, and for a JPEG at 1/8 scale); check the EXIF frame it shows."""
     import cv2
     import numpy as np
 
+    flags = cv2.IMREAD_REDUCED_GRAYSCALE_8 if fmt == "jpeg" else cv2.IMREAD_GRAYSCALE
     buffer = np.frombuffer(data, np.uint8)
-    name = info.format.upper()
-    shown = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    shown = cv2.imdecode(buffer, flags)
+    name = fmt.upper()
     if shown is None:
         raise ImageError(
-            "image_unreadable",
-            f"{name} decodes with Pillow but not with OpenCV, which training reads images with: re-export it",
+            "image_unreadable", f"{name} fails to decode with OpenCV, which training reads images with: re-export it"
         )
-    size = (shown.shape[1], shown.shape[0])
-    if size == displayed_size(info.width, info.height, info.orientation) and _EXIF_MARK.search(data) is None:
-        return  # no EXIF that OpenCV could apply: it shows the stored pixels, in the size Pillow found
-    stored = cv2.imdecode(buffer, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    same = stored is not None and stored.shape[:2] == (info.height, info.width)
-    if not (same and np.array_equal(_orient(stored, info.orientation), shown)):
+    if _EXIF_MARK.search(data) is None:
+        return  # no EXIF that OpenCV could apply
+    stored = cv2.imdecode(buffer, flags | cv2.IMREAD_IGNORE_ORIENTATION)
+    if stored is None or not np.array_equal(_orient(stored, orientation), shown):
         raise ImageError(
             "image_unreadable",
-            f"{name} EXIF orientation reads as {info.orientation} with Pillow, but OpenCV, which training reads "
-            f"images with, shows the {info.width}x{info.height} image otherwise ({size[0]}x{size[1]}): "
-            "re-export it with one valid EXIF orientation, or none",
+            f"{name} EXIF orientation reads as {orientation}, but OpenCV, which training reads images with, shows the "
+            f"{width}x{height} image otherwise: re-export it with one valid EXIF orientation, or none",
         )
 
 
-def displayed_size(width: int, height: int, orientation: int) -> tuple[int, int]:
-    """The size after EXIF rotation: orientations 5..8 turn the image a quarter, swapping width and height."""
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+def _png_stream_check(data: bytes) -> None:
+    """Decompress a PNG's image data as a stream, checking its length and every row's filter byte, keeping nothing."""
+    header, chunks = None, []
+    for kind, start, stop in _png_chunks(data):
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", data[start:stop])
+        elif kind == b"IDAT":
+            chunks.append((start, stop))
+    if header is None:
+        raise ImageError("image_unreadable", "PNG has no IHDR chunk: re-export it")
+    width, height, depth, colour, _compression, _filter, interlace = header
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(colour)
+    if channels is None:
+        raise ImageError("image_unreadable", f"PNG colour type {colour} is not valid: re-export it")
+    bits = depth * channels
+    passes = (
+        [(width, height)]
+        if not interlace
+        else [
+            ((width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy)
+            for x0, y0, dx, dy in (
+                (0, 0, 8, 8),
+                (4, 0, 8, 8),
+                (0, 4, 4, 8),
+                (2, 0, 4, 4),
+                (0, 2, 2, 4),
+                (1, 0, 2, 2),
+                (0, 1, 1, 2),
+            )
+        ]
+    )
+    rows = [1 + (w * bits + 7) // 8 for w, h in passes if w and h for _ in range(h)]
+    inflater, row, offset = zlib.decompressobj(), 0, 0
+    try:
+        for start, stop in chunks:
+            for piece in range(start, stop, 1 << 20):
+                out = inflater.decompress(data[piece : min(stop, piece + (1 << 20))])
+                while out:
+                    if row >= len(rows):
+                        raise ImageError("image_unreadable", "PNG holds more image data than its size: re-export it")
+                    take = min(len(out), rows[row] - offset)
+                    if offset == 0 and out[0] > 4:
+                        raise ImageError("image_unreadable", f"PNG row {row} has an invalid filter: re-export it")
+                    out, offset = out[take:], offset + take
+                    if offset == rows[row]:
+                        row, offset = row + 1, 0
+    except zlib.error as exc:
+        raise ImageError("image_unreadable", f"PNG image data is damaged ({exc}): re-export it") from None
+    if row < len(rows) or not inflater.eof:
+        raise _truncated(f"PNG image data stops after {row} of {len(rows)} rows")
+
+
+def inspect_image(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageInfo:
+    """Check one image the way training will read it (see the module docstring).
+
+    Args:
+        data: the whole file's bytes.
+        max_pixels: more pixels than this is `image_too_large` (None: no limit).
+
+    Returns:
+        The true format, the stored size (before EXIF rotation), the EXIF orientation, the trailing bytes.
+
+    Raises:
+        ImageError: `image_unreadable` (empty, not an image, damaged), `image_truncated` (ends before its image
+            does) or `image_too_large`.
+    """
+    if not data:
+        raise ImageError("image_unreadable", "empty file (0 bytes): replace it with the real image or remove it")
+    fmt = sniff_format(data[:12])
+    if fmt is None:
+        raise ImageError("image_unreadable", _describe_unknown(data))
+    end = _CONTAINER_END[fmt](data)
+    width, height, orientation = _header(data, fmt)
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageError(
+            "image_too_large",
+            f"{fmt.upper()} of {width}x{height} = {width * height:,} pixels, more than data.max_image_pixels "
+            f"({max_pixels:,}): downscale it, or raise data.max_image_pixels in conf/data/ if it is genuine",
+        )
+    if fmt == "png" and width * height > PNG_DECODE_LIMIT:
+        _png_stream_check(data)
+    else:
+        _decode(data, fmt, width, height, orientation)
+    return ImageInfo(fmt, width, height, orientation, len(data) - end)

@@ -26,6 +26,10 @@ class Code:
 CODES: dict[str, Code] = {
     "image_unreadable": Code(ERROR, "empty file, not an image, or fails to decode"),
     "image_truncated": Code(ERROR, "decodes only partly (e.g. JPEG without its end marker)"),
+    "image_trailing_data": Code(
+        WARNING, "complete image followed by extra bytes; training reads a copy, never rewrites it in `data/raw`"
+    ),
+    "image_too_large": Code(ERROR, "more pixels than `data.max_image_pixels` (the message says how to raise it)"),
     "image_missing": Code(ERROR, "annotation without an image"),
     "annotation_missing": Code(
         WARNING, "image without annotation: kept as background (`data.allow_background`; an error when false)"
@@ -46,6 +50,7 @@ CODES: dict[str, Code] = {
     "id_conflict": Code(
         ERROR, "two images with the same name but for the extension (`a.jpg`, `a.png`): their labels would collide"
     ),
+    "imageset_unknown": Code(WARNING, "an ImageSets list names an id that matches no sample"),
     "class_absent": Code(WARNING, "a class of `data.classes` that no accepted sample has an object of (path `.`)"),
     "path_unreadable": Code(
         ERROR, "a folder, list or file that cannot be read (permissions, a broken link): nothing in it is checked"

@@ -63,30 +63,33 @@ def yolo_to_voc_box(
     return (x_mid - half_w, y_mid - half_h, x_mid + half_w, y_mid + half_h)
 
 
-def rotate_yolo_box(box: BoxTuple, orientation: int) -> BoxTuple:
-    """A normalised (cx, cy, w, h) box on the stored pixels -> the same box in the EXIF-displayed frame.
+def to_displayed_frame(
+    box: BoxTuple, width: int, height: int, orientation: int, one_based: bool = True
+) -> tuple[BoxTuple, tuple[int, int]]:
+    """A VOC box on the stored pixels -> the same box on the EXIF-displayed image, in its pixel coordinates.
 
-    Orientation n means "the stored pixels must be transformed like this to be shown upright" (EXIF 2.3,
-    tag 0x0112), which is what OpenCV's imread/imdecode and PIL's `ImageOps.exif_transpose` do.
+    Pixel coordinates are mirrored as pixels are: with VOC's 1-based indices a flip maps pixel i to W + 1 - i
+    (0-based edges: W - x), so the label of the turned box is Ultralytics' formula applied to the box a person
+    would have drawn on the displayed image. Returns the box and the displayed (width, height).
     """
-    cx, cy, w, h = box
-    if orientation == 1:
-        return (cx, cy, w, h)
-    if orientation == 2:  # mirrored left-right
-        return (1 - cx, cy, w, h)
-    if orientation == 3:  # rotated 180
-        return (1 - cx, 1 - cy, w, h)
-    if orientation == 4:  # mirrored top-bottom
-        return (cx, 1 - cy, w, h)
-    if orientation == 5:  # transposed (mirrored along the main diagonal)
-        return (cy, cx, h, w)
-    if orientation == 6:  # shown after turning 90 degrees clockwise
-        return (1 - cy, cx, h, w)
-    if orientation == 7:  # transversed (mirrored along the anti-diagonal)
-        return (1 - cy, 1 - cx, h, w)
-    if orientation == 8:  # shown after turning 90 degrees counter-clockwise
-        return (cy, 1 - cx, h, w)
-    raise ValueError(f"EXIF orientation must be 1..8, got {orientation!r}")
+    shift = 1.0 if one_based else 0.0
+    cw, ch = width + shift, height + shift
+    turns = {
+        1: lambda x, y: (x, y),
+        2: lambda x, y: (cw - x, y),
+        3: lambda x, y: (cw - x, ch - y),
+        4: lambda x, y: (x, ch - y),
+        5: lambda x, y: (y, x),
+        6: lambda x, y: (ch - y, x),
+        7: lambda x, y: (ch - y, cw - x),
+        8: lambda x, y: (y, cw - x),
+    }
+    if orientation not in turns:
+        raise ValueError(f"EXIF orientation must be 1..8, got {orientation!r}")
+    xmin, ymin, xmax, ymax = box
+    (ax, ay), (bx, by) = turns[orientation](xmin, ymin), turns[orientation](xmax, ymax)
+    shown = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+    return (min(ax, bx), min(ay, by), max(ax, bx), max(ay, by)), shown
 
 
 # ---------------------------------------------------------------- label files
