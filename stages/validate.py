@@ -18,6 +18,9 @@ def main() -> int:
     result = validate_dataset(Path(params.paths.raw), params.data, progress=console.progress_display())
     write_validation(result, out_dir, on_error=params.data.on_error)
     log.info("%s", format_summary(result.report))
+    if not result.rows:
+        log.error("validate: nothing to train on (dataset_empty; every issue is in %s)", out_dir / REPORT_FILE)
+        return 1
     if has_errors(result.report) and params.data.on_error == OnError.fail:
         log.error(
             "validate: %d rejected, and data.on_error=fail (every issue is in %s): fix them, or run with "

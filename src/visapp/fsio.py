@@ -41,6 +41,24 @@ def os_error(exc: OSError, path: Path | str, action: str = "write") -> VisError:
     return VisError(f"cannot {where}: {exc.strerror or exc}")
 
 
+def unreadable(exc: OSError, path: Path | str, what: str = "it") -> str:
+    """Why `what` (a file or folder at `path`) cannot be read, and what to do, for an input's issue message."""
+    path = Path(path)
+    if exc.errno == errno.ELOOP:
+        return f"{what} is a symbolic link that loops back on itself: replace it by the file or folder it points to"
+    if exc.errno == errno.ENOENT and path.is_symlink():
+        try:
+            target = str(path.readlink())
+        except OSError:
+            target = "a path"
+        return f"{what} is a symbolic link to {target}, which does not exist: copy the real file in its place"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"{what} cannot be read (permission denied): make it readable for this user (chmod a+rX)"
+    if exc.errno == errno.EIO:
+        return f"{what} cannot be read (an I/O error of the disk): copy it again from its source"
+    return f"{what} cannot be read ({exc.strerror or exc})"
+
+
 def _writable_parent(path: Path) -> Path:
     parent = path.parent
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -74,3 +75,32 @@ def test_console_script_exit_status_on_rejects(tmp_path):
     )
     assert proc.returncode == 1, proc.stderr
     assert "size_mismatch" in proc.stdout
+
+
+def test_an_empty_folder_exits_1_saying_nothing_was_found(tmp_path, capsys):
+    (tmp_path / "voc").mkdir()
+    assert main(["check", str(tmp_path / "voc")]) == 1
+    assert "dataset_empty" in capsys.readouterr().out
+
+
+def test_non_utf8_names_on_a_strict_ascii_terminal_print_no_traceback(tmp_path):
+    """Names as unzip leaves a Windows archive's (latin-1 bytes), a terminal that takes ASCII only."""
+    raw = tmp_path / "voc"
+    write_sample(raw, os.fsdecode(b"Se\xf1al"), filename="Señal.jpg")
+    write_sample(raw, "日本")
+    env = {**os.environ, "PYTHONIOENCODING": "ascii:strict", "LC_ALL": "C"}
+    proc = subprocess.run(
+        [str(VISAPP), "check", str(raw), "--report", str(tmp_path / "report.json")],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "name_not_utf8" in proc.stdout
+    report = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+    assert {i["path"] for i in report["issues"] if i["code"] == "name_not_utf8"} == {
+        "JPEGImages/Se\\xf1al.jpg",
+        "Annotations/Se\\xf1al.xml",
+    }

@@ -110,7 +110,7 @@ NUMBER_TEXT = st.one_of(
 )
 FLAG_TEXT = st.sampled_from(["", "0", "1", "2", "-1", "true", "True", "yes", "no", "nan", "inf", "x", " 1 "])
 # ASCII names: every encoding below can write them. Unicode goes into text and attribute values.
-JUNK_TAGS = ["source", "owner", "part", "actions", "point", "segmented", "pose", "x", "a-b", "ns.c", "Object"]
+JUNK_TAGS = ["source", "owner", "part", "actions", "point", "segmented", "pose", "x", "a-b", "ns.c", "objects"]
 
 
 @dataclass
@@ -187,7 +187,8 @@ def object_nodes(draw) -> Node:
     if draw(st.integers(0, 7)):
         children.append(draw(bndbox_nodes()))
     children += draw(st.lists(junk_nodes(), max_size=2))
-    return Node("object", children=draw(st.permutations(children)), attrs=draw(ATTRS))
+    tag = draw(st.sampled_from(["object"] * 6 + ["Object", "OBJECT"]))  # tags are matched without regard to case
+    return Node(tag, children=draw(st.permutations(children)), attrs=draw(ATTRS))
 
 
 SIZE_VALUES = st.one_of(NUMBER_TEXT, st.sampled_from(["0", "64", "48", "64.0", "48.0", "-64"]))
@@ -230,8 +231,12 @@ ENCODINGS = [
     ("utf-16-le", "utf-8", b"", False),  # UTF-16 without a BOM
     ("utf-8", "UTF-16", b"\xef\xbb\xbf", False),  # UTF-8 BOM, UTF-16 declared
     ("utf-32", "UTF-32", b"", False),
-    ("cp1252", "windows-1252", b"", False),
-    ("shift_jis", "Shift_JIS", b"", False),
+    ("cp1252", "windows-1252", b"", True),
+    ("shift_jis", "Shift_JIS", b"", True),  # multi-byte: decoded before expat sees it
+    ("gbk", "GBK", b"", True),
+    ("euc-kr", "EUC-KR", b"", True),
+    ("big5", "Big5", b"", True),
+    ("cp1252", None, b"", False),  # a code page without a declaration: not UTF-8
 ]
 
 DOCTYPES = [
@@ -284,7 +289,7 @@ def documents(draw, objects=None, filename=None, size=None, tidy: bool = False) 
     (for datasets) always so.
     """
     hostile = not tidy and draw(st.integers(0, 3)) == 0
-    roots = ["annotation"] * 12 + ["Annotation", "annotations", "object", "svg"]
+    roots = ["annotation"] * 12 + ["Annotation", "ANNOTATION", "annotations", "object", "svg"]
     root_tag = draw(st.sampled_from(roots)) if hostile else "annotation"
     object_list = draw(objects if objects is not None else st.lists(object_nodes(), max_size=4))
     children = list(object_list)
@@ -314,8 +319,8 @@ def documents(draw, objects=None, filename=None, size=None, tidy: bool = False) 
         return Doc(data, "unsafe")
     # Legal characters only, once encoded (a code page writes the others as legal character references).
     if _XML_ILLEGAL.search(body):
-        return Doc(data, "malformed" if root_tag == "annotation" else "any")
-    if root_tag != "annotation":
+        return Doc(data, "malformed" if root_tag.lower() == "annotation" else "any")
+    if root_tag.lower() != "annotation":
         return Doc(data, "malformed")
     expected_name = _normalise(name_text).strip() if name_text is not None else ""
     return Doc(data, "ok", objects=len(object_list), filename=expected_name or None)

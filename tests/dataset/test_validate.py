@@ -42,9 +42,14 @@ def check(raw: Path, data: DataConfig = DATA, **changes):
     return replace(result, rows=[asdict(row) for row in result.rows])
 
 
+DATASET_CODES = ("class_absent", "dataset_empty")  # about the dataset as a whole, not one sample
+
+
 def issues(result, code: str | None = None) -> list[dict]:
-    """The issues with `code`, or all the samples' issues (not `class_absent`, about the class list as a whole)."""
-    return [i for i in result.report["issues"] if i["code"] == code or (code is None and i["code"] != "class_absent")]
+    """The issues with `code`, or all the samples' issues (not those about the dataset as a whole)."""
+    return [
+        i for i in result.report["issues"] if i["code"] == code or (code is None and i["code"] not in DATASET_CODES)
+    ]
 
 
 def only_issue(result) -> dict:

@@ -11,7 +11,7 @@ from visapp.formats.report import CODES, ERROR, WARNING, Issue, build_report, ha
 
 pytestmark = pytest.mark.unit
 
-ROW = re.compile(r"^\| `(?P<code>[a-z_]+)` \| (?P<severity>error|warning) \| (?P<meaning>.+) \|$")
+ROW = re.compile(r"^\| `(?P<code>[a-z0-9_]+)` \| (?P<severity>error|warning) \| (?P<meaning>.+) \|$")
 
 
 def table(path) -> dict[str, tuple[str, str]]:

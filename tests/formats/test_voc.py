@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 
 from factory import (
@@ -17,6 +19,7 @@ from factory import (
 from visapp.formats.voc import (
     AnnotationError,
     SampleFiles,
+    base_name,
     discover_samples,
     parse_annotation,
     read_image_sets,
@@ -220,8 +223,14 @@ def test_an_image_with_an_odd_extension_is_found_by_its_bytes(tmp_path):
 
 
 def test_image_sets_with_comments_and_blank_lines(tmp_path):
-    write_image_sets(tmp_path, {"train": ["000001", "000002  # a note", "  "], "val": ["000003"]})
-    assert read_image_sets(tmp_path) == {"train": {"000001", "000002"}, "val": {"000003"}}
+    write_image_sets(
+        tmp_path, {"train": ["# a comment", "000001", "  ", "dog#1", "  # indented comment"], "val": ["000003"]}
+    )
+    assert ids(read_image_sets(tmp_path)) == {"train": {"000001", "dog#1"}, "val": {"000003"}}
+
+
+def ids(image_sets) -> dict[str, set[str]]:
+    return {split: set(image_set.ids) for split, image_set in image_sets.items()}
 
 
 def test_image_sets_absent_is_empty(tmp_path):
@@ -252,3 +261,172 @@ def test_special_files_and_folder_links_are_not_followed(tmp_path):
 )
 def test_sample_id_strips_extension_and_leading_image_folder(relpath, expected):
     assert sample_id(relpath) == expected
+
+
+# ---------------------------------------------------------------- real-world exports: tags, encodings, numbers
+
+
+@pytest.mark.parametrize(
+    ("root", "tag"), [("Annotation", "Object"), ("ANNOTATION", "OBJECT"), ("annotation", "oBjEcT")]
+)
+def test_every_voc_tag_is_matched_without_regard_to_case(root, tag):
+    xml = annotation_xml(objects=[Obj("circle"), Obj("square")], root=root).replace(b"object>", tag.encode() + b">")
+    ann = parse_annotation(xml)
+    assert [obj.name for obj in ann.objects] == ["circle", "square"]
+
+
+def test_a_namespaced_annotation_is_read():
+    xml = b'<annotation xmlns="http://example.invalid/voc"><object><name>circle</name></object></annotation>'
+    assert [obj.name for obj in parse_annotation(xml).objects] == ["circle"]
+
+
+@pytest.mark.parametrize("encoding", ["GBK", "GB18030", "Big5", "Shift_JIS", "EUC-JP", "EUC-KR", "windows-1252"])
+def test_an_annotation_in_any_declared_encoding_is_decoded(encoding):
+    name = "Señal" if encoding == "windows-1252" else {"Big5": "貓", "EUC-KR": "고양이"}.get(encoding, "猫")
+    text = f'<?xml version="1.0" encoding="{encoding}"?><annotation><filename>{name}.jpg</filename>'
+    text += f"<object><name>{name}</name></object></annotation>"
+    ann = parse_annotation(text.encode(encoding))
+    assert (ann.filename, [obj.name for obj in ann.objects]) == (f"{name}.jpg", [name])
+
+
+def test_an_unknown_declared_encoding_names_it_and_how_to_re_encode():
+    with pytest.raises(AnnotationError) as caught:
+        parse_annotation(b'<?xml version="1.0" encoding="klingon"?><annotation/>')
+    assert caught.value.code == "xml_malformed"
+    assert "'klingon'" in caught.value.message and "iconv" in caught.value.message
+
+
+def test_bytes_invalid_in_the_declared_encoding_are_located():
+    with pytest.raises(AnnotationError) as caught:
+        parse_annotation(b'<?xml version="1.0" encoding="GBK"?>\n<annotation><name>\xff\xff</name></annotation>')
+    assert "0xFF on line 2" in caught.value.message and "'GBK'" in caught.value.message
+
+
+def test_a_code_page_file_without_a_declaration_says_it_is_not_utf8():
+    with pytest.raises(AnnotationError) as caught:
+        parse_annotation("<annotation>\n<filename>Señal.jpg</filename></annotation>".encode("cp1252"))
+    assert caught.value.code == "xml_malformed"
+    assert "not UTF-8 (byte 0xF1 on line 2)" in caught.value.message and "iconv" in caught.value.message
+
+
+@pytest.mark.parametrize("text", ["1_000", "\u0661\u0662", "\uff11\uff12", "nan", "inf", "0x10", "1,5", "12px", "1e"])
+def test_a_coordinate_only_python_would_read_is_kept_as_text(text):
+    [obj] = parse_annotation(annotation_xml(objects=[Obj(box=(text, 1, 30, 20))])).objects
+    assert obj.bndbox["xmin"] == text
+
+
+@pytest.mark.parametrize(("text", "value"), [("12", 12.0), ("-.5", -0.5), ("5.", 5.0), ("1.5e1", 15.0), ("+3", 3.0)])
+def test_a_coordinate_as_voc_tools_write_it_is_a_number(text, value):
+    [obj] = parse_annotation(annotation_xml(objects=[Obj(box=(text, 1, 30, 20))])).objects
+    assert obj.bndbox["xmin"] == value
+
+
+@pytest.mark.parametrize(
+    "filename", ["C:\\Users\\me\\data\\IMG_0001.jpg", "/home/me/data/IMG_0001.jpg", "IMG_0001.jpg"]
+)
+def test_base_name_takes_the_name_from_windows_and_posix_paths(filename):
+    assert base_name(filename) == "IMG_0001.jpg"
+
+
+# ---------------------------------------------------------------- real-world exports: pairing
+
+
+def test_nfc_and_nfd_spellings_of_one_name_pair(tmp_path):
+    nfc, nfd = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+    write_sample(tmp_path, nfc, with_annotation=False)
+    write_sample(tmp_path, nfd, with_image=False)
+    assert discover_samples(tmp_path) == [SampleFiles(f"JPEGImages/{nfc}.jpg", f"Annotations/{nfd}.xml")]
+
+
+def test_names_that_differ_in_letter_case_pair_when_nothing_matches_exactly(tmp_path):
+    write_sample(tmp_path, "IMG_0001", with_annotation=False, image_ext=".JPG")
+    write_sample(tmp_path, "img_0001", with_image=False)
+    write_sample(tmp_path, "b")  # exact pairs are unaffected
+    assert discover_samples(tmp_path) == [
+        SampleFiles("JPEGImages/IMG_0001.JPG", "Annotations/img_0001.xml"),
+        SampleFiles("JPEGImages/b.jpg", "Annotations/b.xml"),
+    ]
+
+
+def test_a_windows_path_in_filename_pairs_by_its_base_name(tmp_path):
+    write_sample(tmp_path, "IMG_0001", with_annotation=False)
+    write_sample(tmp_path, "export_17", with_image=False, filename="C:\\Users\\me\\Pictures\\IMG_0001.jpg")
+    assert discover_samples(tmp_path) == [SampleFiles("JPEGImages/IMG_0001.jpg", "Annotations/export_17.xml")]
+
+
+@pytest.mark.parametrize("ann_dir", ["labels", "Annotation", "xml"])
+def test_common_annotation_folder_names_make_the_paired_layout(tmp_path, ann_dir):
+    write_sample(tmp_path, "a", image_dir="images", ann_dir=ann_dir)
+    write_sample(tmp_path, "b", image_dir="images", ann_dir=ann_dir)
+    assert discover_samples(tmp_path) == [
+        SampleFiles("images/a.jpg", f"{ann_dir}/a.xml"),
+        SampleFiles("images/b.jpg", f"{ann_dir}/b.xml"),
+    ]
+
+
+def test_a_labels_folder_of_yolo_text_files_is_not_an_annotation_folder(tmp_path):
+    write_sample(tmp_path, "a", image_dir="images", with_annotation=False)
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "a.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    assert discover_samples(tmp_path) == [SampleFiles("images/a.jpg", None)]
+
+
+def test_two_annotations_with_one_image_name_are_rivals(tmp_path):
+    write_sample(tmp_path, "a")
+    (tmp_path / "Annotations" / "A.xml").write_bytes(annotation_xml("a.jpg"))
+    assert discover_samples(tmp_path) == [
+        SampleFiles("JPEGImages/a.jpg", "Annotations/a.xml", rivals=("Annotations/A.xml",))
+    ]
+
+
+def test_an_annotation_whose_filename_names_a_paired_image_is_its_rival(tmp_path):
+    write_sample(tmp_path, "a")
+    write_sample(tmp_path, "a_copy", with_image=False, filename="a.jpg")
+    assert discover_samples(tmp_path) == [
+        SampleFiles("JPEGImages/a.jpg", "Annotations/a.xml", rivals=("Annotations/a_copy.xml",))
+    ]
+
+
+@pytest.mark.parametrize(
+    ("image_stem", "filename"),
+    [
+        ("IMG_0001 (1)", "IMG_0001.jpg"),
+        ("img-0001", "IMG_0001.jpg"),
+        ("IMG_0001 - Copy", "IMG_0001.jpg"),
+        ("IMG_0001", "frame.jpg"),  # a stale <filename>
+        ("photo", "photo.jpg"),  # <filename> names it, the name does not
+    ],
+)
+def test_an_unpaired_annotation_and_a_look_alike_image_name_each_other(tmp_path, image_stem, filename):
+    """Flat layout, image and XML in different folders: they cannot pair, and neither may pass silently."""
+    write_sample(tmp_path, f"pictures/{image_stem}", with_annotation=False, image_dir="")
+    write_sample(tmp_path, "notes/IMG_0001", with_image=False, filename=filename, ann_dir="")
+    image, xml = f"pictures/{image_stem}.jpg", "notes/IMG_0001.xml"
+    samples = {(s.image, s.annotation): s.hint for s in discover_samples(tmp_path)}
+    assert set(samples) == {(image, None), (None, xml)}
+    assert xml in samples[(image, None)] and image in samples[(None, xml)]
+
+
+def test_unrelated_lone_files_carry_no_hint(tmp_path):
+    write_sample(tmp_path, "only_xml", with_image=False)
+    write_sample(tmp_path, "only_image", with_annotation=False)
+    assert all(sample.hint is None for sample in discover_samples(tmp_path))
+
+
+# ---------------------------------------------------------------- real-world exports: ImageSets
+
+
+def test_image_sets_take_off_a_bom_and_crlf_and_extensions(tmp_path):
+    folder = tmp_path / "ImageSets" / "Main"
+    folder.mkdir(parents=True)
+    (folder / "train.txt").write_bytes(b"\xef\xbb\xbf000001\r\n000002.jpg\r\nJPEGImages/000003.png\r\nimg.v2\r\n")
+    (folder / "val.txt").write_bytes(b"000004 -1\n000005  1\n")  # a VOC class list: id and a flag
+    assert ids(read_image_sets(tmp_path)) == {
+        "train": {"000001", "000002", "000003", "img.v2"},
+        "val": {"000004", "000005"},
+    }
+
+
+def test_image_set_ids_are_read_in_nfc(tmp_path):
+    write_image_sets(tmp_path, {"train": [unicodedata.normalize("NFD", "café")]})
+    assert ids(read_image_sets(tmp_path)) == {"train": {unicodedata.normalize("NFC", "café")}}

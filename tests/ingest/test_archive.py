@@ -16,9 +16,20 @@ from pathlib import Path
 
 import pytest
 
+from factory import write_sample
 from visapp.errors import VisError
 from visapp.ingest import archive as archive_module
-from visapp.ingest.archive import ArchiveLimits, ArchiveRefused, extract_archive, open_archive, parse_size, safe_relpath
+from visapp.ingest.archive import (
+    ArchiveLimits,
+    ArchiveRefused,
+    extract_archive,
+    litter_kind,
+    open_archive,
+    parse_size,
+    safe_relpath,
+)
+from visapp.ingest.ingest import IngestResult
+from visapp.ingest.sources import Source
 from visapp.ingest.zip_archive import SafeZip
 
 pytestmark = pytest.mark.unit
@@ -444,3 +455,224 @@ def test_a_tar_is_recognised_by_its_bytes_and_extracted_like_a_zip(tmp_path):
         assert (summary.files, summary.skipped) == (2, ["VOC/.DS_Store"])
     with open_archive(tmp_path / "a.tar") as archive:
         assert archive.kind == "tar" and archive.files == ["VOC/Annotations/a.xml", "VOC/JPEGImages/a.jpg"]
+
+
+# ---------------------------------------------------------------- operating system litter
+
+# What macOS, Windows and Linux leave in a folder (and so in an archive of it): never data.
+LITTER: dict[str, bytes] = {
+    "__MACOSX/ds/JPEGImages/._000001.jpg": b"\x00\x05\x16\x07 AppleDouble",  # macOS Finder's "Compress"
+    "__MACOSX/._ds": b"\x00\x05\x16\x07 AppleDouble",
+    "ds/JPEGImages/._000001.jpg": b"\x00\x05\x16\x07 AppleDouble",  # cp/tar/zip -r on a non-Apple volume
+    "ds/Annotations/._000001.xml": b"\x00\x05\x16\x07 AppleDouble",
+    "ds/._Annotations": b"\x00\x05\x16\x07 AppleDouble",
+    "ds/.DS_Store": b"Bud1 finder",
+    "ds/JPEGImages/.DS_Store": b"Bud1 finder",
+    "ds/Icon\r": b"",
+    ".Spotlight-V100/Store-V2/store.db": b"spotlight",
+    ".Trashes/501/old.jpg": JPEG,
+    ".fseventsd/fseventsd-uuid": b"uuid",
+    "ds/JPEGImages/Thumbs.db": b"windows thumbnails",
+    "ds/ehthumbs.db": b"windows media center",
+    "ds/desktop.ini": b"[.ShellClassInfo]",
+    "ds/$RECYCLE.BIN/S-1-5-21/$RABC123.jpg": JPEG,
+    "ds/.Trash-1000/files/deleted.jpg": JPEG,
+}
+
+
+def voc_source(folder: Path) -> Path:
+    """Two VOC samples under `folder/ds` (the factory's), no litter."""
+    write_sample(folder / "ds", "000001")
+    write_sample(folder / "ds", "000002")
+    return folder
+
+
+def add_files(folder: Path, files: dict[str, bytes]) -> Path:
+    for rel, data in files.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(data)
+    return folder
+
+
+def pack(folder: Path, kind: str) -> Path:
+    """The files under `folder` as a ZIP, a .tar.gz, or the folder itself."""
+    files = [(p.relative_to(folder).as_posix(), p.read_bytes()) for p in sorted(folder.rglob("*")) if p.is_file()]
+    if kind == "zip":
+        return write_zip(folder.with_suffix(".zip"), files)
+    if kind == "tar":
+        return write_tar(folder.with_suffix(".tar.gz"), list(files))
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar", "folder"])
+def test_os_litter_is_left_out_unread_and_counted_for_every_kind_of_source(kind: str, tmp_path: Path):
+    clean = voc_source(tmp_path / "clean")
+    source = pack(add_files(voc_source(tmp_path / "src"), LITTER), kind)
+
+    src = Source(source, ArchiveLimits())
+    try:
+        assert src.files == [p.relative_to(clean).as_posix() for p in sorted(clean.rglob("*")) if p.is_file()]
+        assert sorted(src.litter) == sorted(LITTER)
+        assert src.find_root() == "ds"
+        src.extract(tmp_path / "out", "ds")
+    finally:
+        src.close()
+    assert tree(tmp_path / "out") == tree(clean / "ds")
+    assert all(
+        (tmp_path / "out" / rel).read_bytes() == (clean / "ds" / rel).read_bytes()
+        for rel in ("JPEGImages/000001.jpg", "Annotations/000002.xml")
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [
+        ("ds/JPEGImages/._IMG_0001.jpg", "macOS ._ resource forks"),
+        ("._IMG_0001.JPG", "macOS ._ resource forks"),
+        ("__MACOSX/ds/a.jpg", "__MACOSX/"),
+        ("a/b/.ds_store", ".DS_Store"),
+        ("ds/Icon\r", "Icon\\r"),
+        (".Spotlight-V100/Store-V2/x", ".Spotlight-V100/"),
+        ("usb/.Trashes/501/a.jpg", ".Trashes/"),
+        (".fseventsd/x", ".fseventsd/"),
+        ("ds/THUMBS.DB", "Thumbs.db"),
+        ("ds/ehthumbs.db", "ehthumbs.db"),
+        ("Desktop.ini", "desktop.ini"),
+        ("$Recycle.Bin/S-1-5/x.jpg", "$RECYCLE.BIN/"),
+        ("System Volume Information/x", "System Volume Information/"),
+        (".Trash-1000/files/a.jpg", ".Trash-<uid>/"),
+        ("ds/JPEGImages/a._b.jpg", None),
+        ("ds/JPEGImages/_a.jpg", None),
+        ("ds/JPEGImages/.hidden.jpg", None),
+        ("ds/._", None),
+        ("ds/Icon.jpg", None),
+        ("Trashes/a.jpg", None),
+        ("ds/.Trash-x/a.jpg", None),
+    ],
+)
+def test_litter_kind(path: str, kind: str | None):
+    assert litter_kind(path) == kind
+
+
+def test_safe_relpath_admits_the_macos_icon_file_but_no_other_control_character():
+    assert safe_relpath("ds\\Icon\r") == "ds/Icon\r"
+    for name in ("ds/Ic\ron", "ds/Icon\r/a.jpg", "ds/Icon\r\r", "ds/xIcon\r"):
+        with pytest.raises(ArchiveRefused, match="control character"):
+            safe_relpath(name)
+
+
+def test_litter_is_never_read_so_a_link_or_an_encrypted_entry_there_refuses_nothing(tmp_path: Path):
+    link = zipfile.ZipInfo("ds/JPEGImages/._a.jpg")
+    link.create_system = 3
+    link.external_attr = (stat.S_IFLNK | 0o777) << 16
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        out.writestr("ds/JPEGImages/a.jpg", JPEG)
+        out.writestr(link, "/etc/passwd")
+        out.writestr("ds/.DS_Store", b"finder")
+        out.infolist()[-1].flag_bits |= 0x1  # encrypted
+    summary = extract_archive(archive, tmp_path / "out")
+    assert tree(tmp_path / "out") == ["ds", "ds/JPEGImages", "ds/JPEGImages/a.jpg"]
+    assert sorted(summary.skipped) == ["ds/.DS_Store", "ds/JPEGImages/._a.jpg"]
+
+    folder = tmp_path / "folder"
+    write_sample(folder, "a")
+    (folder / "JPEGImages/._a.jpg").symlink_to("/etc/passwd")
+    src = Source(folder, ArchiveLimits())
+    assert src.files == ["Annotations/a.xml", "JPEGImages/a.jpg"] and src.litter == ["JPEGImages/._a.jpg"]
+
+
+def test_ingest_result_says_how_many_os_files_were_left_out():
+    result = IngestResult("data/raw", "0" * 32, 4, 1000, 2, 2, "replace", ignored=["README.txt"])
+    result.litter = sorted(["ds/._a.jpg", "ds/._b.jpg", "ds/.DS_Store", "ds/Icon\r", "__MACOSX/ds/._a.jpg"])
+    text = str(result)
+    assert "left out 1 files outside the dataset folder: README.txt" in text
+    assert (
+        "left out 5 operating-system files (macOS ._ resource forks, __MACOSX/, .DS_Store, Icon\\r): "
+        "__MACOSX/ds/._a.jpg, ds/.DS_Store, ds/._a.jpg, ..." in text
+    ), text
+    assert "\r" not in text
+    result.litter = ["Thumbs.db"]
+    assert "left out 1 operating-system file (Thumbs.db): Thumbs.db" in str(result)
+    assert "operating-system" not in str(IngestResult("data/raw", "0" * 32, 4, 1000, 2, 2, "replace"))
+
+
+# ---------------------------------------------------------------- an archive in an archive
+
+
+def inner_zip(folder: Path) -> Path:
+    return pack(voc_source(folder / "inner"), "zip")
+
+
+def zip_in_zip(d: Path) -> Path:
+    return write_zip(d / "outer.zip", [("inner.zip", inner_zip(d).read_bytes()), ("__MACOSX/._inner.zip", b"x")])
+
+
+def tgz_in_zip(d: Path) -> Path:
+    inner = pack(voc_source(d / "inner"), "tar")
+    return write_zip(d / "outer.zip", [("inner.tar.gz", inner.read_bytes())])
+
+
+def zip_in_tgz(d: Path) -> Path:
+    return write_tar(d / "outer.tgz", [("inner.zip", inner_zip(d).read_bytes())])
+
+
+def zip_in_folder(d: Path) -> Path:
+    (d / "outer").mkdir()
+    (d / "outer/inner.zip").write_bytes(inner_zip(d).read_bytes())
+    (d / "outer/.DS_Store").write_bytes(b"finder")
+    return d / "outer"
+
+
+def seven_zip_in_zip(d: Path) -> Path:
+    return write_zip(d / "outer.zip", [("inner.7z", b"7z\xbc\xaf\x27\x1c")])
+
+
+def two_zips_in_zip(d: Path) -> Path:
+    inner = inner_zip(d).read_bytes()
+    return write_zip(d / "outer.zip", [("part 1.zip", inner), ("part 2.zip", inner), ("README.txt", b"hi")])
+
+
+NESTED: dict[str, tuple[Callable[[Path], Path], str]] = {
+    # name: (builder, what the message must say, with {d} for the folder the source is in)
+    "zip_in_zip": (zip_in_zip, "{d}/outer.zip: the archive holds only another archive, 'inner.zip', and no dataset "
+                   "(no .xml annotation, no image): unpack it and ingest the inner archive (`unzip {d}/outer.zip`, "
+                   "then `visapp ingest inner.zip`)"),
+    "tgz_in_zip": (tgz_in_zip, "holds only another archive, 'inner.tar.gz', and no dataset (no .xml annotation, "
+                   "no image): unpack it and ingest the inner archive (`unzip {d}/outer.zip`, then `visapp ingest "
+                   "inner.tar.gz`)"),
+    "zip_in_tgz": (zip_in_tgz, "holds only another archive, 'inner.zip', and no dataset (no .xml annotation, no "
+                   "image): unpack it and ingest the inner archive (`tar -xf {d}/outer.tgz`, then `visapp ingest "
+                   "inner.zip`)"),
+    "zip_in_folder": (zip_in_folder, "{d}/outer: the folder holds only an archive, 'inner.zip', and no dataset "
+                      "(no .xml annotation, no image): ingest the archive itself "
+                      "(`visapp ingest {d}/outer/inner.zip`)"),
+    "7z_in_zip": (seven_zip_in_zip, "holds only another archive, 'inner.7z', and no dataset (no .xml annotation, "
+                  "no image): unpack it and then the inner archive (`unzip {d}/outer.zip`, then unpack inner.7z "
+                  "with its archiver, e.g. 7-Zip), then ingest the folder that holds the dataset"),
+    "two_zips_in_zip": (two_zips_in_zip, "holds 2 archives ('part 1.zip', 'part 2.zip') and no dataset (no .xml "
+                        "annotation, no image): unpack it and ingest them one at a time (`unzip {d}/outer.zip`, then "
+                        "`visapp ingest 'part 1.zip'`, then `visapp ingest ARCHIVE --mode append` for each other one)"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(NESTED))
+def test_a_source_holding_only_another_archive_is_refused_with_how_to_unpack_it(name: str, tmp_path: Path):
+    builder, words = NESTED[name]
+    src = Source(builder(tmp_path), ArchiveLimits())
+    try:
+        with pytest.raises(ArchiveRefused) as caught:
+            src.find_root()
+    finally:
+        src.close()
+    assert caught.value.code == "nested_archive"
+    assert words.format(d=tmp_path) in str(caught.value), str(caught.value)
+
+
+def test_an_archive_beside_a_dataset_is_only_a_file_outside_it(tmp_path: Path):
+    folder = voc_source(tmp_path / "src")
+    (folder / "backup.zip").write_bytes(inner_zip(tmp_path).read_bytes())
+    for kind in ("zip", "folder"):
+        src = Source(pack(folder, kind), ArchiveLimits())
+        assert src.find_root() == "ds" and "backup.zip" in src.files
+        src.close()

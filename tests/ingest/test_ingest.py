@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from test_archive import ATTACKS, TAR_ATTACKS, XML
+from test_archive import ATTACKS, LITTER, NESTED, TAR_ATTACKS, XML, write_tar
 
 from conftest import VENV_BIN, run
 from visapp.errors import VisError
@@ -305,6 +305,55 @@ def test_first_ingest_into_a_repository_without_data(tmp_path: Path):
     result = ingest(src, root / "data/raw")
     assert result.images == 3
     assert dvc_in_sync(root)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", ["zip", "tar", "folder"])
+def test_os_litter_is_left_out_and_the_version_is_that_of_the_clean_data(kind: str, repo: Path, tmp_path: Path):
+    """`._*`, `.DS_Store`, `__MACOSX/`, `Thumbs.db`, ... in the source: not in data/raw, not in its hash, counted."""
+    files = voc_files(3, seed=8)
+    dirty = {**{f"ds/{k}": v for k, v in files.items()}, **LITTER}  # LITTER's dataset folder is ds/ too
+    if kind == "zip":
+        source = write_zip(tmp_path / "export.zip", dirty)
+    elif kind == "tar":
+        source = write_tar(tmp_path / "export.tar.gz", sorted(dirty.items()))
+    else:
+        source = write_tree(tmp_path / "export", dirty)
+
+    result = ingest(source, repo / "data/raw")
+
+    assert tree_hash(repo / "data/raw") == tree_hash(write_tree(tmp_path / "expected", files))
+    assert (result.nfiles, result.ignored, result.litter) == (6, [], sorted(LITTER))
+    assert f"left out {len(LITTER)} operating-system files (macOS ._ resource forks, " in str(result)
+    assert dvc_in_sync(repo)
+    clean = ingest(write_tree(tmp_path / "clean", files), repo / "data/raw")
+    assert clean.same_version and clean.md5 == result.md5  # the same dataset hash as without the litter
+    assert "operating-system" not in str(clean)
+
+
+@pytest.mark.parametrize("name", ["zip_in_zip", "tgz_in_zip", "zip_in_tgz"])
+def test_an_archive_holding_only_another_archive_is_refused_and_data_raw_untouched(
+    name: str, shared_repo: Path, tmp_path: Path
+):
+    builder, words = NESTED[name]
+    archive = builder(tmp_path)
+    before, data_before = state(shared_repo), tree_hash(shared_repo / "data")
+    with pytest.raises(VisError) as caught:
+        ingest(archive, shared_repo / "data/raw")
+    assert getattr(caught.value, "code", None) == "nested_archive"
+    assert words.format(d=tmp_path) in str(caught.value)
+    assert state(shared_repo) == before and tree_hash(shared_repo / "data") == data_before
+    assert leftovers(shared_repo) == []
+
+
+def test_cli_refuses_a_zip_in_a_zip_in_one_line_that_says_to_unpack_it(shared_repo: Path, tmp_path: Path):
+    archive = NESTED["zip_in_zip"][0](tmp_path)
+    before = tree_hash(shared_repo / "data")
+    proc = run([VISAPP, "ingest", str(archive)], shared_repo, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+    assert f"unpack it and ingest the inner archive (`unzip {archive}`, then `visapp ingest inner.zip`)" in proc.stderr
+    assert tree_hash(shared_repo / "data") == before
 
 
 # ---------------------------------------------------------------- faults: full disk, read-only folder

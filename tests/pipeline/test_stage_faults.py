@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from conftest import tree_digest
+from factory import Obj, write_sample
 from visapp.fsio import write_text
 
 pytestmark = pytest.mark.integration
@@ -295,3 +296,14 @@ def test_an_output_folder_blocked_by_a_file_fails_validate_with_one_line(make_pr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert errors == ["error: cannot create the folder out/validated: a file stands where the folder should be; "
                       "move or remove that file"]  # fmt: skip
+
+
+@pytest.mark.integration
+def test_validate_fails_when_nothing_is_accepted_even_with_on_error_skip(make_project):
+    project = make_project()
+    for stem in ("a", "b"):
+        write_sample(project.root / "data" / "raw", stem, objects=[Obj("zebra")])
+    project.set_params("data.on_error=skip")
+    proc = project.run(sys.executable, "stages/validate.py", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "nothing to train on" in proc.stderr and "class_unknown (2)" in proc.stderr

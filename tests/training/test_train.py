@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import REPO_ROOT, free_port
+from conftest import REPO_ROOT, free_port, tree_digest
 from factory import params as default_params
 from visapp.config import flatten, load_params, params_dict
 from visapp.errors import VisError
@@ -63,6 +63,55 @@ NETWORK_GUARD = textwrap.dedent(
         return _getaddrinfo(host, *args, **kwargs)
 
     socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = connect, connect_ex, getaddrinfo
+    """
+)
+
+# Installed as sitecustomize under `dvc repro`: writes down every JPEG that Ultralytics' label check finds with bytes
+# after its end marker (FFD9), and makes that check restore such a JPEG in place, as earlier Ultralytics releases
+# (8.3, which pyproject allows) do with `.save(im_file)`: through a link in the view, into data/raw. (8.4 writes a
+# new file and swaps it in, replacing the link and sparing its target: with 8.4's own behaviour alone, data/raw would
+# stay byte-identical even for a view that links these images; the inodes written down still tell.)
+JPEG_GUARD = textwrap.dedent(
+    """
+    import importlib.abc, json, os, sys
+
+    def _patch(utils):
+        verify = utils.verify_image_label
+
+        def verify_image_label(args):
+            im_file = args[0]
+            with open(im_file, "rb") as image:
+                head = image.read(3)
+                image.seek(-2, 2)
+                trailing = head == b"\\xff\\xd8\\xff" and image.read() != b"\\xff\\xd9"
+            link, inode = os.path.islink(im_file), os.stat(im_file).st_ino
+            result = verify(args)
+            if trailing:
+                with open(os.environ["JPEG_GUARD_LOG"], "a") as log:
+                    log.write(json.dumps({"file": im_file, "link": link, "inode": inode, "msg": result[-1]}) + "\\n")
+            return result
+
+        utils.verify_image_label = verify_image_label
+        if hasattr(utils, "_replace_image"):
+            utils._replace_image = lambda im_file, write: write(str(im_file))
+
+    class _PatchOnImport(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name != "ultralytics.data.utils":
+                return None
+            finders = (f for f in sys.meta_path if f is not self and hasattr(f, "find_spec"))
+            spec = next((s for s in (f.find_spec(name, path, target) for f in finders) if s is not None), None)
+            if spec is not None:
+                load = spec.loader.exec_module
+
+                def exec_module(module):
+                    load(module)
+                    _patch(module)
+
+                spec.loader.exec_module = exec_module
+            return spec
+
+    sys.meta_path.insert(0, _PatchOnImport())
     """
 )
 
@@ -488,16 +537,52 @@ def test_training_leaves_the_users_ultralytics_settings_byte_identical(workdir, 
     assert not (home / "my-runs").exists() and not (home / "w").exists()
 
 
+# Bytes after a JPEG's end marker, as found in the wild: zero padding, a phone's motion-photo video, a camera trailer.
+TRAILERS = [
+    b"\x00" * 4096,
+    b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00isommp42" + bytes(range(256)) * 8 + b"MotionPhoto_Data",
+    b"CAMERA-TRAILER v2\n" + b"\x01\x02\x03" * 100,
+]
+
+
 @pytest.mark.slow
-def test_dvc_repro_trains_then_reruns_nothing_and_shows_metrics_and_plots(make_project):
+def test_dvc_repro_trains_keeps_raw_data_and_cache_byte_identical_then_reruns_nothing(make_project, tmp_path):
+    """Acceptance: after training on JPEGs with trailing data (which Ultralytics restores in place), data/raw and
+    the DVC cache are byte-identical; also: a second repro runs nothing, metrics and plots show."""
     project = make_project()
     project.run("visapp", "sample", "--out", "data/raw", "--images", "16")
+    jpegs = sorted((project.root / "data/raw/JPEGImages").glob("*.jpg"))[: len(TRAILERS)]
+    for image, trailer in zip(jpegs, TRAILERS, strict=True):
+        image.write_bytes(image.read_bytes() + trailer)
     project.run("dvc", "add", "-q", "data/raw")
     project.set_params(*TINY, "train.epochs=1")
-    project.commit("sample data, tiny training")
+    project.commit("sample data (some JPEGs with trailing data), tiny training")
+    raw_before = tree_digest(project.root, ("data/raw",))
+    cache_before = tree_digest(project.root, (".dvc/cache",))
+    raw_inodes = {image.stem: image.stat().st_ino for image in jpegs}
 
-    first = project.run("dvc", "repro")
+    guard = tmp_path / "jpeg-guard"
+    guard.mkdir()
+    (guard / "sitecustomize.py").write_text(JPEG_GUARD)
+    log = guard / "seen.jsonl"
+    python_path = os.pathsep.join(filter(None, [str(guard), os.environ.get("PYTHONPATH")]))
+    first = project.run("dvc", "repro", env={"PYTHONPATH": python_path, "JPEG_GUARD_LOG": str(log)})
     assert "Running stage 'train'" in first.stdout
+    assert (project.root / "models/yolo/weights/best.pt").is_file()
+
+    report = json.loads((project.root / "data/validated/report.json").read_text())
+    warned = {i["path"] for i in report["issues"] if i["code"] == "image_trailing_data"}
+    assert warned == {f"JPEGImages/{image.name}" for image in jpegs}
+    assert tree_digest(project.root, ("data/raw",)) == raw_before
+    cache_after = tree_digest(project.root, (".dvc/cache",))
+    assert {path: cache_after.get(path) for path in cache_before} == cache_before  # the stages only add to it
+    # Ultralytics checked each of them in the view, restored it there, in a copy: never a link into data/raw.
+    seen = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    assert sorted(Path(s["file"]).stem for s in seen) == sorted(raw_inodes), seen
+    for entry in seen:
+        assert "corrupt JPEG restored and saved" in entry["msg"], entry
+        assert not entry["link"] and entry["inode"] != raw_inodes[Path(entry["file"]).stem], entry
+
     second = project.run("dvc", "repro")
     assert "Running stage" not in second.stdout
     assert "up to date" in project.run("dvc", "status").stdout

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections import Counter as Tally
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,17 +37,20 @@ from visapp.errors import DataError, VisError
 from visapp.formats import SPLITS
 from visapp.formats.images import ImageInfo, displayed_size, inspect_image
 from visapp.formats.manifest import MANIFEST_FILE, ManifestObject, ManifestRow, write_manifest
-from visapp.formats.report import ERROR, REPORT_FILE, Issue, build_report, has_errors
+from visapp.formats.report import ERROR, REPORT_FILE, Issue, build_report, has_errors, has_odd_bytes, printable
 from visapp.formats.voc import (
+    ANNOTATION_DIRS,
     BOX_KEYS,
     Annotation,
+    ImageSet,
     SampleFiles,
     discover_samples,
+    listed_id,
     parse_annotation,
     read_image_sets,
     sample_id,
 )
-from visapp.fsio import write_json
+from visapp.fsio import unreadable, write_json
 from visapp.progress import Counter, ProgressCallback
 
 log = logging.getLogger(__name__)
@@ -92,14 +96,12 @@ class _Sample:
         return any(issue.severity == ERROR for issue in self.issues)
 
 
-def _load(
-    raw_dir: Path, rel: str, out: _Sample, unreadable: str, parse: Callable[[bytes], T]
-) -> tuple[bytes, T | None]:
-    """Read and parse one file; a problem becomes an issue of the sample (`unreadable`: the code when unreadable)."""
+def _load(raw_dir: Path, rel: str, out: _Sample, code: str, parse: Callable[[bytes], T]) -> tuple[bytes, T | None]:
+    """Read and parse one file; a problem becomes an issue of the sample (`code`: the code when unreadable)."""
     try:
         data = (raw_dir / rel).read_bytes()
     except OSError as exc:
-        out.add(rel, unreadable, f"cannot be read ({exc.strerror or exc}): check its permissions")
+        out.add(rel, code, unreadable(exc, raw_dir / rel, "the file"))
         return b"", None
     try:
         return data, parse(data)
@@ -216,9 +218,9 @@ def _check_objects(
     return objects
 
 
-def _split_of(image: str, splits: dict[str, set[str]], out: _Sample) -> str | None:
-    sid = sample_id(image)
-    listed = [split for split in SPLITS if sid in splits.get(split, ())]
+def _split_of(image: str, splits: dict[str, ImageSet], out: _Sample) -> str | None:
+    sid = listed_id(sample_id(image))
+    listed = [split for split in SPLITS if split in splits and sid in splits[split].ids]
     if len(listed) > 1:
         out.add(image, "split_leak", f"id {sid!r} is listed in ImageSets/Main {' and '.join(listed)}: keep it in one")
     return listed[0] if listed else None
@@ -227,13 +229,12 @@ def _split_of(image: str, splits: dict[str, set[str]], out: _Sample) -> str | No
 def _missing_partner(files: SampleFiles, ann: Annotation | None, data: DataConfig, out: _Sample) -> None:
     if files.image is None and files.annotation is not None:
         named = f" or <filename> {ann.filename!r}" if ann and ann.filename else ""
-        out.add(
-            files.annotation,
-            "image_missing",
-            f"no image matches this annotation by name{named}: add the image or remove the annotation",
-        )
+        todo = files.hint or "add the image or remove the annotation"
+        out.add(files.annotation, "image_missing", f"no image matches this annotation by name{named}: {todo}")
     if files.annotation is None and files.image is not None:
-        if data.allow_background:
+        if files.hint:
+            out.add(files.image, "annotation_missing", f"no annotation paired: {files.hint}", severity=ERROR)
+        elif data.allow_background:
             out.add(files.image, "annotation_missing", "no annotation: kept as a background image (no objects)")
         else:
             out.add(
@@ -244,10 +245,36 @@ def _missing_partner(files: SampleFiles, ann: Annotation | None, data: DataConfi
             )
 
 
+def _odd_names(files: SampleFiles, out: _Sample) -> None:
+    """A file name that is not UTF-8 rejects its sample: no UTF-8 file (manifest, labels, lists) can name it."""
+    for rel in filter(None, (files.image, files.annotation, *files.rivals)):
+        if has_odd_bytes(rel):
+            name = rel.rsplit("/", 1)[-1].encode("utf-8", "surrogateescape")
+            out.add(
+                rel,
+                "name_not_utf8",
+                f"the file name is not UTF-8 (in Windows-1252 it would read {name.decode('cp1252', 'replace')!r}), "
+                "and neither DVC nor the label files can hold it: rename it, e.g. "
+                "`convmv -f cp1252 -t utf-8 -r --notest <dataset folder>` (or the code page it was written in)",
+            )
+
+
+def _rivals(files: SampleFiles, out: _Sample) -> None:
+    if files.image and files.rivals:
+        claims = ", ".join([files.annotation or "", *files.rivals])
+        message = f"{len(files.rivals) + 1} annotations claim this image ({claims}): keep one (merge their objects)"
+        out.add(files.image, "annotation_conflict", message)
+        for rival in files.rivals:
+            message = f"claims {files.image} (by name or <filename>), as {files.annotation} does: keep one"
+            out.add(rival, "annotation_conflict", message)
+
+
 def _check_sample(
-    raw_dir: Path, files: SampleFiles, data: DataConfig, splits: dict[str, set[str]], conflict: str | None
+    raw_dir: Path, files: SampleFiles, data: DataConfig, splits: dict[str, ImageSet], conflict: str | None
 ) -> _Sample:
     out = _Sample()
+    _odd_names(files, out)
+    _rivals(files, out)
     ann = _load(raw_dir, files.annotation, out, "xml_malformed", parse_annotation)[1] if files.annotation else None
     info = None
     if files.image:
@@ -320,6 +347,52 @@ def _id_conflicts(samples: list[SampleFiles]) -> dict[str, str]:
     return conflicts  # type: ignore[return-value]
 
 
+def _annotation_id(rel: str) -> str:
+    """The id an annotation would give its sample: its path without the annotation folder and extension."""
+    head, _, rest = rel.partition("/")
+    return sample_id(rest if rest and head.lower() in ANNOTATION_DIRS else rel)
+
+
+def _unknown_listed_ids(samples: list[SampleFiles], splits: dict[str, ImageSet]) -> list[Issue]:
+    """imageset_unknown: each id a list names that no image and no annotation has."""
+    known = {listed_id(sample_id(files.image)) for files in samples if files.image}
+    known |= {listed_id(_annotation_id(files.annotation)) for files in samples if files.annotation}
+    return [
+        Issue.of(
+            image_set.path,
+            "imageset_unknown",
+            f"lists {ident!r}, which matches no image or annotation: remove it from the list, or add the sample",
+        )
+        for image_set in splits.values()
+        for ident in sorted(image_set.ids - known)
+    ]
+
+
+def _nothing_accepted(raw_dir: Path, samples: int, issues: list[Issue]) -> str:
+    """dataset_empty's message: why there is nothing to train on, the most common reasons first."""
+    if samples:
+        counts = Tally(issue.code for issue in issues if issue.severity == ERROR)
+        reasons = ", ".join(f"{code} ({n})" for code, n in counts.most_common(3))
+        return (
+            f"none of the {samples} samples was accepted; the most common errors: {reasons}: fix them "
+            "(every issue is listed in the report), then validate again"
+        )
+    others: Tally[str] = Tally()
+    for path in raw_dir.rglob("*"):
+        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(raw_dir).parts):
+            others[path.suffix.lower() or "(no extension)"] += 1
+    found = (
+        f"it holds {sum(others.values())} other files ({', '.join(f'{s} {n}' for s, n in others.most_common(4))})"
+        if others
+        else "it holds no files (hidden ones aside)"
+    )
+    return (
+        f"no images or annotations found in {printable(str(raw_dir))}: {found}. A VOC dataset is Annotations/*.xml "
+        "beside JPEGImages/ (or images/), or each XML beside its image; images are .jpg, .png, .bmp or .webp. An "
+        "archive must be unpacked first (`visapp ingest <archive>` does it)"
+    )
+
+
 def validate_dataset(raw_dir: Path, data: DataConfig, progress: ProgressCallback | None = None) -> ValidationResult:
     """Check every sample of a VOC folder against the issue codes of `visapp.formats.report`.
 
@@ -344,6 +417,7 @@ def validate_dataset(raw_dir: Path, data: DataConfig, progress: ProgressCallback
     conflicts = _id_conflicts(samples)
 
     issues: list[Issue] = [Issue.of(path, "path_unreadable", message) for path, message in problems]
+    issues += _unknown_listed_ids(samples, splits)
     rows: dict[str, ManifestRow] = {}  # image -> manifest row
     rejected: set[str] = set()
     first_by_sha: dict[str, tuple[str, str | None]] = {}  # sha256 -> (first image, its split)
@@ -389,6 +463,8 @@ def validate_dataset(raw_dir: Path, data: DataConfig, progress: ProgressCallback
                     f"learn it; remove it from {CLASSES_HOME}, or add samples of it",
                 )
             )
+    if not manifest:
+        issues.append(Issue.of(".", "dataset_empty", _nothing_accepted(raw_dir, len(samples), issues)))
     if not data.classes:
         names = sorted({obj.name for row in manifest for obj in row.objects})
         ids = {name: index for index, name in enumerate(names)}

@@ -43,6 +43,8 @@ FORMAT_SUFFIX = {"jpeg": ".jpg", "png": ".png", "bmp": ".bmp", "webp": ".webp"}
 DEFAULT_MAX_PIXELS = 100_000_000
 # Above this many pixels a PNG is checked as a stream rather than decoded (1 byte a pixel in grey).
 PNG_DECODE_LIMIT = 40_000_000
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by PNG colour type
+_INFLATE_STEP = 1 << 20  # bytes of IDAT fed, and of image data taken, at a time by the stream check
 _PIL_FORMATS = {"jpeg": "JPEG", "png": "PNG", "bmp": "BMP", "webp": "WEBP"}
 _ORIENTATION_TAG = 0x0112
 # A marker in JPEG entropy-coded data: 0xFF followed by neither a stuffed 0x00, a restart marker, nor a fill byte.
@@ -248,15 +250,48 @@ def _orientation(image: Any) -> int:
     return 1
 
 
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _png_stand_in(data: bytes) -> bytes:
+    """The PNG's chunks around a 1x1 image of its colour type: what Pillow needs to read its EXIF.
+
+    A PNG's `getexif()` in Pillow decodes the whole image when the EXIF is not before the image data (an eXIf
+    chunk may follow IDAT): 507 MB for a 13,000 x 13,000 RGB PNG of a few kilobytes. The stand-in keeps every
+    chunk but the pixels (and APNG's frame chunks, which would not fit a 1x1 image), so Pillow reads the same
+    EXIF, wherever it is, by decoding one pixel.
+    """
+    parts = [_PNG_SIGNATURE]
+    for kind, start, stop in _png_chunks(data):
+        if kind == b"IHDR":
+            _width, _height, depth, colour, compression, filtering, _interlace = struct.unpack(
+                ">IIBBBBB", data[start:stop]
+            )
+            parts.append(_png_chunk(kind, struct.pack(">IIBBBBB", 1, 1, depth, colour, compression, filtering, 0)))
+            row = 1 + (_PNG_CHANNELS.get(colour, 4) * depth + 7) // 8
+            parts.append(_png_chunk(b"IDAT", zlib.compress(bytes(row))))
+        elif kind not in (b"IDAT", b"acTL", b"fcTL", b"fdAT"):
+            parts.append(data[start - 8 : stop + 4])
+    return b"".join(parts)
+
+
 def _header(data: bytes, fmt: str) -> tuple[int, int, int]:
     """(width, height, EXIF orientation) from the header, without decoding the pixels."""
     with _header_only() as Image:
         try:
             with Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[fmt]]) as image:
                 width, height = image.size
-                orientation = _orientation(image)
+                if fmt != "png":
+                    orientation = _orientation(image)
         except Exception as exc:  # Pillow raises many types for a broken header
             raise ImageError("image_unreadable", f"{fmt.upper()} header cannot be read ({_exc_text(exc)})") from None
+        if fmt == "png":
+            try:
+                with Image.open(io.BytesIO(_png_stand_in(data)), formats=["PNG"]) as stand_in:
+                    orientation = _orientation(stand_in)
+            except Exception:  # a chunk Pillow cannot read: no usable EXIF, as for a broken tag
+                orientation = 1
     if width <= 0 or height <= 0:
         raise ImageError("image_unreadable", f"{fmt.upper()} has no pixels ({width}x{height})")
     return width, height, orientation
@@ -311,7 +346,11 @@ def _decode(data: bytes, fmt: str, width: int, height: int, orientation: int) ->
 
 
 def _png_stream_check(data: bytes) -> None:
-    """Decompress a PNG's image data as a stream, checking its length and every row's filter byte, keeping nothing."""
+    """Decompress a PNG's image data as a stream, checking its length and every row's filter byte, keeping nothing.
+
+    The output is taken a bounded piece at a time (a few kilobytes of IDAT may inflate to gigabytes), and the
+    filter bytes of a piece are read at their row stride: time grows with the pixels, memory does not.
+    """
     header, chunks = None, []
     for kind, start, stop in _png_chunks(data):
         if kind == b"IHDR":
@@ -321,7 +360,7 @@ def _png_stream_check(data: bytes) -> None:
     if header is None:
         raise ImageError("image_unreadable", "PNG has no IHDR chunk: re-export it")
     width, height, depth, colour, _compression, _filter, interlace = header
-    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(colour)
+    channels = _PNG_CHANNELS.get(colour)
     if channels is None:
         raise ImageError("image_unreadable", f"PNG colour type {colour} is not valid: re-export it")
     bits = depth * channels
@@ -341,25 +380,48 @@ def _png_stream_check(data: bytes) -> None:
             )
         ]
     )
-    rows = [1 + (w * bits + 7) // 8 for w, h in passes if w and h for _ in range(h)]
-    inflater, row, offset = zlib.decompressobj(), 0, 0
+    # (offset in the inflated stream, row length with its filter byte, rows, rows before) of each pass
+    layout, offset, rows = [], 0, 0
+    for w, h in passes:
+        if w and h:
+            length = 1 + (w * bits + 7) // 8
+            layout.append((offset, length, h, rows))
+            offset, rows = offset + length * h, rows + h
+    expected, inflated = offset, 0
+
+    def check(out: bytes, base: int) -> None:
+        end = base + len(out)
+        for first, length, count, before in layout:
+            last = first + length * count
+            if last <= base or first >= end:
+                continue
+            index = max(0, -((first - base) // length))  # the first row of the pass starting at or after base
+            filters = out[first + index * length - base : min(end, last) - base : length]
+            if filters and max(filters) > 4:
+                row = before + index + next(i for i, value in enumerate(filters) if value > 4)
+                raise ImageError("image_unreadable", f"PNG row {row} has an invalid filter: re-export it")
+
+    inflater = zlib.decompressobj()
     try:
         for start, stop in chunks:
-            for piece in range(start, stop, 1 << 20):
-                out = inflater.decompress(data[piece : min(stop, piece + (1 << 20))])
-                while out:
-                    if row >= len(rows):
+            for piece in range(start, stop, _INFLATE_STEP):
+                pending = data[piece : min(stop, piece + _INFLATE_STEP)]
+                while True:
+                    out = inflater.decompress(pending, _INFLATE_STEP)
+                    if inflated + len(out) > expected:
                         raise ImageError("image_unreadable", "PNG holds more image data than its size: re-export it")
-                    take = min(len(out), rows[row] - offset)
-                    if offset == 0 and out[0] > 4:
-                        raise ImageError("image_unreadable", f"PNG row {row} has an invalid filter: re-export it")
-                    out, offset = out[take:], offset + take
-                    if offset == rows[row]:
-                        row, offset = row + 1, 0
+                    check(out, inflated)
+                    inflated += len(out)
+                    pending = inflater.unconsumed_tail
+                    if len(out) < _INFLATE_STEP and not pending:
+                        break  # all input used and no output held back
     except zlib.error as exc:
         raise ImageError("image_unreadable", f"PNG image data is damaged ({exc}): re-export it") from None
-    if row < len(rows) or not inflater.eof:
-        raise _truncated(f"PNG image data stops after {row} of {len(rows)} rows")
+    if inflated < expected or not inflater.eof:
+        first, length, _count, before = next(part for part in reversed(layout) if inflated >= part[0])
+        raise _truncated(
+            f"PNG image data stops after {min(before + (inflated - first) // length, rows)} of {rows} rows"
+        )
 
 
 def inspect_image(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageInfo:

@@ -51,6 +51,11 @@ CODES: dict[str, Code] = {
         ERROR, "two images with the same name but for the extension (`a.jpg`, `a.png`): their labels would collide"
     ),
     "imageset_unknown": Code(WARNING, "an ImageSets list names an id that matches no sample"),
+    "annotation_conflict": Code(
+        ERROR, "two annotations claim one image (same name, or a `<filename>`): which one is right is unknown"
+    ),
+    "name_not_utf8": Code(ERROR, "a file name that is not UTF-8 (a legacy code page): rename it (`convmv`)"),
+    "dataset_empty": Code(ERROR, "no samples found, or none accepted (path `.`): nothing to train on"),
     "class_absent": Code(WARNING, "a class of `data.classes` that no accepted sample has an object of (path `.`)"),
     "path_unreadable": Code(
         ERROR, "a folder, list or file that cannot be read (permissions, a broken link): nothing in it is checked"
@@ -70,8 +75,31 @@ class Issue:
 
     @classmethod
     def of(cls, path: str, code: str, message: str, severity: str | None = None) -> Issue:
-        """An issue with the code's own severity unless another is given (annotation_missing can be an error)."""
-        return cls(path, code, severity or CODES[code].severity, message)
+        """An issue with the code's own severity unless another is given (annotation_missing can be an error).
+
+        Path and message are made printable: a file name that is not UTF-8 shows its odd bytes as `\\xf1`.
+        """
+        return cls(printable(path), code, severity or CODES[code].severity, printable(message))
+
+
+def printable(text: str) -> str:
+    """`text` with the bytes of a non-UTF-8 file name (Python holds them as lone surrogates, which no UTF-8 file,
+    JSON document or terminal can take) written as backslash escapes: `Se\\udcf1al.jpg` -> `Se\\xf1al.jpg`."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "surrogateescape") if _escaped_bytes_only(text) else None
+        return raw.decode("utf-8", "backslashreplace") if raw else text.encode("utf-8", "backslashreplace").decode()
+
+
+def _escaped_bytes_only(text: str) -> bool:
+    return all(not "\ud800" <= ch <= "\udfff" or "\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def has_odd_bytes(name: str) -> bool:
+    """Whether a file name as the OS gave it holds bytes that are not UTF-8."""
+    return any("\udc80" <= ch <= "\udcff" for ch in name)
 
 
 def has_errors(report: dict[str, Any]) -> bool:

@@ -16,11 +16,15 @@ is bad (a half-extracted dataset is worse than none). Refused, each with its own
 |   | used as a folder |
 | `too_many_entries`, `too_large`, `ratio` | past `ArchiveLimits` (a ZIP or tar bomb): checked on the declared |
 |   | sizes first, then on the bytes actually written, as a lying header cannot be trusted |
+| `nested_archive` | (`visapp.ingest.sources`) no XML and no image, only another archive (a ZIP in a ZIP): |
+|   | the message says to unpack it and ingest the inner archive |
 
 Accepted and normalised: backslashes are path separators (Windows PowerShell 5's Compress-Archive writes
-them), names are stored as Unicode NFC, directory entries only create folders, and `__MACOSX/`,
-`.DS_Store`, `Thumbs.db` and `desktop.ini` (operating system litter, not data) are skipped. The format
-(ZIP, or tar plain or compressed with gzip, bzip2 or xz) comes from the file's bytes, not its name.
+them), names are stored as Unicode NFC, and directory entries only create folders. Operating system litter
+(`LITTER_FILES`, `LITTER_DIRS`: macOS `._*` AppleDouble resource forks, `__MACOSX/`, `.DS_Store`, `Icon\\r`,
+`.Spotlight-V100/`, `.Trashes/`, `.fseventsd/`; Windows `Thumbs.db`, `ehthumbs.db`, `desktop.ini`,
+`$RECYCLE.BIN/`; ...) is recognised by its name, at any depth, and skipped unread (counted in `litter`). The
+format (ZIP, or tar plain or compressed with gzip, bzip2 or xz) comes from the file's bytes, not its name.
 
 Nothing is written outside the destination folder, and on any failure that folder is removed.
 """
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import lzma
+import re
 import shutil
 import tarfile
 import unicodedata
@@ -48,8 +53,31 @@ MIB = 1024 * KIB
 GIB = 1024 * MIB
 CHUNK = 1 * MIB  # read/write unit: memory per entry stays at this, whatever the entry's size
 
-JUNK_DIRS = frozenset({"__macosx"})
-JUNK_FILES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
+# Operating system litter, never data: casefolded name -> how `visapp ingest` names it. Folders: everything
+# under them; files: at any depth. `._*` files (AppleDouble: the resource fork and Finder metadata that macOS
+# writes beside each file on non-Apple file systems and into archives) and Linux's `.Trash-<uid>/` go by pattern.
+LITTER_DIRS = {
+    name.casefold(): name + "/"
+    for name in (
+        "__MACOSX",
+        ".Spotlight-V100",
+        ".Trashes",
+        ".fseventsd",
+        ".TemporaryItems",
+        ".DocumentRevisions-V100",
+        "$RECYCLE.BIN",
+        "System Volume Information",
+    )
+}
+LITTER_FILES = {
+    name.casefold(): name
+    for name in (".DS_Store", ".localized", "Thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini")
+}
+APPLE_DOUBLE = "._"
+APPLE_DOUBLE_KIND = "macOS ._ resource forks"
+ICON_FILE = "Icon\r"  # a folder's custom icon on macOS: the one litter name with a control character in it
+ICON_KIND = "Icon\\r"
+LINUX_TRASH = re.compile(r"\.trash-\d+")
 # What an archive's first bytes are: ZIP, or a tar, plain (magic at 257) or compressed.
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 _COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
@@ -152,7 +180,7 @@ def safe_relpath(name: str) -> str:
         ArchiveRefused: `unsafe_path` for absolute paths, drive letters, `..`, control characters.
     """
     posix = name.replace("\\", "/")
-    if _has_control(posix):
+    if _has_control(posix.removesuffix(ICON_FILE) if posix.rpartition("/")[2] == ICON_FILE else posix):
         raise ArchiveRefused("unsafe_path", f"entry {name!r} has a control character in its name")
     if posix.startswith("/") or (len(posix) >= 2 and posix[1] == ":" and posix[0].isalpha()):
         raise ArchiveRefused("unsafe_path", f"entry {name!r} has an absolute path; archive entries must be relative")
@@ -164,10 +192,36 @@ def safe_relpath(name: str) -> str:
     return unicodedata.normalize("NFC", "/".join(parts))
 
 
+def litter_kind(path: str) -> str | None:
+    """What kind of operating system litter a relative POSIX path is (`'.DS_Store'`, `'__MACOSX/'`, ...), or None.
+
+    A path is litter when a folder on it is a litter folder (`__MACOSX/`, `.Spotlight-V100/`, `.Trashes/`, ...),
+    or when its last part is a litter file (`.DS_Store`, `Thumbs.db`, `Icon\\r`, ...) or an AppleDouble `._*`.
+    """
+    parts = path.split("/")
+    for part in parts:  # the last one too: a folder entry, or a file that stands where the folder would
+        folded = part.casefold()
+        if folded in LITTER_DIRS:
+            return LITTER_DIRS[folded]
+        if LINUX_TRASH.fullmatch(folded):
+            return ".Trash-<uid>/"
+    name = parts[-1]
+    if name.startswith(APPLE_DOUBLE) and len(name) > len(APPLE_DOUBLE):
+        return APPLE_DOUBLE_KIND
+    if name == ICON_FILE:
+        return ICON_KIND
+    return LITTER_FILES.get(name.casefold())
+
+
 def is_litter(path: str) -> bool:
-    """Operating system litter (`__MACOSX/`, `.DS_Store`, `Thumbs.db`, `desktop.ini`) that is never data."""
-    parts = path.casefold().split("/")
-    return any(part in JUNK_DIRS for part in parts[:-1]) or parts[-1] in JUNK_FILES or parts[0] in JUNK_DIRS
+    """Operating system litter (see `litter_kind`): never data, skipped unread by every source."""
+    return litter_kind(path) is not None
+
+
+def shown_path(path: str) -> str:
+    """A path for a message: control characters escaped (`Icon\\r`), undecodable bytes replaced."""
+    text = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def fold(path: str) -> str:
@@ -231,7 +285,7 @@ class SafeArchive:
         self.limits = limits or ArchiveLimits()
         self.origin = str(path)
         self.entries: list[Entry] = []
-        self.litter: list[str] = []
+        self.litter: list[str] = []  # the files left out as operating system litter (`is_litter`)
         self.total_bytes = 0
 
     def __enter__(self) -> SafeArchive:
@@ -281,12 +335,20 @@ class SafeArchive:
         except ArchiveRefused as exc:
             raise self._refuse(exc.code, str(exc)) from None
 
+    def _skip_litter(self, path: str, is_dir: bool) -> bool:
+        """Whether the entry at the safe `path` is operating system litter: then it is left out unread (files
+        are counted in `litter`), whatever its type, flags or size."""
+        if not path or not is_litter(path):
+            return False
+        if not is_dir:
+            self.litter.append(path)
+        return True
+
     def _admit(self, path: str, name: str, size: int, is_dir: bool, record: Any, compressed: int | None) -> None:
         """Keep a vetted entry (litter aside), counting its declared size against the limits."""
         if not path:
             return  # "./" or "/": the archive's root folder itself
-        if is_litter(path):
-            self.litter.append(path)
+        if self._skip_litter(path, is_dir):
             return
         if not is_dir:
             self._check_size(name, size, compressed)

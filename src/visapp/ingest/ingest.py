@@ -9,7 +9,11 @@
    it hashes for minutes while `data/raw` is new and `raw.dvc` old, and DVC writes `raw.dvc` in place.
 4. Swap it in under a journal (`visapp.ingest.swap`): a kill at any moment leaves the old or the new version.
 
-Also refused, with the fix in the message: a source with no XML and no image, a replace that would drop a
+Operating system litter (`._*` AppleDouble files, `.DS_Store`, `__MACOSX/`, `Thumbs.db`, ...) is left out of
+the new version wherever it is in the source, so it never changes the dataset's hash; the result counts it.
+
+Also refused, with the fix in the message: a source with no XML and no image (one that holds only another
+archive, a ZIP in a ZIP, says to unpack it and ingest the inner archive), a replace that would drop a
 `data/raw` that DVC does not hold (untracked, or changed since the last `dvc add`; `force` to discard), a
 second ingest running at the same time, too little free space, and every archive refusal.
 
@@ -32,9 +36,9 @@ from visapp.formats.dvcfile import DvcOut, dvc_file_for, parse_dvc_file, read_dv
 from visapp.formats.voc import discover_samples, parse_annotation
 from visapp.fsio import atomic_path, os_error
 from visapp.ingest import swap
-from visapp.ingest.archive import ArchiveLimits
+from visapp.ingest.archive import ArchiveLimits, litter_kind, shown_path
 from visapp.ingest.merge import link_tree, merge
-from visapp.ingest.sources import Source, find_voc_root, under
+from visapp.ingest.sources import Source, under
 from visapp.integrations import dvc
 from visapp.progress import ProgressCallback
 
@@ -100,7 +104,8 @@ class IngestResult:
     name: str | None = None
     added: int = 0
     unchanged: int = 0
-    ignored: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # files outside the dataset folder, left out
+    litter: list[str] = field(default_factory=list)  # operating system files (`._*`, `.DS_Store`, ...), left out
     notes: list[str] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)  # lines: the class names found, against data.classes
     same_version: bool = False  # the source held exactly the current version: nothing was swapped
@@ -118,6 +123,11 @@ class IngestResult:
         if self.ignored:
             shown = ", ".join(self.ignored[:3]) + (", ..." if len(self.ignored) > 3 else "")
             lines.append(f"  left out {len(self.ignored)} files outside the dataset folder: {shown}")
+        if self.litter:
+            kinds = ", ".join(kind for kind, _ in Counter(litter_kind(p) or "other" for p in self.litter).most_common())
+            shown = ", ".join(shown_path(p) for p in self.litter[:3]) + (", ..." if len(self.litter) > 3 else "")
+            files = "file" if len(self.litter) == 1 else "files"
+            lines.append(f"  left out {len(self.litter)} operating-system {files} ({kinds}): {shown}")
         lines += [f"  note: {note}" for note in self.notes]
         if not self.same_version:
             lines.append(f"  recorded in {self.raw_dir}.dvc; next: git commit it, and `dvc push` to share the data")
@@ -245,7 +255,7 @@ def _ingest_source(
 ) -> IngestResult:
     """Under the lock: find the dataset, check the replace is safe, prepare, hash, swap."""
     phase = phase or (lambda step: None)
-    root = find_voc_root(src.files, src.origin)
+    root = src.find_root()
     wanted = under(src.files, root)
     kept = set(wanted)
     ignored = [p for p in src.files if p not in kept]
@@ -303,6 +313,7 @@ def _ingest_source(
         added=0 if same else added,
         unchanged=unchanged,
         ignored=ignored,
+        litter=sorted(src.litter),
         notes=notes,
         classes=describe_classes(found.objects, request.classes),
         same_version=same,

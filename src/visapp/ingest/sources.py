@@ -2,13 +2,17 @@
 
 The dataset in a source is the shallowest folder with an `Annotations/` or `JPEGImages/` child (any case;
 `MyExport/`, `VOCdevkit/VOC2007/` are found), else the innermost folder that wraps everything (flat layout:
-XML beside images). Files outside that folder are left out (and counted). An archive is vetted whole first
-(`visapp.ingest.archive`): one bad entry refuses it.
+XML beside images). Files outside that folder are left out (and counted), and so is operating system litter
+(`._*`, `.DS_Store`, `__MACOSX/`, `Thumbs.db`, ...: `visapp.ingest.archive.is_litter`) wherever it is, for
+archives and folders alike. An archive is vetted whole first (`visapp.ingest.archive`): one bad entry refuses it.
+A source without any XML or image that holds other archives (a ZIP in a ZIP) is refused as `nested_archive`,
+with the commands that unpack it.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 from pathlib import Path, PurePosixPath
 
@@ -29,6 +33,10 @@ from visapp.progress import Counter, ProgressCallback
 
 ROOT_MARKERS = frozenset({"annotations", IMAGE_DIRS[0]})
 MAX_LISTED = 10
+# Archives that `visapp ingest` reads itself, and others that only an archiver unpacks (by name: a nested
+# archive is never opened).
+READABLE_ARCHIVES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz", ".tbz2", ".tar.xz", ".txz")
+OTHER_ARCHIVES = (".7z", ".rar", ".tar.zst", ".tzst")
 
 
 def _is_data_file(path: str) -> bool:
@@ -67,6 +75,10 @@ def find_voc_root(paths: list[str], origin: str) -> str:
     return root
 
 
+def _is_archive(path: str) -> bool:
+    return path.casefold().endswith(READABLE_ARCHIVES + OTHER_ARCHIVES)
+
+
 def _depth(folder: str) -> int:
     return 0 if not folder else folder.count("/") + 1
 
@@ -98,11 +110,13 @@ class Source:
         self.archive: SafeArchive | None = None
         self.sizes: dict[str, int] = {}
         self.on_disk: dict[str, str] = {}  # folder sources: safe path -> the name as it is on disk
+        self.litter: list[str] = []  # files left out as operating system litter (`is_litter`), never read
         if path.is_dir():
             self._scan_folder()
         elif path.is_file():
             self.archive = open_archive(path, limits).__enter__()
             self.sizes = {e.path: e.size for e in self.archive.entries if not e.is_dir}
+            self.litter = list(self.archive.litter)
         else:
             raise VisError(f"{path}: no such file or folder; give an archive (.zip, .tar, .tar.gz) or a VOC folder")
         self.files = sorted(self.sizes)
@@ -118,6 +132,10 @@ class Source:
             for name in sorted(dirs + names):
                 full = Path(folder) / name
                 rel = full.relative_to(self.path).as_posix()
+                if is_litter(rel):  # left out unread, whatever it is (a link, an odd name); a folder's files counted
+                    if name not in dirs:
+                        self.litter.append(rel)
+                    continue
                 if full.is_symlink():
                     raise ArchiveRefused(
                         "symlink", f"{self.origin}: {rel!r} is a symbolic link; copy the file itself in (cp -L)"
@@ -134,12 +152,57 @@ class Source:
                     path = safe_relpath(rel)
                 except ArchiveRefused as exc:
                     raise ArchiveRefused(exc.code, f"{self.origin}: {exc}") from None
-                if is_litter(path) or name in dirs:
+                if name in dirs:
+                    continue
+                if is_litter(path):  # litter once normalised (e.g. `a\\._b.jpg`, a backslash in a Linux name)
+                    self.litter.append(rel)
                     continue
                 entries.append((path, False, rel))
                 self.sizes[path] = full.stat().st_size
                 self.on_disk[path] = rel
         check_collisions(entries, self.origin)
+
+    def find_root(self) -> str:
+        """The folder that holds the dataset (`find_voc_root`).
+
+        Raises:
+            ArchiveRefused: `nested_archive`: no XML and no image, but other archives (a ZIP in a ZIP).
+            VisError: no dataset, or several side by side (`find_voc_root`).
+        """
+        if not any(_is_data_file(p) for p in self.files):
+            nested = [p for p in self.files if _is_archive(p)]
+            if nested:
+                raise ArchiveRefused("nested_archive", self._nested_message(nested))
+        return find_voc_root(self.files, self.origin)
+
+    def _nested_message(self, nested: list[str]) -> str:
+        """What to do with a source that holds archives instead of a dataset: unpack, then ingest each."""
+        what, other = ("archive", "another") if self.archive is not None else ("folder", "an")
+        if len(nested) == 1:
+            held = f"{'only ' if len(self.files) == 1 else ''}{other} archive, {nested[0]!r},"
+        else:
+            listed = ", ".join(repr(p) for p in nested[:MAX_LISTED]) + (", ..." if len(nested) > MAX_LISTED else "")
+            held = f"{len(nested)} archives ({listed})"
+        head = f"{self.origin}: the {what} holds {held} and no dataset (no .xml annotation, no image)"
+        if self.archive is not None:
+            command = "unzip" if self.archive.kind == "ZIP" else "tar -xf"
+            inner = [shlex.quote(p) for p in nested]
+            unpack = f"`{command} {shlex.quote(str(self.path))}`, then "
+        else:
+            inner = [shlex.quote(str(self.path / self.on_disk[p])) for p in nested]
+            unpack = ""
+        if not all(p.casefold().endswith(READABLE_ARCHIVES) for p in nested):  # .7z, .rar: read by an archiver only
+            return (
+                f"{head}: unpack it and then the inner archive ({unpack}unpack {inner[0]} with its archiver, "
+                "e.g. 7-Zip), then ingest the folder that holds the dataset"
+            )
+        if len(nested) == 1:
+            fix = "ingest the archive itself" if self.archive is None else "unpack it and ingest the inner archive"
+            return f"{head}: {fix} ({unpack}`visapp ingest {inner[0]}`)"
+        return (
+            f"{head}: {'unpack it and ' if self.archive is not None else ''}ingest them one at a time "
+            f"({unpack}`visapp ingest {inner[0]}`, then `visapp ingest ARCHIVE --mode append` for each other one)"
+        )
 
     def extract(self, dest: Path, root: str, progress: ProgressCallback | None = None) -> None:
         """Write the files under `root` into the new folder `dest`, `root` stripped."""

@@ -84,6 +84,8 @@ class SafeTar(SafeArchive):
                 "reliably; re-create the archive with UTF-8 names, or rename the files to ASCII",
             )
         path = self._safe_path(name)
+        if self._skip_litter(path, member.isdir()):
+            return
         if member.issym() or member.islnk():
             raise self._refuse("symlink", f"entry {name!r} is a link; archive the files themselves, not links to them")
         if not (member.isfile() or member.isdir()):

@@ -96,6 +96,8 @@ class SafeZip(SafeArchive):
         name = _entry_name(info, self.origin)
         path = self._safe_path(name)
         kind = _file_type(info)
+        if self._skip_litter(path, info.is_dir() or kind == stat.S_IFDIR):
+            return
         if kind == stat.S_IFLNK:
             raise self._refuse(
                 "symlink", f"entry {name!r} is a symbolic link; archive the files themselves, not links to them"
