@@ -1,15 +1,20 @@
 """A Pascal VOC folder <-> its samples (image + annotation pairs), annotations and ImageSets splits.
 
-Layouts (folder names matched without regard to case), decided at the top of the dataset folder:
+Layouts (folder names matched without regard to case), decided from the folder names at the top of the
+dataset folder, so that an unreadable `Annotations/` still means the paired layout:
 
-- paired: an `Annotations/` folder and image folders `JPEGImages/` and/or `images/` (when neither exists, the
-  images are every image outside `Annotations/`); an annotation and an image pair up when their paths inside
-  their folders agree without the extension (`Annotations/sub/a.xml` <-> `JPEGImages/sub/a.jpg`);
-- flat: no `Annotations/` folder; each XML sits beside its image, at any depth (`sub/a.xml` <-> `sub/a.png`).
+- paired: an annotation folder (`Annotations/`, `Annotation/`, or `labels/`, `xml/`, `xmls/` when they hold
+  XML) and image folders `JPEGImages/` and/or `images/` (when neither exists, the images are every image
+  outside the annotation folder); an annotation and an image pair up when their paths inside their folders
+  agree without the extension (`Annotations/sub/a.xml` <-> `JPEGImages/sub/a.jpg`);
+- flat: no annotation folder; each XML sits beside its image, at any depth (`sub/a.xml` <-> `sub/a.png`).
 
-Pairs are made by stem first; an annotation left over is then matched by its `<filename>` to an image left
-over (in the flat layout, in the same folder). Hidden files and folders, and `ImageSets/`, are skipped. An
-image is a file with an image extension, or any other file whose first bytes are JPEG/PNG/BMP/WebP.
+Pairs are made by name exactly, then by name in Unicode NFC without regard to case, then an annotation left
+over is matched by the base name of its `<filename>` (a Windows or POSIX path) to an image left over (in the
+flat layout, in the same folder). What still does not pair is flagged, never silently a background: a second
+annotation for a paired image is its rival, and lone files with look-alike names, or whose partner's folder
+cannot be read, carry a hint. Hidden files and folders, and `ImageSets/`, are skipped. An image is a file
+with an image extension, or any other file whose first bytes are JPEG/PNG/BMP/WebP.
 """
 
 from __future__ import annotations

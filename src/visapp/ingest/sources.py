@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 
 from visapp.errors import VisError
 from visapp.formats.images import has_image_suffix
-from visapp.formats.voc import IMAGE_DIRS
+from visapp.formats.voc import IMAGE_DIRS, NAMED_ANNOTATION_DIRS
 from visapp.fsio import os_error
 from visapp.ingest.archive import (
     ArchiveLimits,
@@ -31,7 +31,7 @@ from visapp.ingest.archive import (
 )
 from visapp.progress import Counter, ProgressCallback
 
-ROOT_MARKERS = frozenset({"annotations", IMAGE_DIRS[0]})
+ROOT_MARKERS = frozenset({*NAMED_ANNOTATION_DIRS, IMAGE_DIRS[0]})
 MAX_LISTED = 10
 # Archives that `visapp ingest` reads itself, and others that only an archiver unpacks (by name: a nested
 # archive is never opened).
