@@ -180,6 +180,45 @@ def _version_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("version", help="yolo@v1.0.0, yolo#prod (the version in a stage) or yolo (the latest)")
 
 
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from visapp.service.api import create_app
+
+    if args.open and args.host not in LOOPBACK:
+        raise VisError(f"--open serves without a token: only on loopback ({', '.join(LOOPBACK)}), not {args.host}")
+    app = create_app(open_access=args.open, consume=not args.no_worker)
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=args.access_log)
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from visapp.service.queue import JobQueue
+    from visapp.service.settings import ServiceSettings
+    from visapp.service.store import JobStore
+    from visapp.service.worker import Reaper
+
+    settings = ServiceSettings.from_env()
+    store = JobStore(settings.store_url)
+    queue = JobQueue(settings, store)
+    reaper = Reaper(settings, store, queue.train)
+    reaper.start()
+    console.log.info("visapp worker: store %s, queue %s", settings.store_url, type(queue.huey).__name__)
+    queue.consumer(workers=1).run()
+    reaper.stop()
+    return 0
+
+
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from visapp.service.promote import promote
+
+    print(promote(args.job_id, raw=args.raw, name=args.name))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="visapp", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -254,6 +293,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-total-size", help="archive limit: uncompressed size, e.g. 100G (default 64G)")
     p.add_argument("--max-ratio", type=float, help="archive limit: compression ratio of one entry (default 100)")
     p.set_defaults(func=_cmd_ingest)
+
+    p = sub.add_parser("serve", help="run the HTTP API (and one job consumer) with uvicorn")
+    p.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--open", action="store_true", help="serve without a token (loopback only)")
+    p.add_argument("--no-worker", action="store_true", help="no consumer here: `visapp worker`s run the jobs")
+    p.add_argument("--access-log", action="store_true", help="log every request")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("worker", help="run jobs from the queue (VISAPP_QUEUE_URL) on this machine, one at a time")
+    p.set_defaults(func=_cmd_worker)
+
+    p = sub.add_parser("promote", help="bring a service job's dataset into data/raw (the ingest), for `dvc repro`")
+    p.add_argument("job_id")
+    p.add_argument("--raw", help="dataset folder (default: params.yaml's paths.raw)")
+    p.add_argument("--name", help="a name for the new dataset version (default: the job id and upload's name)")
+    p.set_defaults(func=_cmd_promote)
 
     return parser
 

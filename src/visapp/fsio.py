@@ -164,15 +164,16 @@ def write_json(path: str | Path, data: Any) -> None:
 
 
 @contextmanager
-def exclusive_lock(lock_path: Path, busy: str) -> Iterator[None]:
-    """Hold an exclusive lock on `lock_path` (created as needed) or fail at once with `busy` as the message.
+def exclusive_lock(lock_path: Path, busy: str, timeout: float = 0) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_path` (created as needed), waiting up to `timeout` seconds (0: fail at
+    once) before failing with `busy` as the message.
 
     The operating system releases the lock when the process dies, so a killed holder never blocks the next run.
     """
     from filelock import FileLock, Timeout
 
     _writable_parent(lock_path)
-    lock = FileLock(lock_path, timeout=0)
+    lock = FileLock(lock_path, timeout=timeout)
     try:
         lock.acquire()
     except Timeout:

@@ -38,6 +38,8 @@ TAG_RELEASED_COMMIT = "released_commit"
 TAG_FINGERPRINT = "dataset_fingerprint"
 TAG_RAW_DVC_HASH = "raw_dvc_hash"
 TAG_CHECKPOINT_KEY = "checkpoint_key"
+JOB_ENV = "VISAPP_JOB_ID"  # set by the service's worker for the training of a job
+TAG_JOB = "visapp_job_id"
 HEALTH_TIMEOUT_S = 5.0
 
 
@@ -250,6 +252,8 @@ def run_tags(
     }
     if environ.get(EXP_NAME_ENV):
         tags[TAG_DVC_EXP] = environ[EXP_NAME_ENV]
+    if environ.get(JOB_ENV):
+        tags[TAG_JOB] = environ[JOB_ENV]
     if code.branch:
         tags[TAG_GIT_BRANCH] = code.branch
     if code.commit:
