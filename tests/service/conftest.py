@@ -1,0 +1,198 @@
+"""Fixtures of the service tests: real processes on loopback (uvicorn through `visapp serve`, `visapp worker`,
+`redis-server`, moto's S3 server, an MLflow server), a tiny dataset as a ZIP, and an HTTP client with a token.
+
+Timing knobs are small here (a heartbeat of 1 s, a lease stale after 4 s) so that the faults play out in
+seconds; the defaults are 10 s and 60 s.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import subprocess
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import VENV_BIN, free_port
+
+TOKEN = "test-token-0123456789abcdef"
+OTHER_TOKEN = "other-token-0123456789abcdef"
+FAST = {"VISAPP_HEARTBEAT_S": "1", "VISAPP_STALE_AFTER_S": "4"}
+TINY_TRAINING = {"epochs": 1, "imgsz": 64, "batch": 3, "workers": 0, "device": "cpu"}
+
+
+@dataclass
+class Proc:
+    """A `visapp serve` or `visapp worker` subprocess, with its log."""
+
+    proc: subprocess.Popen
+    log: Path
+    url: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (the worker and its training subprocess): a machine that died."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@dataclass
+class Service:
+    """A store, a queue and the processes that share them; `api()` / `worker()` start more."""
+
+    base: Path
+    env: dict[str, str]
+    procs: list[Proc] = field(default_factory=list)
+    cwd: Path | None = None  # the repository the service runs from (for /models); default: base
+
+    def _start(self, args: list[str], name: str, extra: dict[str, str] | None = None) -> Proc:
+        log = self.base / f"{name}-{len(self.procs)}.log"
+        env = {**os.environ, **self.env, **(extra or {})}
+        env.setdefault("VISAPP_WORK_DIR", str(self.base / f"work-{name}-{len(self.procs)}"))
+        handle = log.open("wb")
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "visapp"), *args],
+            cwd=self.cwd or self.base,  # conf/ comes from this checkout when the folder has none
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # stop() and kill() reach the process group: a worker and its trainer
+        )
+        started = Proc(proc, log, env=env)
+        self.procs.append(started)
+        return started
+
+    def api(self, worker: bool = True, extra: dict[str, str] | None = None) -> Proc:
+        port = free_port()
+        args = ["serve", "--port", str(port)] + ([] if worker else ["--no-worker"])
+        started = self._start(args, "api", extra)
+        started.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{started.url}/health", timeout=2).status_code == 200:
+                    return started
+            except httpx.HTTPError:
+                pass
+            if started.proc.poll() is not None or time.monotonic() > deadline:
+                started.kill()
+                pytest.fail(f"visapp serve did not start:\n{started.output()}")
+            time.sleep(0.2)
+
+    def worker(self, extra: dict[str, str] | None = None) -> Proc:
+        return self._start(["worker"], "worker", extra)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.stop()
+
+
+def client(url: str, token: str | None = TOKEN) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=url, headers=headers, timeout=60)
+
+
+def wait_for(api: httpx.Client, job_id: str, states: set[str], timeout: float = 300) -> dict:
+    """Poll GET /jobs/{id} until the job is in one of `states`; the job."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = api.get(f"/jobs/{job_id}").json()
+        if job.get("state") in states:
+            return job
+        if time.monotonic() > deadline:
+            pytest.fail(f"job {job_id} stayed {job.get('state')} for {timeout} s: {job}")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="session")
+def dataset_zip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The built-in sample's first 12 images as a VOC ZIP (in memory: a few hundred KB)."""
+    folder = tmp_path_factory.mktemp("tiny") / "voc"
+    subprocess.run([str(VENV_BIN / "visapp"), "sample", "--out", str(folder), "--images", "12"], check=True,
+                   capture_output=True)  # fmt: skip
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(folder).as_posix())
+    return buffer.getvalue()
+
+
+def upload(api: httpx.Client, data: bytes, classes: str | None = "circle,square,triangle", name: str = "ds.zip"):
+    fields = {"classes": classes} if classes is not None else {}
+    return api.post("/upload-dataset", files={"file": (name, data, "application/zip")}, data=fields)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on loopback for the session (`make test` installs it)."""
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.fail("redis-server is not installed: `make test` installs it (apt-get install redis-server)")
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(folder)],
+        stdout=(folder / "redis.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    import redis
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            redis.Redis(port=port).ping()
+            break
+        except redis.ConnectionError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("redis-server did not start")
+            time.sleep(0.1)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture
+def make_service(tmp_path: Path, mlflow_server) -> Iterator:
+    """Factory: a Service over a fresh store (a folder by default), training into the session's MLflow server."""
+    made: list[Service] = []
+
+    def factory(store_url: str | None = None, queue_url: str | None = None, **extra: str) -> Service:
+        base = tmp_path / f"service-{len(made)}"
+        base.mkdir()
+        env = {
+            "VISAPP_API_TOKEN": f"{TOKEN},{OTHER_TOKEN}",
+            "VISAPP_STORE_URL": store_url or (base / "jobs").as_uri(),
+            "VISAPP_QUEUE_URL": queue_url or f"sqlite:///{base / 'queue.db'}",
+            "MLFLOW_TRACKING_URI": mlflow_server.uri,
+            **FAST,
+            **extra,
+        }
+        service = Service(base, env)
+        made.append(service)
+        return service
+
+    yield factory
+    for service in made:
+        service.stop()
