@@ -12,7 +12,7 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export YOLO_OFFLINE := true
 
-.PHONY: help install demo test test-fast lint lint-imports format params sample clean
+.PHONY: help install services demo test test-fast lint lint-imports format params sample clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -42,7 +42,14 @@ demo: sample ## Set everything up and run the pipeline on the sample dataset
 	dvc status
 	dvc metrics show
 
-test: install ## Set everything up and run the whole test suite
+# The service tests drive a real redis-server (Debian's package): installed when missing.
+services:
+	@command -v redis-server >/dev/null || { \
+	  echo "installing redis-server (apt-get)"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+
+test: install services ## Set everything up and run the whole test suite
 	pytest
 
 test-fast: install ## Run the unit tier: tests that need nothing but Python (no git, DVC, server or training)
