@@ -169,3 +169,50 @@ def test_error_messages_hold_no_memory_addresses():
     with pytest.raises(ImageError) as caught:
         inspect_image(b"\xff\xd8\xff" + b"\x00" * 64 + b"\xff\xd9")
     assert "0x" not in caught.value.message
+
+
+def _png_chunks_of(data: bytes) -> list[bytes]:
+    chunks, pos = [], 8
+    while pos < len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        chunks.append(data[pos : pos + 12 + length])
+        pos += 12 + length
+    return chunks
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_png_exif_is_read_wherever_it_is_without_decoding_the_pixels(where, monkeypatch):
+    """Pillow's getexif() of a PNG decodes the whole image to find an eXIf chunk after IDAT; ours never does."""
+    from PIL import PngImagePlugin
+
+    data = image_bytes("png", (64, 48), exif_orientation=6)
+    if where == "after":  # move eXIf behind the image data, where the PNG specification also allows it
+        chunks = _png_chunks_of(data)
+        exif = next(c for c in chunks if c[4:8] == b"eXIf")
+        rest = [c for c in chunks if c is not exif]
+        data = data[:8] + b"".join(rest[:-1]) + exif + rest[-1]
+    decoded = []
+    load = PngImagePlugin.PngImageFile.load
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", lambda self: decoded.append(self.size) or load(self))
+    from visapp.formats import images
+
+    monkeypatch.setattr(images, "_decode", lambda *args: None)  # the header alone
+    assert inspect_image(data).orientation == 6
+    assert set(decoded) <= {(1, 1)}
+
+
+def test_a_png_that_inflates_to_half_a_gigabyte_is_streamed_in_bounded_pieces():
+    """13,000 x 13,000 RGB in ~0.5 MB: inflated a megabyte at a time (tracemalloc sees zlib's output)."""
+    import tracemalloc
+
+    from benchmarks.huge_images import huge_png
+
+    data = huge_png(13_000, 13_000)
+    tracemalloc.start()
+    try:
+        info = inspect_image(data, max_pixels=None)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (info.width, info.height) == (13_000, 13_000)
+    assert peak < 20_000_000

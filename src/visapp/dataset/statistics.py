@@ -38,6 +38,8 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
+import logging
+import math
 import os
 import statistics
 from array import array
@@ -62,7 +64,9 @@ from visapp.progress import ProgressCallback
 QUANTILES = {"p0": 0.0, "p5": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95, "p100": 1.0}
 COCO_SMALL_MAX_AREA = 32**2  # area < this: small
 COCO_MEDIUM_MAX_AREA = 96**2  # area < this: medium, else large
-GRID_SIZE = 12  # images in the figure of examples
+GRID_SIZE = figures.GRID_SIZE  # images in the figure of examples
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ class ImageRecord:
     width: int
     height: int
     orientation: int
+    format: str = ""  # "jpeg" | "png" | "bmp" | "webp"; "" when unknown
 
 
 def coco_bucket(area_px: float) -> str:
@@ -102,7 +107,7 @@ def read_manifest_records(manifest_path: Path) -> dict[str, ImageRecord]:
     records: dict[str, ImageRecord] = {}
     for _number, row in read_manifest(manifest_path):
         width, height = displayed_size(row.width, row.height, row.orientation)
-        records[row.image] = ImageRecord(row.id, row.image, row.sha256, width, height, row.orientation)
+        records[row.image] = ImageRecord(row.id, row.image, row.sha256, width, height, row.orientation, row.format)
     return records
 
 
@@ -213,16 +218,21 @@ class _ExamplePicker:
                 bisect.insort(kept, (order, example), key=lambda item: item[0])
                 del kept[self.per_queue :]
 
-    def pick(self, count: int = GRID_SIZE) -> list[Example]:
-        """Round robin over the queues, so that every class (and rotation) shows up when there is room."""
+    def pick(self, count: int | None = GRID_SIZE) -> list[Example]:
+        """Round robin over the queues, so that every class (and rotation) shows up when there is room.
+
+        count=None: every kept example, in that order (a longer pick starts with the shorter one), so that
+        the figure can pass over images it cannot draw.
+        """
         picked: list[Example] = []
         seen: set[tuple[int, str]] = set()
         queues = [list(kept) for kept in self.queues]
-        while len(picked) < count and any(queues):
+        limit = math.inf if count is None else count
+        while len(picked) < limit and any(queues):
             for queue in queues:
                 while queue and queue[0][0] in seen:
                     queue.pop(0)
-                if queue and len(picked) < count:
+                if queue and len(picked) < limit:
                     order, example = queue.pop(0)
                     seen.add(order)
                     picked.append(example)
@@ -286,6 +296,7 @@ def build_metadata(
     picker = _ExamplePicker(n_classes)
     box_data = figures.BoxData()
     files: list[tuple[str, str]] = []
+    too_large: list[ImageRecord] = []  # for the figure of examples
     # One step per image, then one per figure: the task is done when the figures are.
     counter = ProgressCounter(progress, "metadata", len(records) + len(figures.FIGURE_FILES), "steps")
     for split_index, split in enumerate(splits):
@@ -296,7 +307,9 @@ def build_metadata(
             box_data.add(boxes, record.width, record.height)
             files.append((record.image, record.sha256))
             files.append((path.relative_to(yolo_dir).as_posix(), hashlib.sha256(data).hexdigest()))
-            if boxes:
+            if boxes and not figures.drawable(record.format, record.width, record.height):
+                too_large.append(record)
+            elif boxes:
                 shown = Example(
                     split,
                     record.id,
@@ -309,6 +322,14 @@ def build_metadata(
                 picker.offer((split_index, record.id), shown)
             counter.advance()
 
+    if too_large:
+        log.info(
+            "figures: samples.png passes over %d image(s) too large to decode within %d MB: %s",
+            len(too_large),
+            figures.DRAW_MAX_BYTES // 1_000_000,
+            ", ".join(f"{r.image} ({r.width}x{r.height} {r.format.upper()})" for r in too_large[:5])
+            + (", ..." if len(too_large) > 5 else ""),
+        )
     raw_out = read_dvc_out(raw_dir)
     metadata = {
         "classes": [{"id": i, "name": name} for i, name in enumerate(classes)],
@@ -328,6 +349,6 @@ def build_metadata(
         counter.advance()
         figures.plot_box_sizes(box_data, classes, tmp / "box_sizes.png")
         counter.advance()
-        figures.draw_examples(picker.pick(), classes, tmp / "samples.png")
+        figures.draw_examples(picker.pick(count=None), classes, tmp / "samples.png", count=GRID_SIZE)
         counter.advance()
     return metadata

@@ -106,7 +106,8 @@ def unpack(archive: Path, dest: Path, limits: ArchiveLimits | None = None) -> No
 
 def check_dataset(scratch: Path, classes: list[str] | None) -> Prepared:
     """Validate `scratch/raw`; when nothing is rejected, convert and describe it (all under `scratch`)."""
-    data = job_params(classes or []).data
+    # No class list: every name found is a class (validation numbers them in sorted order).
+    data = dataclasses.replace(job_params(classes or ["any"]).data, classes=list(classes or []))
     result = validate_dataset(scratch / RAW, data)
     write_validation(result, scratch / VALIDATED, on_error=OnError.fail)
     found = sorted({obj.name for row in result.rows for obj in row.objects})
