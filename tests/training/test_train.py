@@ -201,10 +201,12 @@ def key_dirs(work: Path) -> list[Path]:
 
 
 def test_device_auto_picks_cuda_when_present():
-    assert train.resolve_device("auto", cuda_available=True) == "0"
-    assert train.resolve_device("auto", cuda_available=False) == "cpu"
-    assert train.resolve_device("cpu", cuda_available=True) == "cpu"
-    assert train.resolve_device("0,1", cuda_available=True) == "0,1"
+    assert train.resolve_device("auto", cuda_devices=1) == "0"
+    assert train.resolve_device("auto", cuda_devices=4) == "0,1,2,3"  # every visible GPU: one DDP job
+    assert train.resolve_device("auto", cuda_devices=0) == "cpu"
+    assert train.resolve_device("cpu", cuda_devices=2) == "cpu"
+    assert train.resolve_device("0,1", cuda_devices=4) == "0,1"
+    assert [train.is_ddp(d) for d in ("cpu", "0", "0,1", "0, 2")] == [False, False, True, True]
 
 
 def test_checkpoint_key_follows_training_params_and_data_but_not_resume_or_tracking():

@@ -135,9 +135,13 @@ def session(cache_dir: Path, verbose: bool = False) -> Iterator[None]:
 
 
 def cuda_available() -> bool:
+    return cuda_device_count() > 0
+
+
+def cuda_device_count() -> int:
     import torch
 
-    return bool(torch.cuda.is_available())
+    return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
 
 
 def checkpoint_epoch(last_pt: Path) -> int | None:
@@ -204,10 +208,23 @@ def load_model(arch: str, weights: Path | None, checkpoint: Path | None) -> Any:
 
 
 def fit(model: Any, args: dict[str, Any], on_epoch: Callable[[Any], None]) -> dict[str, float]:
-    """Train with our callbacks; the final validation's metrics of best.pt (Ultralytics' names)."""
+    """Train with our callbacks; the final validation's metrics of best.pt (Ultralytics' names).
+
+    With several devices Ultralytics trains in DDP subprocesses, which run its own callbacks only: `on_epoch`
+    is then not called (the caller reads the epochs from results.csv) and the metrics come back empty (the
+    caller validates best.pt itself, `validate`).
+    """
     model.add_callback("on_pretrain_routine_start", drop_foreign_callbacks)
     model.add_callback("on_fit_epoch_end", on_epoch)
     model.train(**args)
     validator = getattr(model.trainer, "validator", None)
     results = getattr(getattr(validator, "metrics", None), "results_dict", None) or model.trainer.metrics or {}
     return {key: float(value) for key, value in dict(results).items()}
+
+
+def validate(weights: Path, data_yaml: Path, imgsz: int, batch: int, device: str) -> dict[str, float]:
+    """Validate `weights` on the val split of `data_yaml` in this process; the metrics (Ultralytics' names)."""
+    from ultralytics import YOLO
+
+    metrics = YOLO(str(weights)).val(data=str(data_yaml), imgsz=imgsz, batch=batch, device=device, plots=False)
+    return {key: float(value) for key, value in dict(metrics.results_dict).items()}

@@ -69,11 +69,17 @@ RESERVED_ARGS = frozenset(
 )
 
 
-def resolve_device(device: str, cuda_available: bool) -> str:
-    """`auto` -> "0" (the first CUDA device) when CUDA is available, else "cpu"; anything else as given."""
+def resolve_device(device: str, cuda_devices: int) -> str:
+    """`auto` -> every visible CUDA device ("0", "0,1", ...: several train as one DDP job), else "cpu";
+    anything else as given (a list such as "0,2" selects some)."""
     if str(device).lower() != "auto":
         return str(device)
-    return "0" if cuda_available else "cpu"
+    return ",".join(str(index) for index in range(cuda_devices)) if cuda_devices else "cpu"
+
+
+def is_ddp(device: str) -> bool:
+    """Whether Ultralytics trains on several devices at once (DDP subprocesses)."""
+    return len([part for part in str(device).split(",") if part.strip()]) > 1
 
 
 def train_args(params: Params, data_yaml: Path, save_dir: Path, device: str) -> dict[str, Any]:
@@ -252,7 +258,7 @@ def _fit(
 ) -> dict[str, Any]:
     """Run Ultralytics' training (or its resume) in `<ckpt_dir>/run`; return the metrics.json values."""
     run_dir = ckpt_dir / "run"
-    device = resolve_device(params.train.device, ultralytics.cuda_available())
+    device = resolve_device(params.train.device, ultralytics.cuda_device_count())
     weights = _weights_path(params, repository_root() / ULTRALYTICS_CACHE / "weights")
     try:
         model = ultralytics.load_model(params.model.arch, weights, run_dir / "weights" / "last.pt" if resume else None)
@@ -267,6 +273,15 @@ def _fit(
         args = {name: args[name] for name in ("data", "device", "workers", "save_dir")} | {"resume": True}
     results = ultralytics.fit(model, args, reporter)
     _, rows = clean_results((run_dir / "results.csv").read_text(encoding="utf-8"))
+    if is_ddp(device):
+        # DDP ran our callback in no process: the epochs reach MLflow and the progress from results.csv (one
+        # run, logged here, by the process that rank 0 reports to), and best.pt is validated here.
+        _backfill_epochs(reporter.run, run_dir / "results.csv", len(rows))
+        if reporter.progress is not None:
+            reporter.progress(Progress("train", len(rows), params.train.epochs, "epoch"))
+        first = device.split(",")[0]
+        results = ultralytics.validate(run_dir / "weights" / "best.pt", data_yaml, params.train.imgsz,
+                                       params.train.batch, first)  # fmt: skip
     reporter.state["train_seconds"] = round(reporter.seconds(), 1)
     return final_metrics(results, len(rows), reporter.seconds())
 
