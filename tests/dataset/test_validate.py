@@ -607,3 +607,51 @@ def test_validation_imports_no_torch_ultralytics_or_mlflow(tmp_path):
     )
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------- the process pool
+
+
+@pytest.mark.integration
+def test_a_process_pool_gives_the_same_report_and_manifest_as_one_process(tmp_path, monkeypatch):
+    """Samples of every kind, clean and broken, in numbers that start a pool: outputs byte-identical."""
+    from visapp.dataset.validate import worker_count
+
+    raw = tmp_path / "raw"
+    for n in range(150):
+        kind = n % 6
+        if kind == 0:
+            write_sample(raw, f"{n:04d}", image=truncated_jpeg())
+        elif kind == 1:
+            write_sample(raw, f"{n:04d}", objects=[Obj("zebra")])
+        elif kind == 2:
+            write_sample(raw, f"{n:04d}", with_image=False)
+        elif kind == 3:
+            write_sample(raw, f"{n:04d}", seed=1)  # byte-identical images: duplicate_image
+        else:
+            write_sample(
+                raw, f"{n:04d}", objects=[Obj("circle", (-1, 0, 20, 20))], exif_orientation=6 if kind == 5 else None
+            )
+    write_image_sets(raw, {"train": [f"{n:04d}" for n in range(0, 150, 2)], "val": ["0003", "0009"]})
+    outputs = {}
+    for workers in ("1", "2"):
+        monkeypatch.setenv("VISAPP_WORKERS", workers)
+        assert worker_count(150) == int(workers)
+        result = validate_dataset(raw, DATA)
+        write_validation(result, tmp_path / workers, on_error="skip")
+        outputs[workers] = {p.name: p.read_bytes() for p in (tmp_path / workers).iterdir()}
+    assert outputs["1"] == outputs["2"]
+    assert json.loads(outputs["2"]["report.json"])["rejected"] > 0
+
+
+@pytest.mark.integration
+def test_the_built_in_sample_validates_identically_in_a_pool(tmp_path, monkeypatch):
+    from visapp.dataset.synthetic import write_synthetic
+
+    write_synthetic(tmp_path / "raw")
+    outputs = {}
+    for workers in ("1", "2"):
+        monkeypatch.setenv("VISAPP_WORKERS", workers)
+        write_validation(validate_dataset(tmp_path / "raw", DATA), tmp_path / workers, on_error="skip")
+        outputs[workers] = {p.name: p.read_bytes() for p in (tmp_path / workers).iterdir()}
+    assert outputs["1"] == outputs["2"]

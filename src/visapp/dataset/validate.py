@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from collections import Counter as Tally
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -393,6 +394,63 @@ def _nothing_accepted(raw_dir: Path, samples: int, issues: list[Issue]) -> str:
     )
 
 
+# ---------------------------------------------------------------- checking samples in parallel
+
+WORKERS_ENV = "VISAPP_WORKERS"
+MIN_SAMPLES_PER_WORKER = 64  # below this, starting processes costs more than it saves
+_context: tuple[Path, DataConfig, dict[str, ImageSet]] | None = None  # a pool worker's shared arguments
+
+
+def worker_count(samples: int, environ: dict[str, str] | None = None) -> int:
+    """How many processes check samples: `$VISAPP_WORKERS`, else one per core, never more than the samples
+    justify (1: check in this process)."""
+    environ = dict(os.environ) if environ is None else environ
+    wanted = int(environ.get(WORKERS_ENV) or 0) or (os.cpu_count() or 1)
+    return max(1, min(wanted, samples // MIN_SAMPLES_PER_WORKER))
+
+
+def _start_worker(raw_dir: Path, data: DataConfig, splits: dict[str, ImageSet]) -> None:
+    global _context
+    _context = (raw_dir, data, splits)
+
+
+def _check_in_worker(task: tuple[SampleFiles, str | None]) -> _Sample:
+    assert _context is not None
+    raw_dir, data, splits = _context
+    return _check_sample(raw_dir, task[0], data, splits, task[1])
+
+
+def _check_all(
+    raw_dir: Path, samples: list[SampleFiles], data: DataConfig, splits: dict[str, ImageSet], conflicts: dict[str, str]
+) -> Iterator[_Sample]:
+    """Each sample's outcome, in the order of `samples`, from a process pool over the cores when it pays.
+
+    Samples are independent (each reads only its own files), and `map` keeps their order, so the outputs are
+    the same as checking them one by one here. Processes are forked when this process runs no other thread
+    (fast, nothing to import again), else spawned (forking a threaded process, such as the service, could
+    copy a held lock).
+    """
+    tasks = [(files, conflicts.get(files.image or "")) for files in samples]
+    workers = worker_count(len(samples))
+    if workers == 1:
+        for files, conflict in tasks:
+            yield _check_sample(raw_dir, files, data, splits, conflict)
+        return
+    import multiprocessing
+    import threading
+    from concurrent.futures import ProcessPoolExecutor
+
+    method = "fork" if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    chunk = max(1, min(32, len(tasks) // (workers * 16)))
+    with ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context(method),
+        initializer=_start_worker,
+        initargs=(raw_dir, data, splits),
+    ) as pool:
+        yield from pool.map(_check_in_worker, tasks, chunksize=chunk)
+
+
 def validate_dataset(raw_dir: Path, data: DataConfig, progress: ProgressCallback | None = None) -> ValidationResult:
     """Check every sample of a VOC folder against the issue codes of `visapp.formats.report`.
 
@@ -423,9 +481,8 @@ def validate_dataset(raw_dir: Path, data: DataConfig, progress: ProgressCallback
     first_by_sha: dict[str, tuple[str, str | None]] = {}  # sha256 -> (first image, its split)
     twins: dict[str, list[tuple[str, str | None]]] = {}  # sha256 -> every (image, split); duplicates only
     counter = Counter(progress, "validate", len(samples), "samples")
-    for files in samples:
+    for files, out in zip(samples, _check_all(raw_dir, samples, data, splits, conflicts), strict=True):
         key = files.image or files.annotation or ""
-        out = _check_sample(raw_dir, files, data, splits, conflicts.get(files.image or ""))
         if out.sha256 is not None:
             first = first_by_sha.setdefault(out.sha256, (key, out.split))
             if first[0] != key:
