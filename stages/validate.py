@@ -1,6 +1,7 @@
 """DVC stage `validate`: data/raw (VOC) -> data/validated/{manifest.jsonl, report.json}."""
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -12,10 +13,20 @@ from visapp.formats.report import REPORT_FILE, format_summary, has_errors
 log = logging.getLogger("visapp.stages.validate")
 
 
+def reuse_dir() -> Path:
+    """Outcomes of earlier runs, reused for unchanged samples: outside the outputs, in the repository (also for
+    a queued experiment, whose temporary copy DVC deletes), safe to delete. `VISAPP_VALIDATE_CACHE` moves it."""
+    if os.environ.get("VISAPP_VALIDATE_CACHE"):
+        return Path(os.environ["VISAPP_VALIDATE_CACHE"])
+    return Path(os.environ.get("DVC_ROOT") or ".") / ".cache" / "validate"
+
+
 def main() -> int:
     params = load_params()
     out_dir = Path(params.paths.validated)
-    result = validate_dataset(Path(params.paths.raw), params.data, progress=console.progress_display())
+    result = validate_dataset(
+        Path(params.paths.raw), params.data, progress=console.progress_display(), reuse_dir=reuse_dir()
+    )
     write_validation(result, out_dir, on_error=params.data.on_error)
     log.info("%s", format_summary(result.report))
     if not result.rows:

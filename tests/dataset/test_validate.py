@@ -655,3 +655,36 @@ def test_the_built_in_sample_validates_identically_in_a_pool(tmp_path, monkeypat
         write_validation(validate_dataset(tmp_path / "raw", DATA), tmp_path / workers, on_error="skip")
         outputs[workers] = {p.name: p.read_bytes() for p in (tmp_path / workers).iterdir()}
     assert outputs["1"] == outputs["2"]
+
+
+# ---------------------------------------------------------------- reuse of earlier outcomes
+
+
+def outputs(result) -> tuple[str, str]:
+    return json.dumps(result.report, sort_keys=True), json.dumps([asdict(r) for r in result.rows], sort_keys=True)
+
+
+def test_revalidation_reuses_unchanged_samples_and_reports_as_a_full_run(tmp_path):
+    raw, reuse = tmp_path / "raw", tmp_path / "reuse"
+    for n in range(20):
+        write_sample(raw, f"{n:03d}", image=truncated_jpeg() if n == 3 else None)
+    validate_dataset(raw, DATA, reuse_dir=reuse)
+    write_sample(raw, "new")  # a new sample
+    write_sample(raw, "005", objects=[Obj("zebra")])  # a changed annotation
+    write_image_sets(raw, {"train": ["007"]})  # a new list: 007's outcome depends on it
+    again = validate_dataset(raw, DATA, reuse_dir=reuse)
+    assert outputs(again) == outputs(validate_dataset(raw, DATA))
+    import sqlite3
+
+    with sqlite3.connect(reuse / "outcomes.sqlite") as db:
+        assert db.execute("SELECT count(*) FROM outcomes").fetchone()[0] == 21  # this run's samples only
+
+
+def test_changed_params_or_a_damaged_store_only_cost_time(tmp_path):
+    raw, reuse = tmp_path / "raw", tmp_path / "reuse"
+    write_sample(raw, "a", objects=[Obj("circle", (-1, 0, 20, 20))])
+    validate_dataset(raw, DATA, reuse_dir=reuse)
+    strict = replace(DATA, bbox_tolerance_px=0.0)
+    assert issues(validate_dataset(raw, strict, reuse_dir=reuse))[0]["code"] == "bbox_out_of_bounds"
+    (reuse / "outcomes.sqlite").write_bytes(b"not a database")
+    assert outputs(validate_dataset(raw, DATA, reuse_dir=reuse)) == outputs(validate_dataset(raw, DATA))

@@ -24,12 +24,13 @@ Choices made where a rule could go either way:
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -88,6 +89,8 @@ class _Sample:
     row: ManifestRow | None = None  # set when the sample is accepted
     sha256: str | None = None  # set when the image decodes
     split: str | None = None
+    key: str | None = None  # the outcome's key in the reuse store (when one is used)
+    reused: bool = False  # the outcome came from the reuse store
 
     def add(self, path: str, code: str, message: str, severity: str | None = None) -> None:
         self.issues.append(Issue.of(path, code, message, severity))
@@ -96,19 +99,113 @@ class _Sample:
     def rejected(self) -> bool:
         return any(issue.severity == ERROR for issue in self.issues)
 
+    def to_json(self) -> str:
+        row = asdict(self.row) if self.row is not None else None
+        issues = [[i.path, i.code, i.severity, i.message] for i in self.issues]
+        return json.dumps({"issues": issues, "row": row, "sha256": self.sha256, "split": self.split})
 
-def _load(raw_dir: Path, rel: str, out: _Sample, code: str, parse: Callable[[bytes], T]) -> tuple[bytes, T | None]:
-    """Read and parse one file; a problem becomes an issue of the sample (`code`: the code when unreadable)."""
+    @classmethod
+    def from_json(cls, text: str) -> _Sample:
+        data = json.loads(text)
+        row = ManifestRow.from_dict(data["row"]) if data["row"] is not None else None
+        return cls([Issue(*issue) for issue in data["issues"]], row, data["sha256"], data["split"])
+
+
+# What decides a sample's outcome besides its bytes: bump when a check changes what it reports.
+VALIDATOR_VERSION = "2026.12.1"
+
+
+def outcome_key(
+    files: SampleFiles,
+    data: DataConfig,
+    listed: list[str],
+    conflict: str | None,
+    image: bytes | None,
+    xml: bytes | None,
+) -> str:
+    """Everything a sample's outcome depends on, hashed: the validator's version, the data params, the paths,
+    the ImageSets lists naming it, its id conflict, and the content of its image and annotation."""
+    digest = hashlib.sha256()
+    head = [VALIDATOR_VERSION, asdict(data), asdict(files), listed, conflict]
+    digest.update(json.dumps(head, sort_keys=True, default=str).encode("utf-8", "surrogateescape"))
+    for blob in (image, xml):
+        digest.update(b"\0" if blob is None else hashlib.sha256(blob).digest())
+    return digest.hexdigest()
+
+
+class Reuse:
+    """Outcomes of earlier runs by `outcome_key`, in `folder/outcomes.sqlite`: safe to delete at any time.
+
+    Each process opens its own connection (pool workers read, the main process writes once a run is done).
+    After a run the store keeps only that run's outcomes, so it does not grow with every dataset version.
+    """
+
+    FILE = "outcomes.sqlite"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self._db: Any = None
+        self._pid = 0
+        self.hits = 0
+
+    def _connect(self) -> Any:
+        import sqlite3
+
+        if self._db is None or self._pid != os.getpid():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.folder / self.FILE, timeout=60)
+            self._db.execute("CREATE TABLE IF NOT EXISTS outcomes (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            self._pid = os.getpid()
+        return self._db
+
+    def get(self, key: str) -> _Sample | None:
+        import sqlite3
+
+        try:
+            found = self._connect().execute("SELECT value FROM outcomes WHERE key = ?", (key,)).fetchone()
+            return _Sample.from_json(found[0]) if found else None
+        except (sqlite3.Error, ValueError, TypeError, KeyError):  # a damaged store is only a slower run
+            return None
+
+    def keep(self, outcomes: dict[str, str], used: set[str]) -> None:
+        """Store this run's new outcomes and forget those of keys this run did not use."""
+        import sqlite3
+
+        try:
+            db = self._connect()
+            with db:
+                db.executemany("INSERT OR REPLACE INTO outcomes VALUES (?, ?)", list(outcomes.items()))
+                db.execute("CREATE TEMP TABLE IF NOT EXISTS used (key TEXT PRIMARY KEY)")
+                db.execute("DELETE FROM used")
+                db.executemany("INSERT OR IGNORE INTO used VALUES (?)", [(k,) for k in used])
+                db.execute("DELETE FROM outcomes WHERE key NOT IN (SELECT key FROM used)")
+        except sqlite3.Error as exc:
+            log.warning(
+                "could not keep validation outcomes for reuse in %s (%s); the next run checks everything",
+                self.folder,
+                exc,
+            )
+
+
+def _read(raw_dir: Path, rel: str) -> bytes | OSError:
     try:
-        data = (raw_dir / rel).read_bytes()
+        return (raw_dir / rel).read_bytes()
     except OSError as exc:
-        out.add(rel, code, unreadable(exc, raw_dir / rel, "the file"))
-        return b"", None
+        return exc
+
+
+def _load(
+    raw_dir: Path, rel: str, data: bytes | OSError, out: _Sample, code: str, parse: Callable[[bytes], T]
+) -> T | None:
+    """Parse one file's bytes; a problem becomes an issue of the sample (`code`: the code when unreadable)."""
+    if isinstance(data, OSError):
+        out.add(rel, code, unreadable(data, raw_dir / rel, "the file"))
+        return None
     try:
-        return data, parse(data)
+        return parse(data)
     except DataError as exc:
         out.add(rel, exc.code, exc.message)
-        return data, None
+        return None
 
 
 def _frame(ann: Annotation, info: ImageInfo, rel: str, out: _Sample) -> tuple[str, int, int] | None:
@@ -271,18 +368,59 @@ def _rivals(files: SampleFiles, out: _Sample) -> None:
 
 
 def _check_sample(
-    raw_dir: Path, files: SampleFiles, data: DataConfig, splits: dict[str, ImageSet], conflict: str | None
+    raw_dir: Path,
+    files: SampleFiles,
+    data: DataConfig,
+    splits: dict[str, ImageSet],
+    conflict: str | None,
+    reuse: Reuse | None = None,
+) -> _Sample:
+    """One sample's outcome: from `reuse` when an earlier run checked the same bytes under the same rules."""
+    xml = _read(raw_dir, files.annotation) if files.annotation else None
+    image = _read(raw_dir, files.image) if files.image else None
+    key = None
+    if reuse is not None and not isinstance(xml, OSError) and not isinstance(image, OSError):
+        listed = [split for split in SPLITS if files.image and split in splits and _in(files.image, splits[split])]
+        key = outcome_key(files, data, listed, conflict, image, xml)
+        earlier = reuse.get(key)
+        if earlier is not None:
+            earlier.key, earlier.reused = key, True
+            return earlier
+    out = _evaluate(raw_dir, files, data, splits, conflict, image, xml)
+    out.key = key
+    return out
+
+
+def _in(image: str, image_set: ImageSet) -> bool:
+    return listed_id(sample_id(image)) in image_set.ids
+
+
+def _evaluate(
+    raw_dir: Path,
+    files: SampleFiles,
+    data: DataConfig,
+    splits: dict[str, ImageSet],
+    conflict: str | None,
+    image_bytes: bytes | OSError | None,
+    xml_bytes: bytes | OSError | None,
 ) -> _Sample:
     out = _Sample()
     _odd_names(files, out)
     _rivals(files, out)
-    ann = _load(raw_dir, files.annotation, out, "xml_malformed", parse_annotation)[1] if files.annotation else None
+    ann = None
+    if files.annotation and xml_bytes is not None:
+        ann = _load(raw_dir, files.annotation, xml_bytes, out, "xml_malformed", parse_annotation)
     info = None
-    if files.image:
-        image_bytes, info = _load(
-            raw_dir, files.image, out, "image_unreadable", lambda blob: inspect_image(blob, data.max_image_pixels)
+    if files.image and image_bytes is not None:
+        info = _load(
+            raw_dir,
+            files.image,
+            image_bytes,
+            out,
+            "image_unreadable",
+            lambda blob: inspect_image(blob, data.max_image_pixels),
         )
-        out.sha256 = hashlib.sha256(image_bytes).hexdigest() if info else None
+        out.sha256 = hashlib.sha256(image_bytes).hexdigest() if info and isinstance(image_bytes, bytes) else None
         if info is not None and info.trailing_bytes:
             out.add(
                 files.image,
@@ -398,7 +536,7 @@ def _nothing_accepted(raw_dir: Path, samples: int, issues: list[Issue]) -> str:
 
 WORKERS_ENV = "VISAPP_WORKERS"
 MIN_SAMPLES_PER_WORKER = 64  # below this, starting processes costs more than it saves
-_context: tuple[Path, DataConfig, dict[str, ImageSet]] | None = None  # a pool worker's shared arguments
+_context: tuple[Path, DataConfig, dict[str, ImageSet], Reuse | None] | None = None  # a pool worker's arguments
 
 
 def worker_count(samples: int, environ: dict[str, str] | None = None) -> int:
@@ -409,19 +547,24 @@ def worker_count(samples: int, environ: dict[str, str] | None = None) -> int:
     return max(1, min(wanted, samples // MIN_SAMPLES_PER_WORKER))
 
 
-def _start_worker(raw_dir: Path, data: DataConfig, splits: dict[str, ImageSet]) -> None:
+def _start_worker(raw_dir: Path, data: DataConfig, splits: dict[str, ImageSet], reuse_dir: Path | None) -> None:
     global _context
-    _context = (raw_dir, data, splits)
+    _context = (raw_dir, data, splits, Reuse(reuse_dir) if reuse_dir else None)
 
 
 def _check_in_worker(task: tuple[SampleFiles, str | None]) -> _Sample:
     assert _context is not None
-    raw_dir, data, splits = _context
-    return _check_sample(raw_dir, task[0], data, splits, task[1])
+    raw_dir, data, splits, reuse = _context
+    return _check_sample(raw_dir, task[0], data, splits, task[1], reuse)
 
 
 def _check_all(
-    raw_dir: Path, samples: list[SampleFiles], data: DataConfig, splits: dict[str, ImageSet], conflicts: dict[str, str]
+    raw_dir: Path,
+    samples: list[SampleFiles],
+    data: DataConfig,
+    splits: dict[str, ImageSet],
+    conflicts: dict[str, str],
+    reuse_dir: Path | None,
 ) -> Iterator[_Sample]:
     """Each sample's outcome, in the order of `samples`, from a process pool over the cores when it pays.
 
@@ -433,8 +576,9 @@ def _check_all(
     tasks = [(files, conflicts.get(files.image or "")) for files in samples]
     workers = worker_count(len(samples))
     if workers == 1:
+        reuse = Reuse(reuse_dir) if reuse_dir else None
         for files, conflict in tasks:
-            yield _check_sample(raw_dir, files, data, splits, conflict)
+            yield _check_sample(raw_dir, files, data, splits, conflict, reuse)
         return
     import multiprocessing
     import threading
@@ -446,12 +590,14 @@ def _check_all(
         workers,
         mp_context=multiprocessing.get_context(method),
         initializer=_start_worker,
-        initargs=(raw_dir, data, splits),
+        initargs=(raw_dir, data, splits, reuse_dir),
     ) as pool:
         yield from pool.map(_check_in_worker, tasks, chunksize=chunk)
 
 
-def validate_dataset(raw_dir: Path, data: DataConfig, progress: ProgressCallback | None = None) -> ValidationResult:
+def validate_dataset(
+    raw_dir: Path, data: DataConfig, progress: ProgressCallback | None = None, reuse_dir: Path | None = None
+) -> ValidationResult:
     """Check every sample of a VOC folder against the issue codes of `visapp.formats.report`.
 
     Args:
@@ -459,6 +605,8 @@ def validate_dataset(raw_dir: Path, data: DataConfig, progress: ProgressCallback
         data: classes (empty: every name is accepted, class ids follow the sorted names found),
             allow_background, bbox_tolerance_px.
         progress: told after each sample (task "validate").
+        reuse_dir: where outcomes of earlier runs are kept (`Reuse`); a sample whose bytes, paths, lists and
+            params are unchanged is not checked again. None: check everything, keep nothing.
 
     Returns:
         report.json's content and the accepted samples' manifest rows (sorted by image path).
@@ -481,8 +629,15 @@ def validate_dataset(raw_dir: Path, data: DataConfig, progress: ProgressCallback
     first_by_sha: dict[str, tuple[str, str | None]] = {}  # sha256 -> (first image, its split)
     twins: dict[str, list[tuple[str, str | None]]] = {}  # sha256 -> every (image, split); duplicates only
     counter = Counter(progress, "validate", len(samples), "samples")
-    for files, out in zip(samples, _check_all(raw_dir, samples, data, splits, conflicts), strict=True):
+    fresh: dict[str, str] = {}  # new outcomes, serialised before the dataset-level passes add to them
+    used: set[str] = set()
+    outcomes = _check_all(raw_dir, samples, data, splits, conflicts, reuse_dir)
+    for files, out in zip(samples, outcomes, strict=True):
         key = files.image or files.annotation or ""
+        if out.key is not None:
+            used.add(out.key)
+            if not out.reused:
+                fresh[out.key] = out.to_json()
         if out.sha256 is not None:
             first = first_by_sha.setdefault(out.sha256, (key, out.split))
             if first[0] != key:
@@ -508,6 +663,13 @@ def validate_dataset(raw_dir: Path, data: DataConfig, progress: ProgressCallback
                 if image in rows:
                     rows[image].split = listed[0]
 
+    if reuse_dir is not None:
+        Reuse(reuse_dir).keep(fresh, used)
+        log.info(
+            "validate: %d of %d samples unchanged since the last run (outcomes reused)",
+            len(used) - len(fresh),
+            len(samples),
+        )
     manifest = [rows[image] for image in sorted(rows)]
     seen = {obj.name for row in manifest for obj in row.objects}
     for name in data.classes:
