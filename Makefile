@@ -6,8 +6,6 @@ SHELL := bash
 
 VENV := .venv
 PY := $(VENV)/bin/python
-# torch first, pinned: pip takes the CPU machines' local wheels; elsewhere it downloads this release.
-TORCH := torch==2.14.1 torchvision==0.29.1
 # Stage commands call `python`, `dvc`, `visapp`: the ones in .venv.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export YOLO_OFFLINE := true
@@ -17,18 +15,12 @@ export YOLO_OFFLINE := true
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
+# The install recipe is scripts/install.sh, which the Dockerfile runs too: torch pinned first (pip takes the CPU
+# machines' local wheels; elsewhere it downloads that release), the package, then opencv-python swapped for the
+# headless build.
+$(VENV)/.installed: pyproject.toml scripts/install.sh
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e '.[dev]'
-	@# Ultralytics requires opencv-python (GUI build); servers and Docker want the headless one. Both
-	@# install into cv2/, so drop the GUI one and reinstall headless over what it left.
-	$(PY) -m pip uninstall --quiet -y opencv-python
-	$(PY) -m pip install --quiet --force-reinstall --no-deps \
-	  "opencv-python-headless==$$($(PY) -c 'import importlib.metadata as m; print(m.version("opencv-python-headless"))')"
-	@# Versions from the metadata: importing Ultralytics here would write its settings into the user's HOME.
-	$(PY) -c 'import cv2, importlib.metadata as m; print("cv2", cv2.__version__, *(f"{p} {m.version(p)}" for p in ("torch", "ultralytics", "dvc", "mlflow")))'
+	bash scripts/install.sh $(PY) -e '.[dev]'
 	touch $@
 
 install: $(VENV)/.installed ## Create .venv with the package, its tools and the test dependencies

@@ -4,7 +4,7 @@
 # promotion tag yolo#prod#N, from a checkout of that tag.
 #
 #  1. the version: the yolo@vX.Y.Z tag on the promoted commit (a stage tag alone names no version);
-#  2. the images: ecr.yml built <commit>-cpu (the API) and <commit>-cu124 (the workers) on the push of that
+#  2. the images: ecr.yml built <commit>-cpu (the API) and <commit>-cu130 (the workers) on the push of that
 #     commit; they are taken by digest, waiting for the build if it still runs (DEPLOY_IMAGE_WAIT, 1800 s);
 #  3. the document: deploy/ssm/visapp-rollout.json of this commit becomes a version of the SSM document
 #     (its hash checked), and exactly that version runs;
@@ -57,7 +57,7 @@ digest_of() { # TAG -> sha256:..., waiting for ecr.yml
 }
 declare -A image
 image[api]="$uri@$(digest_of "$commit-${DEPLOY_API_VARIANT:-cpu}")"
-image[worker]="$uri@$(digest_of "$commit-${DEPLOY_WORKER_VARIANT:-cu124}")"
+image[worker]="$uri@$(digest_of "$commit-${DEPLOY_WORKER_VARIANT:-cu130}")"
 
 # --- 3. the SSM document of this commit, as a version of its own ------------------------------------------------
 doc_version=$(aws ssm update-document --name "$document" --content "file://$document_file" \

@@ -212,6 +212,20 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from visapp import doctor
+    from visapp.fsio import dumps_json
+
+    checks = doctor.run_checks(require_gpu=args.require_gpu)
+    if args.json:
+        print(dumps_json([dataclasses.asdict(check) for check in checks]), end="")
+    else:
+        print(doctor.format_table(checks))
+    return 1 if doctor.failed(checks) else 0
+
+
 def _cmd_promote(args: argparse.Namespace) -> int:
     from visapp.service.promote import promote
 
@@ -310,6 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raw", help="dataset folder (default: params.yaml's paths.raw)")
     p.add_argument("--name", help="a name for the new dataset version (default: the job id and upload's name)")
     p.set_defaults(func=_cmd_promote)
+
+    p = sub.add_parser("doctor", help="check this machine and project, one verdict a check; exit 1 on a FAIL")
+    p.add_argument("--require-gpu", action="store_true", help="no CUDA device is a FAIL (default: CPU is ok)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_doctor)
 
     return parser
 

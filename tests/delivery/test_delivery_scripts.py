@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 
 BASH = shutil.which("bash") or "/bin/bash"
 DOCUMENT = REPO_ROOT / "deploy" / "ssm" / "visapp-rollout.json"
-COMMIT_DIGEST = {"cpu": "sha256:" + "1" * 64, "cu124": "sha256:" + "2" * 64}
+COMMIT_DIGEST = {"cpu": "sha256:" + "1" * 64, "cu130": "sha256:" + "2" * 64}
 
 FAKE_AWS = r"""
 import json, os, sys
@@ -160,7 +160,7 @@ def promoted(tmp_path: Path) -> tuple[Path, str]:
 def deploy_scenario(commit: str, **changes) -> dict:
     scenario = {
         "repository_uri": "registry.invalid/visapp",
-        "images": {f"{commit}-cpu": COMMIT_DIGEST["cpu"], f"{commit}-cu124": COMMIT_DIGEST["cu124"]},
+        "images": {f"{commit}-cpu": COMMIT_DIGEST["cpu"], f"{commit}-cu130": COMMIT_DIGEST["cu130"]},
         "documents": {},
         "next_version": "7",
         "latest_version": "6",
@@ -201,7 +201,7 @@ def test_deploy_rolls_out_the_api_then_the_workers_one_instance_at_a_time(tmp_pa
         "configPath": ["/visapp/prod"],
         "modelVersion": ["yolo@v3.0.0"],
     }
-    assert sent[2]["parameters"]["image"] == [f"registry.invalid/visapp@{COMMIT_DIGEST['cu124']}"]
+    assert sent[2]["parameters"]["image"] == [f"registry.invalid/visapp@{COMMIT_DIGEST['cu130']}"]
     assert sent[2]["parameters"]["role"] == ["worker"]
     # each instance's command is waited for before the next one is sent
     verbs = [(c[1], c[c.index("--instance-ids") + 1] if "--instance-ids" in c else None) for c in aws.calls()]

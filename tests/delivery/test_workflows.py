@@ -309,7 +309,7 @@ def test_ecr_builds_on_main_and_version_tags_with_the_torch_variant():
     on = triggers(data)
     assert on["push"]["branches"] == ["main"] and on["push"]["tags"] == ["yolo@v*"]
     job = data["jobs"]["image"]
-    assert job["strategy"]["matrix"]["variant"] == ["cpu", "cu124"]
+    assert job["strategy"]["matrix"]["variant"] == ["cpu", "cu130"]
     uses = [step.get("uses", "") for step in job["steps"]]
     assert any(u.startswith("aws-actions/amazon-ecr-login@") for u in uses)
     build = "\n".join(step.get("run", "") for step in job["steps"])

@@ -8,8 +8,9 @@ seconds; the defaults are 10 s and 60 s.
 from __future__ import annotations
 
 import io
+import itertools
 import os
-import shutil
+import re
 import signal
 import subprocess
 import time
@@ -54,6 +55,14 @@ class Proc:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Wait until a `visapp worker` consumes its queue (it says so in its log)."""
+        wait_until(lambda: "visapp worker:" in self.output(), timeout, f"the worker to start:\n{self.output()}")
+
+    def epochs_reported(self, job_id: str) -> list[int]:
+        """The epochs this worker reported for a job (its log's `job <id>: epoch n/N` lines), in order."""
+        return [int(n) for n in re.findall(rf"job {re.escape(job_id)}: epoch (\d+)/", self.output())]
 
 
 @dataclass
@@ -106,6 +115,24 @@ class Service:
         for proc in self.procs:
             proc.stop()
 
+    def job_folder(self, job_id: str) -> Path:
+        """The job's folder in a folder store (the default store of `make_service`)."""
+        url = self.env["VISAPP_STORE_URL"]
+        assert url.startswith("file://"), f"not a folder store: {url}"
+        return Path(url.removeprefix("file://")) / job_id
+
+
+def wait_until(condition, timeout: float, what: str, every: float = 0.25):
+    """Poll `condition()` until it is truthy; its value. Fails the test after `timeout` s, naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {timeout} s for {what}")
+        time.sleep(every)
+
 
 def client(url: str, token: str | None = TOKEN) -> httpx.Client:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -143,34 +170,21 @@ def upload(api: httpx.Client, data: bytes, classes: str | None = "circle,square,
     return api.post("/upload-dataset", files={"file": (name, data, "application/zip")}, data=fields)
 
 
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real redis-server on loopback for the session (`make test` installs it)."""
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.fail("redis-server is not installed: `make test` installs it (apt-get install redis-server)")
-    port = free_port()
-    folder = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(folder)],
-        stdout=(folder / "redis.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+_REDIS_DBS = itertools.cycle(range(1, 16))  # db 0 is the fixture's own URL; tests run one at a time
+
+
+@pytest.fixture
+def redis_queue(redis_url: str) -> Iterator[str]:
+    """A queue URL on the session's Redis with a database of this test's own, emptied before and after: no test
+    sees another's messages."""
     import redis
 
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            redis.Redis(port=port).ping()
-            break
-        except redis.ConnectionError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("redis-server did not start")
-            time.sleep(0.1)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(timeout=30)
+    url = f"{redis_url.rsplit('/', 1)[0]}/{next(_REDIS_DBS)}"
+    connection = redis.Redis.from_url(url)
+    connection.flushdb()
+    yield url
+    connection.flushdb()
+    connection.close()
 
 
 @pytest.fixture

@@ -22,10 +22,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import Body, Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import Body, Depends, FastAPI, File, Form, Query, Request, Security, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -40,6 +42,11 @@ log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
 UPLOAD_PATH = "/upload-dataset"
+# Answered without a token: the health verdict, and the API's description (the schema and its two viewers), which
+# holds no job and no data.
+DOCS, REDOC, OPENAPI = "/docs", "/redoc", "/openapi.json"
+PUBLIC_PATHS = frozenset({"/health", DOCS, f"{DOCS}/oauth2-redirect", REDOC, OPENAPI})
+UNAUTHORIZED = "send `Authorization: Bearer <token>` with a token of VISAPP_API_TOKEN"
 
 
 # ---------------------------------------------------------------- answers
@@ -110,9 +117,28 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorBody} for status in statuses}
 
 
-def _error_response(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+def _error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
     body = {"error": {"code": code, "message": message}, **{k: v for k, v in extra.items() if v is not None}}
-    return JSONResponse(body, status_code=status)
+    if status == 401:
+        headers = {"WWW-Authenticate": "Bearer", **(headers or {})}  # RFC 6750: say which scheme is expected
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def identify(authorization: str, tokens: list[bytes], open_access: bool = False) -> str | None:
+    """The caller an `Authorization` header names: a hash of its token ("open" when the service runs open,
+    without tokens), or None when the header carries no token of VISAPP_API_TOKEN."""
+    if open_access and not tokens:
+        return "open"
+    scheme, _, given = authorization.partition(" ")
+    presented = given.strip().encode()
+    match = False
+    for token in tokens:  # every token compared, in constant time: no early exit to time
+        match |= hmac.compare_digest(presented, token)
+    if scheme.lower() != "bearer" or not match:
+        return None
+    return hashlib.sha256(presented).hexdigest()[:16]
 
 
 STATUS_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
@@ -120,18 +146,41 @@ STATUS_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: 
                 429: "too_many_requests"}  # fmt: skip
 
 
-# ---------------------------------------------------------------- limits that act before the body is read
+# ---------------------------------------------------------------- checks that act before the body is read
+
+
+class Authenticate:
+    """A request to any path but PUBLIC_PATHS without a valid token gets 401 at once: before its body is read, an
+    upload slot is taken or its parameters are validated (an unauthenticated caller can neither make the server
+    spool a large body nor keep the uploads of others out, and learns nothing of the limits or the routes)."""
+
+    def __init__(self, app: ASGIApp, tokens: list[bytes], open_access: bool) -> None:
+        self.app, self.tokens, self.open_access = app, tokens, open_access
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in PUBLIC_PATHS:
+            header = Headers(scope=scope).get("authorization", "")
+            if identify(header, self.tokens, self.open_access) is None:
+                await _error_response(401, "unauthorized", UNAUTHORIZED)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class UploadGate:
-    """At most `limit` uploads at once: more get 429 before their body is read."""
+    """Before an upload's body is read: one whose Content-Length is past `max_upload` gets 413, and one past `limit`
+    uploads at once gets 429. (A body sent without a length is stopped at `max_upload` bytes by the route.)"""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit, self.active = app, limit, 0
+    def __init__(self, app: ASGIApp, limit: int, max_upload: int) -> None:
+        self.app, self.limit, self.max_upload, self.active = app, limit, max_upload, 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != UPLOAD_PATH or scope.get("method") != "POST":
             await self.app(scope, receive, send)
+            return
+        length = Headers(scope=scope).get("content-length", "")
+        if length.isdigit() and int(length) > self.max_upload:
+            # Answered here: past the route's own limit, Starlette would answer a plain-text 413.
+            await _error_response(413, "too_large", too_large(self.max_upload))(scope, receive, send)
             return
         if self.active >= self.limit:
             answer = _error_response(
@@ -144,6 +193,10 @@ class UploadGate:
             await self.app(scope, receive, send)
         finally:
             self.active -= 1
+
+
+def too_large(max_upload: int) -> str:
+    return f"the upload is larger than the limit of {max_upload:,} bytes (VISAPP_MAX_UPLOAD)"
 
 
 # ---------------------------------------------------------------- the app
@@ -183,8 +236,14 @@ def create_app(settings: ServiceSettings | None = None, open_access: bool = Fals
         summary="Upload a Pascal VOC dataset, train a YOLO detector on it in the background, download the model.",
         lifespan=lifespan,
         responses=_errors(401),
+        docs_url=DOCS,
+        redoc_url=REDOC,
+        openapi_url=OPENAPI,
     )
-    app.add_middleware(UploadGate, limit=settings.max_concurrent_uploads)
+    # The last added runs first: the token is checked before an upload takes a slot.
+    app.add_middleware(UploadGate, limit=settings.max_concurrent_uploads, max_upload=settings.max_upload)
+    app.add_middleware(Authenticate, tokens=tokens, open_access=open_access)
+    bearer = HTTPBearer(auto_error=False, scheme_name="token", description="a token of VISAPP_API_TOKEN")
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -194,7 +253,7 @@ def create_app(settings: ServiceSettings | None = None, open_access: bool = Fals
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = str(exc.detail)
         if exc.status_code == 413:
-            message = f"the upload is larger than the limit of {settings.max_upload:,} bytes (VISAPP_MAX_UPLOAD)"
+            message = too_large(settings.max_upload)
         return _error_response(exc.status_code, STATUS_CODES.get(exc.status_code, "error"), message)
 
     @app.exception_handler(RequestValidationError)
@@ -210,17 +269,13 @@ def create_app(settings: ServiceSettings | None = None, open_access: bool = Fals
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return _error_response(500, "internal", f"an unexpected error ({type(exc).__name__}); see the server's log")
 
-    def caller(request: Request) -> str:
-        """The caller's identity: a hash of its token ("open" without tokens)."""
-        if open_access and not tokens:
-            return "open"
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        match = False
-        for token in tokens:  # every token compared, in constant time: no early exit to time
-            match |= hmac.compare_digest(given.strip().encode(), token)
-        if scheme.lower() != "bearer" or not match:
-            raise ApiError(401, "unauthorized", "send `Authorization: Bearer <token>` with a token of VISAPP_API_TOKEN")
-        return hashlib.sha256(given.strip().encode()).hexdigest()[:16]
+    def caller(request: Request, _: HTTPAuthorizationCredentials | None = Security(bearer)) -> str:  # noqa: B008
+        """The caller's identity: a hash of its token ("open" without tokens). (Authenticate has refused a request
+        without a valid token already; this names the caller, and refuses too should a route ever be public.)"""
+        owner = identify(request.headers.get("authorization", ""), tokens, open_access)
+        if owner is None:
+            raise ApiError(401, "unauthorized", UNAUTHORIZED)
+        return owner
 
     def own_job(job_id: str, owner: str) -> dict[str, Any]:
         try:
@@ -283,9 +338,10 @@ def create_app(settings: ServiceSettings | None = None, open_access: bool = Fals
         try:
             unpack(archive, scratch / "raw")
         except UploadRefused as exc:
-            record = jobs.save(store, jobs.move(record, State.rejected, error=f"{exc.code}: {exc.message}"))
+            message = exc.message.replace(str(archive), repr(filename) if filename else "the upload")
+            record = jobs.save(store, jobs.move(record, State.rejected, error=f"{exc.code}: {message}"))
             status = 400 if exc.code == "unsafe_archive" else 422
-            raise ApiError(status, exc.code, exc.message, job=jobs.public(record)) from None
+            raise ApiError(status, exc.code, message, job=jobs.public(record)) from None
         from visapp.service.worker import store_checked
 
         prepared = check_dataset(scratch, wanted)
@@ -310,7 +366,7 @@ def create_app(settings: ServiceSettings | None = None, open_access: bool = Fals
         "/train-async/{job_id}",
         status_code=202,
         response_model=Job,
-        responses=_errors(404, 409, 422, 429),
+        responses=_errors(400, 404, 409, 422, 429),
     )
     def train_async(
         job_id: str,
@@ -327,7 +383,7 @@ def create_app(settings: ServiceSettings | None = None, open_access: bool = Fals
         try:
             job_params(record["classes"], overrides)
         except VisError as exc:
-            raise ApiError(422, "invalid_override", exc.message) from None
+            raise ApiError(422, "invalid_override", str(exc)) from None
         active = sum(1 for other in _records(owner) if State(other["state"]) in ACTIVE)
         if active >= settings.max_queued_jobs:
             raise ApiError(
@@ -346,7 +402,7 @@ def create_app(settings: ServiceSettings | None = None, open_access: bool = Fals
         try:
             record = jobs.update(store, job_id, queued)
         except Conflict as exc:
-            raise ApiError(409, "not_trainable", exc.message) from None
+            raise ApiError(409, "not_trainable", str(exc)) from None
         queue.train(job_id, attempt)
         return Job(**jobs.public(record))
 
@@ -424,25 +480,40 @@ def create_app(settings: ServiceSettings | None = None, open_access: bool = Fals
 
     # ------------------------------------------------------------ the registry's face
 
-    @app.get("/models", response_model=list[ModelVersion])
+    def registry() -> Path:
+        """The repository whose versions the service serves: the one it runs from (409 outside any)."""
+        from visapp.integrations import git
+
+        here = Path.cwd()
+        if not git.is_repository(here):
+            raise ApiError(
+                409, "no_registry", "the service does not run from a Git repository, so it has no model versions: "
+                "start `visapp serve` in the project's repository (a clone with its tags and DVC remote)"
+            )  # fmt: skip
+        return here
+
+    @app.get("/models", response_model=list[ModelVersion], responses=_errors(409))
     def models(owner: str = Depends(caller)) -> list[ModelVersion]:
         """Released model versions and their stages (the Git tags of the repository the service runs from)."""
         from visapp.registry.versions import list_versions
 
+        registry()
         try:
             return [ModelVersion(**row) for row in list_versions(".")]
         except VisError as exc:
-            raise ApiError(409, "no_registry", exc.message) from None
+            raise ApiError(409, "no_registry", str(exc)) from None
 
     @app.get(
         "/models/{version}/download",
         response_class=StreamingResponse,
-        responses={200: {"content": {"application/octet-stream": {}}}, **_errors(404)},
+        responses={200: {"content": {"application/octet-stream": {}}}, **_errors(404, 409)},
     )
     def download_version(version: str, owner: str = Depends(caller)) -> StreamingResponse:
-        """A released version's weights (`v1.2.0`, `yolo@v1.2.0`, or a stage such as `prod`), from the DVC remote."""
+        """A released version's weights (`v1.2.0`, `yolo@v1.2.0`, or a stage's: `yolo#prod`, `yolo%23prod` in the
+        URL), from the DVC cache or remote."""
         from visapp.registry.versions import get_model
 
+        registry()
         folder = Path(
             tempfile.mkdtemp(
                 prefix="visapp-model-", dir=settings.work_dir.parent if settings.work_dir.parent.is_dir() else None
@@ -452,7 +523,7 @@ def create_app(settings: ServiceSettings | None = None, open_access: bool = Fals
             path = get_model(".", version, folder / "best.pt")
         except VisError as exc:
             shutil.rmtree(folder, ignore_errors=True)
-            raise ApiError(404, "unknown_version", exc.message) from None
+            raise ApiError(404, "unknown_version", str(exc)) from None
         handle = path.open("rb")
         return _stream(handle, f"{version.replace('@', '-')}-best.pt", cleanup=folder)
 

@@ -37,7 +37,7 @@ class UploadRefused(VisError):
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
-        self.code = code
+        self.code, self.message = code, message
 
 
 @dataclass
@@ -88,18 +88,18 @@ def unpack(archive: Path, dest: Path, limits: ArchiveLimits | None = None) -> No
     try:
         source = Source(archive, limits or ArchiveLimits())
     except ArchiveRefused as exc:
-        raise UploadRefused("unsafe_archive", f"{exc.code}: {exc.message}") from None
+        raise UploadRefused("unsafe_archive", f"{exc.code}: {exc}") from None
     try:
         try:
             root = source.find_root()
         except ArchiveRefused as exc:
-            raise UploadRefused("no_dataset", exc.message) from None
+            raise UploadRefused("no_dataset", str(exc)) from None
         except VisError as exc:
-            raise UploadRefused("no_dataset", exc.message) from None
+            raise UploadRefused("no_dataset", str(exc)) from None
         try:
             source.extract(dest, root)
         except ArchiveRefused as exc:
-            raise UploadRefused("unsafe_archive", f"{exc.code}: {exc.message}") from None
+            raise UploadRefused("unsafe_archive", f"{exc.code}: {exc}") from None
     finally:
         source.close()
 

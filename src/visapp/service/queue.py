@@ -34,6 +34,11 @@ def make_huey(settings: ServiceSettings) -> Any:
     raise VisError(f"VISAPP_QUEUE_URL {url!r}: use redis://host:port/db, or sqlite:///path, or leave it unset")
 
 
+def health(huey: Any) -> str:
+    """A verdict: the queue answers (raises when it does not). `/health` and `visapp doctor` ask it."""
+    return f"{int(huey.pending_count())} message(s) waiting ({type(huey).__name__})"
+
+
 class JobQueue:
     """Huey and the service's two tasks, registered under fixed names (every process must know them)."""
 
@@ -60,7 +65,7 @@ class JobQueue:
 
     def health(self) -> str:
         """A verdict: the queue answers (raises when it does not)."""
-        return f"{self.pending()} message(s) waiting ({type(self.huey).__name__})"
+        return health(self.huey)
 
     def consumer(self, workers: int = 1, in_thread: bool = False) -> Any:
         """A Huey consumer; `in_thread`: for the API's process (no signal handlers: they need the main thread)."""

@@ -4,13 +4,20 @@ The worker prepares SCRATCH (the dataset, its metadata, the checkpoint folder fr
 `trainer.json`: classes, train overrides) and watches this process. It runs the library's `train_model`, as the
 `train` stage does, and appends one JSON line per epoch to `SCRATCH/progress.jsonl` (its stdout and stderr,
 Ultralytics' output among them, go to the job's log). SIGTERM ends it at once; the checkpoint of the last
-finished epoch stays, and a later attempt resumes from it.
+finished epoch stays, and a later attempt resumes from it. It ends the same way when its worker is gone
+(`VISAPP_WORKER_PID` is no longer its parent): it runs in a session of its own, so a worker killed outright
+(SIGKILL, the OOM killer) or stopped would otherwise leave it training on, beside the attempt the reaper
+queues next and into the same MLflow run.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 from visapp import console
@@ -19,6 +26,21 @@ from visapp.progress import Progress
 TRAINER_FILE = "trainer.json"
 PROGRESS_FILE = "progress.jsonl"
 CHECKPOINTS = "checkpoint"
+WORKER_PID = "VISAPP_WORKER_PID"
+
+
+def end_with_worker(interval: float = 1.0) -> None:
+    """SIGTERM this process once its parent is no longer the worker that started it (a daemon thread)."""
+    worker = int(os.environ.get(WORKER_PID) or os.getppid())
+
+    def watch() -> None:
+        while os.getppid() == worker:
+            time.sleep(interval)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # SIGTERM ends it unless something caught it
+        os._exit(143)
+
+    threading.Thread(target=watch, name="visapp-worker-watch", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from visapp.training.run import train_model
 
     scratch = Path((argv or sys.argv[1:])[0])
+    end_with_worker()
     spec = json.loads((scratch / TRAINER_FILE).read_text(encoding="utf-8"))
     params = job_params(spec["classes"], spec.get("overrides"), scratch)
 

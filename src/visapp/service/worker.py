@@ -11,6 +11,7 @@ superseded (it was taken for dead) stops its training.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,7 @@ from visapp.service.prepare import (
 )
 from visapp.service.settings import ServiceSettings
 from visapp.service.store import JobStore
-from visapp.service.trainer import CHECKPOINTS, PROGRESS_FILE, TRAINER_FILE
+from visapp.service.trainer import CHECKPOINTS, PROGRESS_FILE, TRAINER_FILE, WORKER_PID
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +148,33 @@ class Training:
         self.last_beat = time.monotonic()
         return jobs.update(self.store, self.job_id, change)
 
+    @contextlib.contextmanager
+    def beating(self) -> Iterator[None]:
+        """Renew the lease from a thread while the block works without the supervisor's loop (downloading and
+        converting the dataset, uploading the results): however long that takes, the attempt stays alive."""
+        done = threading.Event()
+        lost: list[LeaseLost] = []
+
+        def beat() -> None:
+            while not done.wait(self.settings.heartbeat_s):
+                try:
+                    self.write()
+                except LeaseLost as exc:
+                    lost.append(exc)
+                    return
+                except Exception:  # a store hiccup: the next beat may pass
+                    log.exception("job %s: renewing the lease failed", self.job_id)
+
+        thread = threading.Thread(target=beat, name="visapp-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
+        if lost:
+            raise lost[0]
+
     def finish(self, state: State, **fields: Any) -> None:
         def change(record: dict[str, Any]) -> dict[str, Any] | None:
             if record["attempt"] != self.attempt or record["state"] != State.running:
@@ -232,8 +261,9 @@ class Training:
 
     def run(self) -> None:
         record = jobs.load(self.store, self.job_id)
-        self.prepare(record)
-        env = {**os.environ, "VISAPP_JOB_ID": self.job_id, "YOLO_OFFLINE": "true"}
+        with self.beating():
+            self.prepare(record)
+        env = {**os.environ, "VISAPP_JOB_ID": self.job_id, "YOLO_OFFLINE": "true", WORKER_PID: str(os.getpid())}
         with (self.scratch / LOG_FILE).open("ab") as log_file:
             child = subprocess.Popen(
                 [sys.executable, "-m", "visapp.service.trainer", str(self.scratch)],
@@ -247,12 +277,14 @@ class Training:
             except BaseException:
                 stop(child)
                 raise
-        self.sync_checkpoint()
-        self.store.put(self.job_id, f"{MODEL}/{LOG_FILE}", self.scratch / LOG_FILE)
+        with self.beating():
+            self.sync_checkpoint()
+            self.store.put(self.job_id, f"{MODEL}/{LOG_FILE}", self.scratch / LOG_FILE)
+            if how == "done":
+                for name in MODEL_FILES:
+                    if (self.scratch / MODEL / name).is_file():
+                        self.store.put(self.job_id, f"{MODEL}/{name}", self.scratch / MODEL / name)
         if how == "done":
-            for name in MODEL_FILES:
-                if (self.scratch / MODEL / name).is_file():
-                    self.store.put(self.job_id, f"{MODEL}/{name}", self.scratch / MODEL / name)
             metrics = json.loads((self.scratch / MODEL / "metrics.json").read_text(encoding="utf-8"))
             self.finish(State.succeeded, metrics=metrics, mlflow_run_id=self.mlflow_run_id())
         elif how == "cancelled":

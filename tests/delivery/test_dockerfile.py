@@ -1,0 +1,147 @@
+"""The Dockerfile: linted by hadolint, its install steps the same recipe `make install` runs, its build context only
+what it copies, and its HEALTHCHECK script against a real `visapp serve`.
+
+No container engine runs here. The install steps run outside Docker every time `make install` does (both call
+scripts/install.sh), so what these tests pin is that the two stay one recipe.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT, VENV_BIN, free_port
+
+pytestmark = pytest.mark.integration
+
+DOCKERFILE = REPO_ROOT / "Dockerfile"
+HEALTHCHECK = REPO_ROOT / "scripts" / "healthcheck.py"
+
+
+def instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined, comments dropped."""
+    joined = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text(encoding="utf-8"))
+    found = []
+    for line in joined.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            found.append((keyword.upper(), rest.strip()))
+    return found
+
+
+def test_hadolint_passes_with_the_projects_rules():
+    result = subprocess.run(
+        [str(VENV_BIN / "hadolint"), "--config", str(REPO_ROOT / ".hadolint.yaml"), str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_image_installs_with_the_recipe_of_make_install():
+    runs = [args for keyword, args in instructions() if keyword == "RUN" and "install.sh" in args]
+    commands = [shlex.split(args.split(" ", 1)[1] if args.startswith("--mount") else args) for args in runs]
+    assert commands == [
+        ["bash", "scripts/install.sh", "/opt/venv/bin/python"],  # torch alone: the cached layer
+        ["bash", "scripts/install.sh", "/opt/venv/bin/python", "-e", "."],
+    ]
+    makefile = (REPO_ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "bash scripts/install.sh $(PY) -e '.[dev]'" in makefile
+
+
+def test_the_install_recipe_without_packages_stops_after_torch(tmp_path):
+    # The Dockerfile's first install layer: the recipe given only a python installs torch and nothing else. A
+    # stand-in python records what pip was asked.
+    calls = tmp_path / "calls"
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {shlex.quote(str(calls))}\n', encoding="utf-8")
+    fake.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "TORCH_INDEX_URL": "https://download.pytorch.org/whl/cpu"}
+    subprocess.run(["bash", "scripts/install.sh", str(fake)], cwd=REPO_ROOT, env=env, check=True)
+    lines = calls.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "-m pip install --quiet --upgrade pip"
+    assert lines[1].startswith("-m pip install --quiet --index-url https://download.pytorch.org/whl/cpu torch==")
+    assert len(lines) == 2
+
+
+def dockerignore_admits(path: str) -> bool:
+    """Whether .dockerignore lets `path` into the build context (its last matching rule wins, as Docker's)."""
+    admitted = True
+    for rule in (REPO_ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines():
+        rule = rule.strip()
+        if not rule or rule.startswith("#"):
+            continue
+        negated = rule.startswith("!")
+        pattern = rule.lstrip("!").rstrip("/")
+        parts = path.split("/")
+        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        if any(fnmatch.fnmatchcase(prefix, pattern.removeprefix("**/")) for prefix in prefixes) or (
+            pattern.startswith("**/") and any(fnmatch.fnmatchcase(part, pattern[3:]) for part in parts)
+        ):
+            admitted = negated
+    return admitted
+
+
+def test_every_file_copied_is_in_the_build_context_and_nothing_else_of_note_is():
+    copied = []
+    for keyword, args in instructions():
+        if keyword == "COPY" and "--from=" not in args:
+            copied += args.split()[:-1]
+    assert copied, "no COPY found"
+    for source in copied:
+        assert (REPO_ROOT / source).exists(), f"COPY {source}: no such path"
+        assert dockerignore_admits(source.rstrip("/")), f"COPY {source}: left out of the context by .dockerignore"
+    for kept_out in ("data/raw", "models/yolo/best.pt", ".venv/bin/python", ".git/HEAD", ".dvc/config.local",
+                     ".env", "mlflow.db", ".visapp/jobs", "src/visapp/__pycache__/cli.cpython-311.pyc"):  # fmt: skip
+        assert not dockerignore_admits(kept_out), f"{kept_out} would reach the build context"
+
+
+def run_healthcheck(tmp_path: Path, argv: list[str]) -> subprocess.CompletedProcess:
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_bytes(b"\0".join(part.encode() for part in argv) + b"\0")
+    code = f"import runpy, sys; from pathlib import Path; sys.exit(runpy.run_path({str(HEALTHCHECK)!r})['main'](Path({str(cmdline)!r})))"  # noqa: E501
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60)
+
+
+def test_the_healthcheck_asks_a_real_visapp_serve_on_its_port(tmp_path):
+    port = str(free_port())
+    env = {
+        **os.environ,
+        "VISAPP_API_TOKEN": "",
+        "VISAPP_STORE_URL": (tmp_path / "jobs").as_uri(),
+        "VISAPP_QUEUE_URL": f"sqlite:///{tmp_path / 'queue.db'}",
+        "VISAPP_WORK_DIR": str(tmp_path / "work"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    }
+    with (tmp_path / "serve.log").open("wb") as log:
+        server = subprocess.Popen(
+            [str(VENV_BIN / "visapp"), "serve", "--open", "--no-worker", "--port", port],
+            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    argv = ["/opt/venv/bin/python", "/opt/venv/bin/visapp", "serve", "--host", "0.0.0.0", "--port", port]
+    try:
+        deadline = time.monotonic() + 60
+        while (healthy := run_healthcheck(tmp_path, argv)).returncode != 0:
+            assert server.poll() is None, (tmp_path / "serve.log").read_text(errors="replace")
+            assert time.monotonic() < deadline, f"no healthy answer in 60 s: {healthy.stderr}"
+            time.sleep(0.5)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    down = run_healthcheck(tmp_path, ["/opt/venv/bin/visapp", "serve", f"--port={port}"])
+    assert down.returncode == 1 and f"127.0.0.1:{port}/health" in down.stderr
+
+
+def test_the_healthcheck_of_a_worker_or_a_pipeline_is_its_process_running(tmp_path):
+    assert run_healthcheck(tmp_path, ["/opt/venv/bin/visapp", "worker"]).returncode == 0
+    assert run_healthcheck(tmp_path, ["dvc", "repro"]).returncode == 0

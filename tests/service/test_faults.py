@@ -1,0 +1,191 @@
+"""Faults, with real processes: an API restarted, a worker killed mid-training (another resumes from the
+checkpoint), a training cancelled while it runs, a queued job cancelled before any worker saw it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import time
+import zipfile
+
+import psutil
+import pytest
+
+from service.conftest import TINY_TRAINING, client, upload, wait_for, wait_until
+
+pytestmark = pytest.mark.integration
+
+FINAL = {"succeeded", "failed", "cancelled"}
+
+
+def job_of(api, job_id: str) -> dict:
+    answer = api.get(f"/jobs/{job_id}")
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def uploaded(api, data: bytes) -> str:
+    answer = upload(api, data)
+    assert answer.status_code == 201, answer.text
+    return answer.json()["job"]["id"]
+
+
+def trainers_under(folder) -> list[psutil.Process]:
+    """Live training subprocesses whose scratch folder is under `folder` (a worker's VISAPP_WORK_DIR)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info.get("cmdline") or []
+        if "visapp.service.trainer" in cmdline and any(str(folder) in part for part in cmdline):
+            found.append(proc)
+    return found
+
+
+def lease_pids(folder) -> dict[str, int]:
+    """{attempt file: pid of the worker that took it} from a job's `leases/` (each holds `host:pid:thread`)."""
+    return {path.name: int(path.read_text().split(":")[1]) for path in sorted((folder / "leases").iterdir())}
+
+
+# ---------------------------------------------------------------- the API restarted
+
+
+def test_a_restarted_api_has_every_job_in_the_state_it_left(make_service, dataset_zip):
+    service = make_service(VISAPP_STALE_AFTER_S="30")
+    first = service.api(worker=False)  # no consumer: queued jobs stay queued
+    with client(first.url) as api:
+        ready = uploaded(api, dataset_zip)
+        queued = uploaded(api, dataset_zip)
+        assert api.post(f"/train-async/{queued}", json=TINY_TRAINING).status_code == 202
+        cancelled = uploaded(api, dataset_zip)
+        assert api.post(f"/train-async/{cancelled}", json=TINY_TRAINING).status_code == 202
+        assert api.post(f"/jobs/{cancelled}/cancel").status_code == 202
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("notes.txt", "no dataset in here")
+        refused = upload(api, buffer.getvalue())
+        assert refused.status_code == 422, refused.text
+        rejected = refused.json()["job"]["id"]
+        before = {job_id: job_of(api, job_id) for job_id in (ready, queued, cancelled, rejected)}
+        listed = api.get("/jobs").json()
+    assert {job_id: job["state"] for job_id, job in before.items()} == {
+        ready: "ready", queued: "queued", cancelled: "cancelled", rejected: "rejected"
+    }  # fmt: skip
+    first.stop()
+    assert first.proc.returncode is not None
+
+    second = service.api(worker=False)
+    with client(second.url) as api:
+        after = {job_id: job_of(api, job_id) for job_id in before}
+        assert after == before  # every field: state, history, attempt, overrides, validation, error
+        assert api.get("/jobs").json() == listed
+        assert [job["id"] for job in listed["jobs"]] == [ready, queued, cancelled, rejected]
+        health = api.get("/health").json()
+        assert health["queue"]["ok"] and not health["queue"]["detail"].startswith("0 "), health  # messages kept
+        # The restarted API acts on the old jobs: the queued one can be cancelled, the cancelled one queued.
+        assert api.post(f"/jobs/{queued}/cancel").json()["state"] == "cancelled"
+        again = api.post(f"/train-async/{cancelled}", json=TINY_TRAINING)
+        assert again.status_code == 202 and again.json()["attempt"] == 2, again.text
+
+
+# ---------------------------------------------------------------- cancelling
+
+
+def test_cancelling_a_queued_job_is_immediate_and_it_can_be_queued_again(make_service, dataset_zip):
+    service = make_service(VISAPP_STALE_AFTER_S="30")
+    api_proc = service.api(worker=False)  # and no `visapp worker`: nothing takes the message
+    with client(api_proc.url) as api:
+        job_id = uploaded(api, dataset_zip)
+        queued = api.post(f"/train-async/{job_id}", json=TINY_TRAINING)
+        assert queued.status_code == 202 and queued.json()["state"] == "queued", queued.text
+
+        cancelled = api.post(f"/jobs/{job_id}/cancel")
+        assert cancelled.status_code == 202 and cancelled.json()["state"] == "cancelled", cancelled.text
+        job = job_of(api, job_id)
+        assert job["state"] == "cancelled" and "cancelled" in job["history"] and job["attempt"] == 1
+        again = api.post(f"/jobs/{job_id}/cancel")
+        assert again.status_code == 409 and again.json()["error"]["code"] == "not_active", again.text
+
+        requeued = api.post(f"/train-async/{job_id}", json=TINY_TRAINING)
+        assert requeued.status_code == 202, requeued.text
+        assert requeued.json()["state"] == "queued" and requeued.json()["attempt"] == 2
+        assert job_of(api, job_id)["state"] == "queued"
+        assert not (service.job_folder(job_id) / "cancel").exists()  # the old request cannot stop the new attempt
+
+
+@pytest.mark.slow
+def test_cancelling_a_running_training_stops_it_and_keeps_its_checkpoint(make_service, dataset_zip):
+    epochs = 50  # far more than it gets to run
+    service = make_service(VISAPP_STALE_AFTER_S="30")
+    api_proc = service.api()  # its own consumer runs the training
+    with client(api_proc.url) as api:
+        job_id = uploaded(api, dataset_zip)
+        assert api.post(f"/train-async/{job_id}", json={**TINY_TRAINING, "epochs": epochs}).status_code == 202
+        wait_until(lambda: (job_of(api, job_id).get("progress") or {}).get("epoch", 0) >= 1, 300, "the first epoch")
+        asked = time.monotonic()
+        answer = api.post(f"/jobs/{job_id}/cancel")
+        assert answer.status_code == 202, answer.text
+        job = wait_for(api, job_id, FINAL, timeout=120)
+        took = time.monotonic() - asked
+        print(f"cancelled {took:.1f} s after the request, at epoch {job['progress']['epoch']}")
+    assert job["state"] == "cancelled", f"{job}\n{api_proc.output()}"
+    assert took < 60, f"the cancelled training took {took:.0f} s to stop"
+    assert 1 <= job["progress"]["epoch"] < epochs and job["lease"] is None and job["error"] is None
+    folder = service.job_folder(job_id)
+    kept = list((folder / "checkpoint").glob("*/run/weights/last.pt"))
+    assert len(kept) == 1 and kept[0].stat().st_size > 0, sorted(p.name for p in (folder / "checkpoint").rglob("*"))
+    assert (folder / "model" / "train.log").is_file() and not (folder / "model" / "weights").exists()
+    assert not trainers_under(service.base), "the training subprocess outlived its cancel"
+
+
+# ---------------------------------------------------------------- a worker killed mid-training
+
+
+@pytest.mark.slow
+def test_a_killed_worker_s_training_resumes_on_another_worker_from_its_checkpoint(
+    make_service, redis_queue, dataset_zip
+):
+    epochs = 5
+    service = make_service(queue_url=redis_queue)  # FAST: a lease is stale 4 s after its last heartbeat
+    first = service.worker()
+    api_proc = service.api(worker=False)  # it runs a reaper too
+    with client(api_proc.url) as api:
+        job_id = uploaded(api, dataset_zip)
+        first.wait_ready()
+        queued = api.post(f"/train-async/{job_id}", json={**TINY_TRAINING, "epochs": epochs})
+        assert queued.status_code == 202, queued.text
+        second = service.worker()  # starts while the first trains; idle until the job is queued again
+
+        def past_epoch_two() -> dict | None:
+            job = job_of(api, job_id)
+            return job if (job.get("progress") or {}).get("epoch", 0) >= 2 else None
+
+        job = wait_until(past_epoch_two, 300, "epoch 2 of the first attempt", every=0.2)
+        assert job["state"] == "running" and job["attempt"] == 1, job
+        reached = job["progress"]["epoch"]
+        assert reached < epochs, f"the training ran out before the kill: use more epochs ({job})"
+        first.kill()  # SIGKILL: the worker and its training, as if the machine died
+        killed = time.monotonic()
+        # The training subprocess must not outlive its worker (it would train on, into the same MLflow run).
+        wait_until(lambda: not trainers_under(first.env["VISAPP_WORK_DIR"]), 30, "the orphaned trainer to end")
+        second.wait_ready()
+        job = wait_for(api, job_id, FINAL, timeout=600)
+        recovered = time.monotonic() - killed
+    assert job["state"] == "succeeded", f"{job}\n{second.output()}"
+    assert job["attempt"] == 2 and "attempt 1 lost its worker" in job["note"], job
+    assert job["progress"]["epoch"] == epochs and job["progress"]["epochs"] == epochs
+
+    folder = service.job_folder(job_id)
+    assert lease_pids(folder) == {"000001": first.proc.pid, "000002": second.proc.pid}
+    assert [p.name for p in (folder / "requeues").iterdir()] == ["000001"]  # one reaper won
+    # The second worker resumed after the epochs the first one finished, not from epoch 1.
+    log = (folder / "model" / "train.log").read_text(errors="replace")
+    resumed = [int(n) for n in re.findall(r"resuming after epoch (\d+)", log)]
+    assert len(resumed) == 1 and resumed[0] >= reached, log[-3000:]
+    # Its epochs (its worker logs the newest epoch of each second) come after those, up to the last.
+    after = second.epochs_reported(job_id)
+    assert after and after == sorted(set(after)) and after[0] > resumed[0] and after[-1] == epochs, second.output()
+    assert 0 < max(first.epochs_reported(job_id), default=0) <= resumed[0]  # the first synced each epoch it told
+    with (folder / "model" / "results.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(float(row["epoch"])) for row in rows] == list(range(1, epochs + 1))
+    print(f"epoch {reached} reached before the kill; resumed after {resumed[0]}; succeeded {recovered:.0f} s later")

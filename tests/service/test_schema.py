@@ -1,0 +1,139 @@
+"""The running server against its own OpenAPI schema (schemathesis): no 5xx, and every answer documented.
+
+One `visapp serve --no-worker` from a Git repository (so the /models endpoints answer, with no versions yet):
+nothing trains, a queued training just waits in the queue. Every operation gets a few generated requests
+that fit its schema (positive) and a few that do not (negative), derandomized and without an example
+database; the job operations also run against one real, ready job (uploaded by the fixture), so their
+success paths (200, 202) and conflicts (409) are checked too, not only 404.
+
+schemathesis' own pytest loader (`schemathesis.pytest.from_fixture`) does not run under pytest 9 (it sets
+`Function._nodeid`, which pytest 9 no longer has), so each operation is a parametrized test that drives the
+operation's Hypothesis strategy itself; `test_the_operations_tested_are_all_the_schema_has` keeps that list
+whole.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
+from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+from service.conftest import FAST, OTHER_TOKEN, TOKEN, Service, client, upload
+
+pytestmark = pytest.mark.integration
+
+EXAMPLES = 20
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+OPERATIONS = [
+    ("POST", "/upload-dataset"),
+    ("POST", "/train-async/{job_id}"),
+    ("POST", "/jobs/{job_id}/cancel"),
+    ("GET", "/jobs/{job_id}"),
+    ("GET", "/jobs"),
+    ("GET", "/download/model/{job_id}"),
+    ("GET", "/dataset/metadata/{job_id}"),
+    ("GET", "/health"),
+    ("GET", "/models"),
+    ("GET", "/models/{version}/download"),
+]
+JOB_OPERATIONS = [(method, path) for method, path in OPERATIONS if "{job_id}" in path]
+# Operations with something a request can get wrong against the schema (a body, a bounded query parameter); the
+# others take only free strings, so no request can be invalid for them (Hypothesis finds none to generate).
+NEGATABLE = [("POST", "/upload-dataset"), ("POST", "/train-async/{job_id}"), ("GET", "/jobs")]
+# What the schema cannot say: an upload is a ZIP or tar of a VOC dataset. A schema-valid upload of other bytes is
+# refused, with one of these documented answers (schemathesis' `positive_data_acceptance` would call it a bug).
+CONTENT_REFUSALS = {("POST", "/upload-dataset"): {400, 413, 415, 422}}
+
+
+@dataclass
+class Served:
+    schema: schemathesis.BaseSchema
+    job_id: str  # a ready job of TOKEN
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, mlflow_server, dataset_zip):
+    base = tmp_path_factory.mktemp("schema")
+    for args in (["init", "-q", "-b", "main"], ["commit", "-q", "--allow-empty", "-m", "empty"]):
+        subprocess.run(["git", *args], cwd=base, check=True, capture_output=True)
+    service = Service(
+        base,
+        {
+            "VISAPP_API_TOKEN": f"{TOKEN},{OTHER_TOKEN}",
+            "VISAPP_STORE_URL": (base / "jobs").as_uri(),
+            "VISAPP_QUEUE_URL": f"sqlite:///{base / 'queue.db'}",
+            "MLFLOW_TRACKING_URI": mlflow_server.uri,
+            **FAST,
+        },
+    )
+    try:
+        api = service.api(worker=False)
+        with client(api.url) as http:
+            answer = upload(http, dataset_zip)
+        assert answer.status_code == 201, answer.text
+        schema = schemathesis.openapi.from_url(f"{api.url}/openapi.json")
+        yield Served(schema, answer.json()["job"]["id"])
+    finally:
+        service.stop()
+
+
+def check(operation, mode: GenerationMode, path_parameters: dict[str, str] | None = None) -> None:
+    """Generated requests of `mode`, each sent with the token and checked by schemathesis' default checks (no
+    5xx; status code, content type, headers and body as documented; valid data accepted, invalid refused)."""
+    strategy = operation.as_strategy(generation_mode=mode, headers=AUTH, path_parameters=path_parameters)
+    refusals = CONTENT_REFUSALS.get((operation.method.upper(), operation.path), set())
+
+    @given(case=strategy)
+    @settings(
+        max_examples=EXAMPLES,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    def run(case):
+        if not refusals:
+            case.call_and_validate(headers=AUTH)
+            return
+        response = case.call_and_validate(headers=AUTH, excluded_checks=[positive_data_acceptance])
+        assert response.status_code < 400 or response.status_code in refusals | {401, 404, 409, 429}, response.text
+
+    run()
+
+
+def test_the_operations_tested_are_all_the_schema_has(served):
+    found = {(op.method.upper(), op.path) for op in (r.ok() for r in served.schema.get_all_operations())}
+    assert found == set(OPERATIONS)
+
+
+def test_every_operation_but_health_declares_the_token(served):
+    schema = served.schema.raw_schema
+    assert schema["components"]["securitySchemes"]["token"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "a token of VISAPP_API_TOKEN",
+    }
+    for method, path in OPERATIONS:
+        security = schema["paths"][path][method.lower()].get("security")
+        assert security == (None if path == "/health" else [{"token": []}]), (method, path)
+        assert "401" in schema["paths"][path][method.lower()]["responses"]
+
+
+@pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
+def test_generated_requests_get_documented_answers(served, method, path):
+    check(served.schema[path][method], GenerationMode.POSITIVE)
+
+
+@pytest.mark.parametrize(("method", "path"), NEGATABLE, ids=[f"{m} {p}" for m, p in NEGATABLE])
+def test_generated_invalid_requests_are_refused_as_documented(served, method, path):
+    check(served.schema[path][method], GenerationMode.NEGATIVE)
+
+
+@pytest.mark.parametrize(("method", "path"), JOB_OPERATIONS, ids=[f"{m} {p}" for m, p in JOB_OPERATIONS])
+def test_generated_requests_on_a_real_job_get_documented_answers(served, method, path):
+    check(served.schema[path][method], GenerationMode.POSITIVE, {"job_id": served.job_id})
