@@ -33,3 +33,6 @@ shift
   "opencv-python-headless==$("$py" -c 'import importlib.metadata as m; print(m.version("opencv-python-headless"))')"
 # Versions from the metadata: importing Ultralytics here would write its settings into the user's HOME.
 "$py" -c 'import cv2, importlib.metadata as m; print("cv2", cv2.__version__, *(f"{p} {m.version(p)}" for p in ("torch", "ultralytics", "dvc", "mlflow")))'
+# What made this environment: the recipe's hash and its arguments (the tests check that the suite runs in an
+# environment this very recipe made, as the image's is).
+printf '%s %s\n' "$(sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1)" "$*" >"$("$py" -c 'import sys; print(sys.prefix)')/visapp-install.txt"

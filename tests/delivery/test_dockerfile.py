@@ -8,6 +8,8 @@ scripts/install.sh), so what these tests pin is that the two stay one recipe.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import json
 import os
 import re
 import shlex
@@ -145,3 +147,24 @@ def test_the_healthcheck_asks_a_real_visapp_serve_on_its_port(tmp_path):
 def test_the_healthcheck_of_a_worker_or_a_pipeline_is_its_process_running(tmp_path):
     assert run_healthcheck(tmp_path, ["/opt/venv/bin/visapp", "worker"]).returncode == 0
     assert run_healthcheck(tmp_path, ["dvc", "repro"]).returncode == 0
+
+
+def test_the_suite_runs_in_an_environment_the_images_recipe_made(tmp_path):
+    # The image's install steps, run outside Docker: `make install` made this environment with scripts/install.sh,
+    # the file the Dockerfile runs (install.sh records its own hash and arguments). Everything else in the suite
+    # (the pipeline trained for an epoch, the service, doctor's checks against live servers) runs in it; here,
+    # doctor's verdict on the environment itself.
+    record = Path(sys.prefix) / "visapp-install.txt"
+    assert record.is_file(), f"{sys.prefix} was not made by scripts/install.sh: run `make install`"
+    recipe, _, args = record.read_text(encoding="utf-8").strip().partition(" ")
+    assert recipe == hashlib.sha256((REPO_ROOT / "scripts" / "install.sh").read_bytes()).hexdigest(), (
+        "scripts/install.sh changed since this environment was made: run `make install`"
+    )
+    assert args.startswith("-e "), args
+    doctor = subprocess.run(
+        [str(VENV_BIN / "visapp"), "doctor", "--json"], cwd=tmp_path, capture_output=True, text=True, check=False,
+        timeout=300,
+    )  # fmt: skip
+    verdicts = {check["name"]: check["verdict"] for check in json.loads(doctor.stdout)}
+    environment = ["python", "torch", "torchvision", "ultralytics", "dvc", "mlflow", "opencv headless", "cuda"]
+    assert {name: verdicts.get(name) for name in environment} == dict.fromkeys(environment, "ok"), doctor.stdout
