@@ -8,6 +8,7 @@ from visapp import console
 from visapp.config import load_params
 from visapp.dataset.statistics import build_metadata
 from visapp.formats.manifest import MANIFEST_FILE
+from visapp.formats.report import REPORT_FILE
 
 log = logging.getLogger("visapp.stages.metadata")
 
@@ -21,6 +22,7 @@ def main() -> int:
         out_dir=Path(params.paths.metadata),
         classes=params.data.classes,
         progress=console.progress_display(),
+        report_path=Path(params.paths.validated) / REPORT_FILE,
     )
     log.info("metadata: %d images, fingerprint %s", metadata["overall"]["images"], metadata["fingerprint"][:12])
     return 0

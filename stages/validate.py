@@ -7,6 +7,7 @@ from pathlib import Path
 
 from visapp import console
 from visapp.config import OnError, load_params
+from visapp.dataset.quality import QualityRules
 from visapp.dataset.validate import validate_dataset, write_validation
 from visapp.formats.report import REPORT_FILE, format_summary, has_errors
 
@@ -25,7 +26,11 @@ def main() -> int:
     params = load_params()
     out_dir = Path(params.paths.validated)
     result = validate_dataset(
-        Path(params.paths.raw), params.data, progress=console.progress_display(), reuse_dir=reuse_dir()
+        Path(params.paths.raw),
+        params.data,
+        progress=console.progress_display(),
+        reuse_dir=reuse_dir(),
+        quality=QualityRules.from_params(params),
     )
     write_validation(result, out_dir, on_error=params.data.on_error)
     log.info("%s", format_summary(result.report))

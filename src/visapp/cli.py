@@ -43,6 +43,7 @@ def _check_params(args: argparse.Namespace) -> Any:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from visapp.dataset.quality import QualityRules
     from visapp.dataset.validate import validate_dataset
     from visapp.formats.report import format_summary, has_errors
     from visapp.fsio import write_json
@@ -51,7 +52,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if not path.is_dir():
         raise VisError(f"{path} is not a folder: give the folder that holds the VOC dataset")
     params = _check_params(args)
-    result = validate_dataset(path, params.data, progress=console.progress_display())
+    result = validate_dataset(
+        path, params.data, progress=console.progress_display(), quality=QualityRules.from_params(params)
+    )
     if args.report:
         write_json(args.report, result.report)
     print(format_summary(result.report))
@@ -116,6 +119,19 @@ def _cmd_lineage(args: argparse.Namespace) -> int:
     info = lineage(".", args.version)
     print(dumps_json(info) if args.json else format_lineage(info), end="" if args.json else "\n")
     return 0
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    from visapp.dataset.diff import GATED
+    from visapp.fsio import dumps_json, write_json
+    from visapp.registry.dataset_diff import as_json, diff_revisions, format_revision_diff, gate_limits
+
+    limits = gate_limits({name: getattr(args, name) for name in GATED})
+    result = diff_revisions(".", args.rev_a, args.rev_b, limits)
+    if args.metrics:
+        write_json(args.metrics, result.headline)
+    print(dumps_json(as_json(result)) if args.json else format_revision_diff(result), end="" if args.json else "\n")
+    return 1 if result.failures else 0
 
 
 def _cmd_params(args: argparse.Namespace) -> int:
@@ -281,6 +297,20 @@ def build_parser() -> argparse.ArgumentParser:
     _version_argument(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_lineage)
+
+    p = sub.add_parser("diff", help="compare the datasets of two revisions; exit 1 past the diff.* limits")
+    p.add_argument("rev_a", help="the older revision: a commit, branch or tag, or a model version (yolo@v1.0.0)")
+    p.add_argument("rev_b", help="the newer revision, the same way")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--metrics", help="also write the headline numbers here, as flat JSON (a DVC metrics file)")
+    for name, what in [
+        ("max_removed_fraction", "samples of REV_A missing from REV_B, over REV_A's"),
+        ("max_relabelled_fraction", "samples in both whose boxes changed, over those in both"),
+        ("max_class_drift", "total-variation distance of the class distributions"),
+        ("max_box_size_drift", "KS statistic of the box sizes"),
+    ]:
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float, help=f"{what} (default: diff.{name})")
+    p.set_defaults(func=_cmd_diff)
 
     p = sub.add_parser("params", help="conf/ and params.yaml: check, compose, or write params.yaml back into conf/")
     params_sub = p.add_subparsers(dest="params_command", required=True, metavar="COMMAND")

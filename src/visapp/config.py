@@ -95,6 +95,25 @@ class DataConfig:
 
 
 @dataclass
+class QualityConfig:
+    """Dataset-quality checks of validate: findings are warnings, never rejections (see dataset/quality.py)."""
+
+    enabled: bool
+    box_iou: float = field(metadata=_range(0, 1, above=True))  # two boxes overlapping this much are one object
+    min_box_px: float = field(metadata=_range(0))  # a box side below this at train.imgsz
+    outlier_mad: float = field(metadata=_range(0, above=True))  # robust z-score (median/MAD, log scale)
+    outlier_min_boxes: int = field(metadata=_range(3))  # a class needs this many boxes for the outlier check
+    phash_distance: int = field(metadata=_range(0, 64))  # Hamming distance of 64-bit pHashes: near-duplicates
+    dark_mean: float = field(metadata=_range(0, 255))  # mean grey level below this: too dark
+    bright_mean: float = field(metadata=_range(0, 255))  # mean grey level above this: too bright
+    blur_variance: float = field(metadata=_range(0))  # variance of the Laplacian below this: blurry
+    max_aspect_ratio: float = field(metadata=_range(1))  # image long side / short side above this
+    coords_min_boxes: int = field(metadata=_range(1))  # edge-touching boxes needed to judge the coordinate base
+    min_class_objects: int = field(metadata=_range(0))  # a class with fewer objects (and more than 0) is rare
+    max_imbalance: float = field(metadata=_range(1))  # most / fewest objects per class above this
+
+
+@dataclass
 class ModelConfig:
     arch: str
     weights: str | None
@@ -123,10 +142,22 @@ class TrackingConfig:
 
 
 @dataclass
+class DiffConfig:
+    """`visapp diff`'s gate: the most change between two dataset versions that passes (each 0..1)."""
+
+    max_removed_fraction: float = field(metadata=_range(0, 1))
+    max_relabelled_fraction: float = field(metadata=_range(0, 1))
+    max_class_drift: float = field(metadata=_range(0, 1))
+    max_box_size_drift: float = field(metadata=_range(0, 1))
+
+
+@dataclass
 class Params:
     seed: int = field(metadata=_range(0))
     paths: PathsConfig
+    diff: DiffConfig
     data: DataConfig
+    quality: QualityConfig
     model: ModelConfig
     train: TrainConfig
     tracking: TrackingConfig
@@ -202,6 +233,11 @@ def _check_rules(params: Params) -> None:
         raise ConfigError(f"data.split ratios must add up to 1, got {ratios}")
     if data.split.train <= 0 or data.split.val <= 0:
         raise ConfigError("data.split needs train > 0 and val > 0 (Ultralytics trains on one, validates on the other)")
+    if params.quality.dark_mean >= params.quality.bright_mean:
+        raise ConfigError(
+            f"quality.dark_mean ({params.quality.dark_mean:g}) must be below quality.bright_mean "
+            f"({params.quality.bright_mean:g})"
+        )
     if params.train.batch == 0:
         raise ConfigError("train.batch = 0 is out of range: give a batch size of at least 1, or -1 for AutoBatch")
     if not params.tracking.experiment.strip():

@@ -243,7 +243,13 @@ def test_two_runs_write_byte_identical_json_and_figures(crafted, tmp_path):
     _build(crafted, tmp_path / "a")
     _build(crafted, tmp_path / "b")
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert names == ["box_sizes.png", "class_distribution.png", "dataset_metadata.json", "samples.png"]
+    assert names == [
+        "annotations.png",
+        "box_sizes.png",
+        "class_distribution.png",
+        "dataset_metadata.json",
+        "samples.png",
+    ]
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     text = (tmp_path / "a/dataset_metadata.json").read_text()
@@ -298,7 +304,7 @@ def test_a_dataset_of_background_images_only_gives_nulls_and_figures(tmp_path):
     assert meta["overall"]["box_width"] == dict.fromkeys(["p0", "p5", "p25", "p50", "p75", "p95", "p100"])
     assert meta["overall"]["box_size_coco"] == {"small": 0, "medium": 0, "large": 0}
     assert sorted(p.name for p in (tmp_path / "meta").glob("*.png")) == [
-        "box_sizes.png", "class_distribution.png", "samples.png"
+        "annotations.png", "box_sizes.png", "class_distribution.png", "samples.png"
     ]  # fmt: skip
 
 

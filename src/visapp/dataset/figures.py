@@ -1,4 +1,5 @@
-"""Dataset statistics and example images -> deterministic PNG figures (class distribution, box sizes, examples).
+"""Dataset statistics and example images -> deterministic PNG figures (class distribution, box sizes, examples,
+where the boxes lie and which split holds which class).
 
 Deterministic bytes: matplotlib draws with its default style (a user's matplotlibrc does not leak in), on
 the Agg canvas, at a fixed size and dpi, and without the "Software" PNG text (it carries the version);
@@ -34,7 +35,9 @@ from visapp.formats.yolo import Box
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-FIGURE_FILES = ("class_distribution.png", "box_sizes.png", "samples.png")
+FIGURE_FILES = ("class_distribution.png", "box_sizes.png", "samples.png", "annotations.png")
+HEATMAP_BINS = 8  # cells per side of the grid of box centres (annotations.png, dataset_metadata.json)
+HEATMAP_COLUMNS = 5  # class heatmaps per row in annotations.png
 DPI = 100
 # matplotlib's tab10 then its light tab20 partners (20 colours, for VOC's 20 classes), fixed here so that the
 # grid of examples (Pillow) and the plots use the same colour per class.
@@ -203,9 +206,11 @@ class Example:
 
 @dataclass
 class BoxData:
-    """Every kept box, compactly: class id, relative width/height, and sqrt of its pixel area."""
+    """Every kept box, compactly: class id, relative centre and width/height, and sqrt of its pixel area."""
 
     class_ids: array = field(default_factory=lambda: array("i"))
+    rel_cx: array = field(default_factory=lambda: array("d"))
+    rel_cy: array = field(default_factory=lambda: array("d"))
     rel_w: array = field(default_factory=lambda: array("d"))
     rel_h: array = field(default_factory=lambda: array("d"))
     side_px: array = field(default_factory=lambda: array("d"))
@@ -213,6 +218,8 @@ class BoxData:
     def add(self, boxes: list[Box], width: int, height: int) -> None:
         for box in boxes:
             self.class_ids.append(box.class_id)
+            self.rel_cx.append(box.cx)
+            self.rel_cy.append(box.cy)
             self.rel_w.append(box.w)
             self.rel_h.append(box.h)
             self.side_px.append(math.sqrt(max(box.w * width * box.h * height, 0.0)))
@@ -330,6 +337,67 @@ def plot_box_sizes(boxes: BoxData, classes: list[str], path: Path) -> None:
         for x, label in ((math.sqrt(low * 32), "small"), (math.sqrt(32 * 96), "medium"), (96 * 1.5, "large")):
             ax_size.text(x, 0.98, label, ha="center", va="top", fontsize=9, transform=ax_size.get_xaxis_transform())
         ax_size.legend(loc="center right", fontsize=9)
+        _save(fig, path)
+
+
+def centre_grids(boxes: BoxData, n_classes: int) -> Any:
+    """Counts of box centres per class: an int array (class, row, column) of HEATMAP_BINS square grids over the
+    image, row 0 at the top; a centre on the far edge counts in the last cell."""
+    import numpy as np
+
+    class_ids = np.frombuffer(boxes.class_ids, dtype=np.int32)
+
+    def cells(values: array) -> Any:
+        return np.clip((np.frombuffer(values, dtype=np.float64) * HEATMAP_BINS).astype(np.int64), 0, HEATMAP_BINS - 1)
+
+    grids = np.zeros((n_classes, HEATMAP_BINS, HEATMAP_BINS), dtype=np.int64)
+    np.add.at(grids, (class_ids, cells(boxes.rel_cy), cells(boxes.rel_cx)), 1)
+    return grids
+
+
+def plot_annotations(metadata: dict[str, Any], path: Path) -> None:
+    """Where each class's boxes lie (heatmaps of box centres, from `annotation_heatmap`), and which share of each
+    split's images holds each class (`class_coverage`): a class missing from a split shows as a 0 cell."""
+    import matplotlib.style
+    import numpy as np
+
+    classes = [c["name"] for c in metadata["classes"]]
+    labels = class_labels(classes)
+    heatmaps = metadata["annotation_heatmap"]["classes"]
+    coverage = metadata["class_coverage"]
+    columns = max(1, min(len(classes), HEATMAP_COLUMNS))
+    heat_rows = max(1, math.ceil(len(classes) / columns))
+    with matplotlib.style.context("default"), matplotlib.rc_context(labels.rc):
+        fig = _new_figure(max(8.0, 2.2 * columns), 2.3 * heat_rows + 0.5 * len(coverage) + 1.5)
+        grid = fig.add_gridspec(heat_rows + 1, columns, height_ratios=[2.3] * heat_rows + [0.5 * len(coverage) + 1.0])
+        for index, name in enumerate(classes):
+            ax = fig.add_subplot(grid[index // columns, index % columns])
+            counts = np.array(heatmaps[name])
+            ax.imshow(counts, cmap="viridis", extent=(0, 1, 1, 0), interpolation="nearest")
+            ax.set_title(f"{labels.texts[index]} ({int(counts.sum())})", fontsize=9, color=class_colour(index))
+            ax.set_xticks([0, 0.5, 1])
+            ax.set_yticks([0, 0.5, 1])
+            ax.tick_params(labelsize=7)
+        ax_cov = fig.add_subplot(grid[heat_rows, :])
+        splits = list(coverage)
+        shares = np.array([[coverage[split][name] for name in classes] for split in splits]).reshape(
+            len(splits), len(classes)
+        )
+        ax_cov.imshow(shares, cmap="Blues", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+        for (row, col), share in np.ndenumerate(shares):
+            ax_cov.text(
+                col,
+                row,
+                f"{share:.0%}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if share > 0.6 else "black",
+            )
+        ax_cov.set_xticks(range(len(classes)), list(labels.texts), fontsize=8)
+        ax_cov.set_yticks(range(len(splits)), splits, fontsize=8)
+        ax_cov.set_title("share of each split's images holding the class", fontsize=9)
+        fig.suptitle("box centres per class (x, y relative to the image)", fontsize=10)
         _save(fig, path)
 
 

@@ -16,6 +16,13 @@ Statistics (per split and `overall`):
   that sits exactly on a threshold.
 All floats are rounded to 6 decimals.
 
+Beside the statistics:
+- `class_coverage`: per split, the share of its images that hold each class (0..1);
+- `annotation_heatmap`: where boxes lie, per class: counts of box centres (the YOLO labels' cx, cy) on a
+  `HEATMAP_BINS` x `HEATMAP_BINS` grid over the image, rows top to bottom;
+- `quality`: the dataset-quality findings of validate's report.json (`visapp.dataset.quality`), counted per
+  quality code (every code, 0 included), and their total; null when no report is given.
+
 Fingerprint recipe (recompute it with nothing but the files):
 
     files = sorted([image path relative to raw_dir (POSIX), sha256 hex of the image bytes]
@@ -56,6 +63,7 @@ from visapp.formats.dvcfile import read_dvc_out
 from visapp.formats.images import displayed_size
 from visapp.formats.manifest import read_manifest
 from visapp.formats.metadata import METADATA_FILE
+from visapp.formats.report import QUALITY_CODES
 from visapp.formats.yolo import DATA_YAML, Box, label_path, parse_labels, read_data_yaml, read_split_list
 from visapp.fsio import atomic_path, dumps_json
 from visapp.progress import Counter as ProgressCounter
@@ -65,6 +73,7 @@ QUANTILES = {"p0": 0.0, "p5": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95":
 COCO_SMALL_MAX_AREA = 32**2  # area < this: small
 COCO_MEDIUM_MAX_AREA = 96**2  # area < this: medium, else large
 GRID_SIZE = figures.GRID_SIZE  # images in the figure of examples
+HEATMAP_BINS = figures.HEATMAP_BINS  # annotation_heatmap: cells per side
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +171,13 @@ class SplitStats:
             self.box_h.append(box.h)
             self.coco[coco_bucket(box.w * record.width * box.h * record.height)] += 1
 
+    def coverage(self, classes: list[str]) -> dict[str, float]:
+        """The share of this split's images that hold each class."""
+        return {
+            name: round(n / self.images, 6) if self.images else 0.0
+            for name, n in zip(classes, self.images_per_class, strict=True)
+        }
+
     def to_dict(self, classes: list[str]) -> dict[str, Any]:
         return {
             "images": self.images,
@@ -176,6 +192,28 @@ class SplitStats:
             "box_height": _quantiles(self.box_h),
             "box_size_coco": {name: self.coco[name] for name in ("small", "medium", "large")},
         }
+
+
+def quality_counts(report_path: Path | None) -> dict[str, Any] | None:
+    """The `quality` section: validate's quality findings per code (all codes, 0 included) and their total;
+    None when there is no report to count from."""
+    if report_path is None:
+        return None
+    try:
+        by_code = json.loads(Path(report_path).read_text(encoding="utf-8"))["by_code"]
+    except FileNotFoundError:
+        log.info("metadata: no %s, so no quality section", report_path)
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise VisError(f"{report_path} is not a readable report ({exc}): rerun the validate stage") from None
+    counts = {code: int(by_code.get(code, 0)) for code in sorted(QUALITY_CODES)}
+    return {"findings": sum(counts.values()), "by_code": counts}
+
+
+def _heatmap(boxes: figures.BoxData, classes: list[str]) -> dict[str, Any]:
+    """Counts of box centres per class on a HEATMAP_BINS square grid (rows top to bottom)."""
+    grids = figures.centre_grids(boxes, len(classes))
+    return {"bins": HEATMAP_BINS, "classes": {name: grids[index].tolist() for index, name in enumerate(classes)}}
 
 
 def _min_median_max(values: array) -> dict[str, int | float | None]:
@@ -264,6 +302,7 @@ def build_metadata(
     out_dir: Path,
     classes: list[str],
     progress: ProgressCallback | None = None,
+    report_path: Path | None = None,
 ) -> dict[str, Any]:
     """Compute dataset_metadata.json and the figures, and write them into out_dir atomically.
 
@@ -271,9 +310,10 @@ def build_metadata(
         manifest_path: validate's manifest.jsonl (image sizes, orientations and hashes).
         yolo_dir: convert's output (data.yaml, {split}.txt, labels/{split}/{id}.txt).
         raw_dir: the VOC dataset the split lists point into.
-        out_dir: replaced as a whole: dataset_metadata.json, class_distribution.png, box_sizes.png, samples.png.
+        out_dir: replaced as a whole: dataset_metadata.json and the figures (`figures.FIGURE_FILES`).
         classes: data.classes; must match data.yaml's names. Empty: take data.yaml's names.
         progress: told after each image (task "metadata").
+        report_path: validate's report.json, whose quality findings make the `quality` section (None: null).
 
     Returns:
         The metadata written to dataset_metadata.json.
@@ -339,6 +379,9 @@ def build_metadata(
         "raw_dvc_hash": raw_out.md5 if raw_out else None,
         "source": {"manifest_rows": len(records), "split_lists": [f"{s}.txt" for s in splits]},
         "figures": sorted(figures.FIGURE_FILES),
+        "class_coverage": {split: stats.coverage(classes) for split, stats in per_split.items()},
+        "annotation_heatmap": _heatmap(box_data, classes),
+        "quality": quality_counts(report_path),
     }
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
@@ -350,5 +393,7 @@ def build_metadata(
         figures.plot_box_sizes(box_data, classes, tmp / "box_sizes.png")
         counter.advance()
         figures.draw_examples(picker.pick(count=None), classes, tmp / "samples.png", count=GRID_SIZE)
+        counter.advance()
+        figures.plot_annotations(metadata, tmp / "annotations.png")
         counter.advance()
     return metadata

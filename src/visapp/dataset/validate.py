@@ -1,8 +1,9 @@
 """A VOC folder (data/raw) -> report.json (counts + every issue) and manifest.jsonl (the accepted samples).
 
 Samples are checked one at a time, each file read once (an annotation matched by `<filename>` twice): only
-the manifest rows, the issues and a map from image SHA-256 to the first image with those bytes stay in
-memory, never image bytes or parsed XML. The codes are those of `visapp.formats.report.CODES`.
+the manifest rows, the issues, a map from image SHA-256 to the first image with those bytes and, with the
+quality checks on, three numbers per image (`visapp.dataset.quality`) stay in memory, never image bytes or
+parsed XML. The codes are those of `visapp.formats.report.CODES`.
 
 Choices made where a rule could go either way:
 
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from visapp.config import DataConfig, OnError
+from visapp.dataset.quality import ImageMeasurement, QualityRules, check_dataset, measure_image
 from visapp.errors import DataError, VisError
 from visapp.formats import SPLITS
 from visapp.formats.images import ImageInfo, displayed_size, inspect_image
@@ -89,6 +91,7 @@ class _Sample:
     row: ManifestRow | None = None  # set when the sample is accepted
     sha256: str | None = None  # set when the image decodes
     split: str | None = None
+    measurement: ImageMeasurement | None = None  # set when the image decodes and quality checks are on
     key: str | None = None  # the outcome's key in the reuse store (when one is used)
     reused: bool = False  # the outcome came from the reuse store
 
@@ -102,17 +105,21 @@ class _Sample:
     def to_json(self) -> str:
         row = asdict(self.row) if self.row is not None else None
         issues = [[i.path, i.code, i.severity, i.message] for i in self.issues]
-        return json.dumps({"issues": issues, "row": row, "sha256": self.sha256, "split": self.split})
+        measurement = self.measurement.to_list() if self.measurement is not None else None
+        return json.dumps(
+            {"issues": issues, "row": row, "sha256": self.sha256, "split": self.split, "measurement": measurement}
+        )
 
     @classmethod
     def from_json(cls, text: str) -> _Sample:
         data = json.loads(text)
         row = ManifestRow.from_dict(data["row"]) if data["row"] is not None else None
-        return cls([Issue(*issue) for issue in data["issues"]], row, data["sha256"], data["split"])
+        measurement = ImageMeasurement.from_list(data["measurement"]) if data["measurement"] is not None else None
+        return cls([Issue(*issue) for issue in data["issues"]], row, data["sha256"], data["split"], measurement)
 
 
 # What decides a sample's outcome besides its bytes: bump when a check changes what it reports.
-VALIDATOR_VERSION = "2026.12.1"
+VALIDATOR_VERSION = "2026.12.2"
 
 
 def outcome_key(
@@ -122,11 +129,13 @@ def outcome_key(
     conflict: str | None,
     image: bytes | None,
     xml: bytes | None,
+    measure: bool = False,
 ) -> str:
     """Everything a sample's outcome depends on, hashed: the validator's version, the data params, the paths,
-    the ImageSets lists naming it, its id conflict, and the content of its image and annotation."""
+    the ImageSets lists naming it, its id conflict, whether its image is measured for the quality checks, and
+    the content of its image and annotation."""
     digest = hashlib.sha256()
-    head = [VALIDATOR_VERSION, asdict(data), asdict(files), listed, conflict]
+    head = [VALIDATOR_VERSION, asdict(data), asdict(files), listed, conflict, measure]
     digest.update(json.dumps(head, sort_keys=True, default=str).encode("utf-8", "surrogateescape"))
     for blob in (image, xml):
         digest.update(b"\0" if blob is None else hashlib.sha256(blob).digest())
@@ -374,19 +383,21 @@ def _check_sample(
     splits: dict[str, ImageSet],
     conflict: str | None,
     reuse: Reuse | None = None,
+    measure: bool = False,
 ) -> _Sample:
-    """One sample's outcome: from `reuse` when an earlier run checked the same bytes under the same rules."""
+    """One sample's outcome: from `reuse` when an earlier run checked the same bytes under the same rules.
+    `measure`: also measure the image for the quality checks (`_Sample.measurement`)."""
     xml = _read(raw_dir, files.annotation) if files.annotation else None
     image = _read(raw_dir, files.image) if files.image else None
     key = None
     if reuse is not None and not isinstance(xml, OSError) and not isinstance(image, OSError):
         listed = [split for split in SPLITS if files.image and split in splits and _in(files.image, splits[split])]
-        key = outcome_key(files, data, listed, conflict, image, xml)
+        key = outcome_key(files, data, listed, conflict, image, xml, measure)
         earlier = reuse.get(key)
         if earlier is not None:
             earlier.key, earlier.reused = key, True
             return earlier
-    out = _evaluate(raw_dir, files, data, splits, conflict, image, xml)
+    out = _evaluate(raw_dir, files, data, splits, conflict, image, xml, measure)
     out.key = key
     return out
 
@@ -403,6 +414,7 @@ def _evaluate(
     conflict: str | None,
     image_bytes: bytes | OSError | None,
     xml_bytes: bytes | OSError | None,
+    measure: bool = False,
 ) -> _Sample:
     out = _Sample()
     _odd_names(files, out)
@@ -418,7 +430,7 @@ def _evaluate(
             image_bytes,
             out,
             "image_unreadable",
-            lambda blob: inspect_image(blob, data.max_image_pixels),
+            lambda blob: inspect_image(blob, data.max_image_pixels, keep_pixels=measure),
         )
         out.sha256 = hashlib.sha256(image_bytes).hexdigest() if info and isinstance(image_bytes, bytes) else None
         if info is not None and info.trailing_bytes:
@@ -428,6 +440,9 @@ def _evaluate(
                 f"the {info.format.upper()} image is complete, followed by {info.trailing_bytes:,} more bytes "
                 "(padding, or a camera or phone trailer): kept; training reads a copy, so data/raw is never rewritten",
             )
+        if info is not None and info.pixels is not None:
+            # Measured from the decode the check just made: the image is never decoded a second time.
+            out.measurement = measure_image(info.pixels, displayed_size(info.width, info.height, info.orientation))
     _missing_partner(files, ann, data, out)
     frame = _frame(ann, info, files.annotation or "", out) if ann and info else None
     objects = _check_objects(ann, frame, files.annotation or "", data, out) if ann else []
@@ -536,7 +551,8 @@ def _nothing_accepted(raw_dir: Path, samples: int, issues: list[Issue]) -> str:
 
 WORKERS_ENV = "VISAPP_WORKERS"
 MIN_SAMPLES_PER_WORKER = 64  # below this, starting processes costs more than it saves
-_context: tuple[Path, DataConfig, dict[str, ImageSet], Reuse | None] | None = None  # a pool worker's arguments
+# A pool worker's arguments.
+_context: tuple[Path, DataConfig, dict[str, ImageSet], Reuse | None, bool] | None = None
 
 
 def worker_count(samples: int, environ: dict[str, str] | None = None) -> int:
@@ -547,15 +563,17 @@ def worker_count(samples: int, environ: dict[str, str] | None = None) -> int:
     return max(1, min(wanted, samples // MIN_SAMPLES_PER_WORKER))
 
 
-def _start_worker(raw_dir: Path, data: DataConfig, splits: dict[str, ImageSet], reuse_dir: Path | None) -> None:
+def _start_worker(
+    raw_dir: Path, data: DataConfig, splits: dict[str, ImageSet], reuse_dir: Path | None, measure: bool
+) -> None:
     global _context
-    _context = (raw_dir, data, splits, Reuse(reuse_dir) if reuse_dir else None)
+    _context = (raw_dir, data, splits, Reuse(reuse_dir) if reuse_dir else None, measure)
 
 
 def _check_in_worker(task: tuple[SampleFiles, str | None]) -> _Sample:
     assert _context is not None
-    raw_dir, data, splits, reuse = _context
-    return _check_sample(raw_dir, task[0], data, splits, task[1], reuse)
+    raw_dir, data, splits, reuse, measure = _context
+    return _check_sample(raw_dir, task[0], data, splits, task[1], reuse, measure)
 
 
 def _check_all(
@@ -565,6 +583,7 @@ def _check_all(
     splits: dict[str, ImageSet],
     conflicts: dict[str, str],
     reuse_dir: Path | None,
+    measure: bool = False,
 ) -> Iterator[_Sample]:
     """Each sample's outcome, in the order of `samples`, from a process pool over the cores when it pays.
 
@@ -578,7 +597,7 @@ def _check_all(
     if workers == 1:
         reuse = Reuse(reuse_dir) if reuse_dir else None
         for files, conflict in tasks:
-            yield _check_sample(raw_dir, files, data, splits, conflict, reuse)
+            yield _check_sample(raw_dir, files, data, splits, conflict, reuse, measure)
         return
     import multiprocessing
     import threading
@@ -590,13 +609,17 @@ def _check_all(
         workers,
         mp_context=multiprocessing.get_context(method),
         initializer=_start_worker,
-        initargs=(raw_dir, data, splits, reuse_dir),
+        initargs=(raw_dir, data, splits, reuse_dir, measure),
     ) as pool:
         yield from pool.map(_check_in_worker, tasks, chunksize=chunk)
 
 
 def validate_dataset(
-    raw_dir: Path, data: DataConfig, progress: ProgressCallback | None = None, reuse_dir: Path | None = None
+    raw_dir: Path,
+    data: DataConfig,
+    progress: ProgressCallback | None = None,
+    reuse_dir: Path | None = None,
+    quality: QualityRules | None = None,
 ) -> ValidationResult:
     """Check every sample of a VOC folder against the issue codes of `visapp.formats.report`.
 
@@ -607,6 +630,8 @@ def validate_dataset(
         progress: told after each sample (task "validate").
         reuse_dir: where outcomes of earlier runs are kept (`Reuse`); a sample whose bytes, paths, lists and
             params are unchanged is not checked again. None: check everything, keep nothing.
+        quality: the dataset-quality checks' rules (`visapp.dataset.quality`): each image is measured in the
+            pass over the samples, and the findings (warnings) join the report. None: no quality checks.
 
     Returns:
         report.json's content and the accepted samples' manifest rows (sorted by image path).
@@ -631,7 +656,9 @@ def validate_dataset(
     counter = Counter(progress, "validate", len(samples), "samples")
     fresh: dict[str, str] = {}  # new outcomes, serialised before the dataset-level passes add to them
     used: set[str] = set()
-    outcomes = _check_all(raw_dir, samples, data, splits, conflicts, reuse_dir)
+    measure = quality is not None and quality.measures
+    measurements: dict[str, ImageMeasurement] = {}  # image -> its measurement, for the quality checks
+    outcomes = _check_all(raw_dir, samples, data, splits, conflicts, reuse_dir, measure)
     for files, out in zip(samples, outcomes, strict=True):
         key = files.image or files.annotation or ""
         if out.key is not None:
@@ -648,6 +675,8 @@ def validate_dataset(
             rejected.add(key)
         else:
             rows[key] = out.row
+            if out.measurement is not None:
+                measurements[key] = out.measurement
         counter.advance()
 
     for members in twins.values():
@@ -690,6 +719,8 @@ def validate_dataset(
         for row in manifest:
             for obj in row.objects:
                 obj.class_id = ids[obj.name]
+    if quality is not None:
+        issues += check_dataset(manifest, measurements, data, quality)
     return ValidationResult(report=build_report(len(samples), len(rejected), issues), rows=manifest)
 
 

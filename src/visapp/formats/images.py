@@ -26,7 +26,7 @@ import struct
 import warnings
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from visapp.errors import DataError
@@ -78,6 +78,9 @@ class ImageInfo:
     height: int
     orientation: int  # valid EXIF orientation 1..8; 1 when absent or invalid
     trailing_bytes: int = 0  # bytes after the end of a complete image
+    # The grey pixels of the check's decode, in the displayed frame (a JPEG at 1/8 scale), when asked for with
+    # `keep_pixels`; None otherwise, and for a PNG too large to decode (checked as a stream).
+    pixels: Any = field(default=None, compare=False, repr=False)
 
 
 def sniff_format(head: bytes) -> str | None:
@@ -321,8 +324,9 @@ def _orient(pixels: Any, orientation: int) -> Any:
     return pixels
 
 
-def _decode(data: bytes, fmt: str, width: int, height: int, orientation: int) -> None:
-    """Decode with OpenCV as training will (grey, and for a JPEG at 1/8 scale); check the EXIF frame it shows."""
+def _decode(data: bytes, fmt: str, width: int, height: int, orientation: int) -> Any:
+    """Decode with OpenCV as training will (grey, and for a JPEG at 1/8 scale); check the EXIF frame it shows.
+    Returns the decoded grey pixels, in the displayed frame."""
     import cv2
     import numpy as np
 
@@ -335,7 +339,7 @@ def _decode(data: bytes, fmt: str, width: int, height: int, orientation: int) ->
             "image_unreadable", f"{name} fails to decode with OpenCV, which training reads images with: re-export it"
         )
     if _EXIF_MARK.search(data) is None:
-        return  # no EXIF that OpenCV could apply
+        return shown  # no EXIF that OpenCV could apply
     stored = cv2.imdecode(buffer, flags | cv2.IMREAD_IGNORE_ORIENTATION)
     if stored is None or not np.array_equal(_orient(stored, orientation), shown):
         raise ImageError(
@@ -343,6 +347,7 @@ def _decode(data: bytes, fmt: str, width: int, height: int, orientation: int) ->
             f"{name} EXIF orientation reads as {orientation}, but OpenCV, which training reads images with, shows the "
             f"{width}x{height} image otherwise: re-export it with one valid EXIF orientation, or none",
         )
+    return shown
 
 
 def _png_stream_check(data: bytes) -> None:
@@ -424,12 +429,14 @@ def _png_stream_check(data: bytes) -> None:
         )
 
 
-def inspect_image(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageInfo:
+def inspect_image(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, keep_pixels: bool = False) -> ImageInfo:
     """Check one image the way training will read it (see the module docstring).
 
     Args:
         data: the whole file's bytes.
         max_pixels: more pixels than this is `image_too_large` (None: no limit).
+        keep_pixels: return the grey pixels the check decoded (`ImageInfo.pixels`), so that measurements of
+            the image need no second decode.
 
     Returns:
         The true format, the stored size (before EXIF rotation), the EXIF orientation, the trailing bytes.
@@ -451,8 +458,9 @@ def inspect_image(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> I
             f"{fmt.upper()} of {width}x{height} = {width * height:,} pixels, more than data.max_image_pixels "
             f"({max_pixels:,}): downscale it, or raise data.max_image_pixels in conf/data/ if it is genuine",
         )
+    pixels = None
     if fmt == "png" and width * height > PNG_DECODE_LIMIT:
         _png_stream_check(data)
     else:
-        _decode(data, fmt, width, height, orientation)
-    return ImageInfo(fmt, width, height, orientation, len(data) - end)
+        pixels = _decode(data, fmt, width, height, orientation)
+    return ImageInfo(fmt, width, height, orientation, len(data) - end, pixels if keep_pixels else None)

@@ -21,6 +21,7 @@ REPORT_FILE = "report.json"
 class Code:
     severity: str
     meaning: str
+    quality: bool = False  # a dataset-quality finding (visapp.dataset.quality), beyond validity: a warning
 
 
 CODES: dict[str, Code] = {
@@ -60,7 +61,45 @@ CODES: dict[str, Code] = {
     "path_unreadable": Code(
         ERROR, "a folder, list or file that cannot be read (permissions, a broken link): nothing in it is checked"
     ),
+    # Dataset quality (`quality:` params): what deserves a look, never a rejection.
+    "box_duplicate": Code(WARNING, "two boxes of one class overlap with IoU >= `quality.box_iou`", quality=True),
+    "box_class_conflict": Code(
+        WARNING, "two boxes of different classes overlap with IoU >= `quality.box_iou`", quality=True
+    ),
+    "box_tiny": Code(
+        WARNING, "a box side below `quality.min_box_px` once the image is scaled to `train.imgsz`", quality=True
+    ),
+    "box_size_outlier": Code(
+        WARNING, "a box's area (relative to its image) far from its class's (median/MAD, log scale)", quality=True
+    ),
+    "box_aspect_outlier": Code(
+        WARNING, "a box's width/height ratio far from its class's (median/MAD, log scale)", quality=True
+    ),
+    "image_near_duplicate": Code(
+        WARNING, "looks like another image of its split (pHash distance <= `quality.phash_distance`)", quality=True
+    ),
+    "near_duplicate_leak": Code(
+        WARNING, "looks like an image of another split (pHash distance <= `quality.phash_distance`)", quality=True
+    ),
+    "image_dark": Code(WARNING, "mean grey level below `quality.dark_mean`", quality=True),
+    "image_bright": Code(WARNING, "mean grey level above `quality.bright_mean`", quality=True),
+    "image_blurry": Code(
+        WARNING, "variance of the Laplacian (at 1/8 scale) below `quality.blur_variance`", quality=True
+    ),
+    "image_aspect_ratio": Code(WARNING, "long side / short side above `quality.max_aspect_ratio`", quality=True),
+    "coords_convention": Code(
+        WARNING, "the boxes look 0-based or 1-based, unlike `data.one_based_coords` (path `.`)", quality=True
+    ),
+    "class_name_variant": Code(
+        WARNING, "class names that differ only in letter case or spaces (path `.`)", quality=True
+    ),
+    "class_rare": Code(WARNING, "a class with fewer than `quality.min_class_objects` objects (path `.`)", quality=True),
+    "class_split_missing": Code(WARNING, "a class with objects, but none in one split (path `.`)", quality=True),
+    "class_imbalance": Code(
+        WARNING, "most / fewest objects per class above `quality.max_imbalance` (path `.`)", quality=True
+    ),
 }
+QUALITY_CODES = tuple(code for code, entry in CODES.items() if entry.quality)
 SUMMARY_PROBLEMS = 10
 
 

@@ -158,6 +158,47 @@ class Revision:
         except Exception as exc:  # a folder's listing neither cached nor in the remote
             raise VisError(f"cannot look up {path} at {self.rev[:12]}: {exc}; `dvc pull` or check the remote") from None
 
+    def files(self, folder: str) -> dict[str, str | None] | None:
+        """Every file under `folder` (paths relative to it) -> the md5 DVC recorded for it, None for a file Git
+        holds; None when the revision has no such folder. Nothing is downloaded but a tracked folder's listing."""
+        try:
+            if not self.fs.isdir(folder):
+                return None
+            found = self.fs.find(folder, detail=True)
+        except Exception as exc:  # the folder's listing neither cached nor in the remote
+            raise VisError(
+                f"cannot list {folder} at {self.rev[:12]} ({type(exc).__name__}: {exc}): `dvc pull` it, or check "
+                "the remote settings (`dvc remote list`, the credentials)"
+            ) from None
+        prefix = f"{folder.rstrip('/')}/"
+        return {
+            name.removeprefix(prefix): info.get("md5") for name, info in found.items() if info.get("type") == "file"
+        }
+
+    def read_bytes(self, path: str, size: int = -1) -> bytes:
+        """A file's bytes at this revision (the first `size` only, when given) from Git, the cache or the remote."""
+        try:
+            with self.fs.open(path, "rb") as handle:
+                return handle.read(size)
+        except Exception as exc:  # FileNotFoundError too: the listing named it, so its contents are missing
+            raise VisError(
+                f"cannot read {path} at {self.rev[:12]} ({type(exc).__name__}: {exc}): it is neither in the local "
+                "DVC cache nor in the remote; `dvc push` from where it was added, or check the remote settings"
+            ) from None
+
+    def download(self, files: Mapping[str, Path]) -> None:
+        """Copy files of this revision (path -> local destination, whose folder exists) in one batch."""
+        if not files:
+            return
+        try:
+            self.fs.get(list(files), [str(dest) for dest in files.values()])
+        except Exception as exc:
+            raise VisError(
+                f"cannot read {len(files)} files at {self.rev[:12]} ({type(exc).__name__}: {exc}): they are "
+                "neither in the local DVC cache nor in the remote; `dvc push` from where they were added, or check "
+                "the remote settings"
+            ) from None
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.fs.close()

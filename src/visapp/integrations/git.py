@@ -50,6 +50,14 @@ def head_commit(root: Path) -> str | None:
     return proc.stdout.strip() or None if proc.returncode == 0 else None
 
 
+def commit_of(root: Path, rev: str) -> str | None:
+    """The commit a revision (commit, branch, tag, `HEAD~2`) names, or None when git does not know it."""
+    if not rev or rev.startswith("-"):  # never an option to git
+        return None
+    proc = _run(root, ["rev-parse", "--verify", "-q", f"{rev}^{{commit}}"], timeout=10)
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
 def changed_files(root: Path) -> list[str]:
     """Uncommitted changes, untracked files included, as `git status --porcelain` lines."""
     return [line for line in git(root, "status", "--porcelain", "--untracked-files=normal").splitlines() if line]

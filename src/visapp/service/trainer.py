@@ -38,7 +38,7 @@ def end_with_worker(interval: float = 1.0) -> None:
             time.sleep(interval)
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(30)  # SIGTERM ends it unless something caught it
-        os._exit(143)
+        os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=watch, name="visapp-worker-watch", daemon=True).start()
 

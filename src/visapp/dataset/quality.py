@@ -1,0 +1,487 @@
+"""Dataset quality beyond validity: what deserves a look before training, reported as warnings.
+
+A finding never rejects a sample and never changes one: it is an issue of severity `warning` in report.json,
+with a code of `visapp.formats.report.CODES` (those marked `quality`), the file it is about, and what to do.
+The thresholds are the `quality:` params (conf/quality/); `quality.enabled: false` skips everything here.
+
+Two halves, so that no image is read or decoded twice and no pixel crosses a process boundary:
+
+- per image, in validate's pass over the samples (a pool worker): `measure_image` reduces the grey pixels
+  that validation decoded anyway to three numbers, `ImageMeasurement` (mean grey level, variance of the
+  Laplacian, 64-bit perceptual hash). They travel in the sample's outcome and stay in the reuse store;
+- per dataset, in the parent once every sample is checked: `check_dataset` judges the manifest rows and the
+  measurements. Thresholds apply only there, so changing one re-decodes nothing.
+
+Choices made where a rule could go either way:
+
+- measurements are taken at 1/8 of the displayed size: the scale at which validation decodes a JPEG (other
+  formats, decoded at full size, are reduced to it), so that a PNG and a JPEG of one picture measure alike.
+  Blur is therefore the blur that survives 1/8 scale: out-of-focus or motion-blurred pictures, not slight
+  softness; it is judged only when that reduced image is at least `MIN_BLUR_SIDE` pixels on its short side,
+  and only for images neither too dark nor too bright (low contrast reads as blur);
+- boxes are judged as training sees them: objects marked difficult count only with `data.include_difficult`;
+- near-duplicates: the later image (by path) is reported, naming the first one it resembles; byte-identical
+  pairs are `duplicate_image` already and are left out; an image's split is its ImageSets list, else the
+  split convert will give it (the same hash);
+- per-class findings about the dataset as a whole (names, counts, splits, convention) have the path `.`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from visapp.config import DataConfig, Params, QualityConfig
+from visapp.dataset.convert import assign_split
+from visapp.formats.images import displayed_size
+from visapp.formats.manifest import ManifestObject, ManifestRow
+from visapp.formats.report import Issue
+
+log = logging.getLogger(__name__)
+
+MEASURE_SCALE = 8  # measurements are taken at 1/8 of the displayed size (a JPEG's reduced decode)
+MIN_BLUR_SIDE = 16  # px at that scale: a smaller image is mostly border to the Laplacian
+PHASH_SIZE = 32  # pHash: the image reduced to 32x32, its DCT, the 8x8 lowest frequencies against their median
+# A class whose boxes are nearly all alike has a MAD near 0: without a floor every slight variant would be an
+# outlier. 0.1 on the log scale is about 10%.
+MIN_SPREAD = 0.1
+MAD_TO_SIGMA = 1.4826  # MAD * this estimates the standard deviation of normal data
+# Coordinate base: of the boxes touching the image's edges, the share touching x=0 or y=0 (which a 1-based
+# dataset cannot have, but for a box clipped there) that makes a dataset 0-based, or at most 1-based.
+ZERO_BASED_SHARE = 0.25
+ONE_BASED_SHARE = 0.05
+FLAT_STD = 1.0  # grey levels: an image reduced to 32x32 with less spread than this is flat (no pHash)
+NEAR_DUPLICATE_CHUNK = 1024  # images compared against all earlier ones at a time (bounded memory)
+LISTED_IN_MESSAGE = 3  # objects named in one issue's message
+
+
+# ---------------------------------------------------------------- per image, in the pool worker
+
+
+@dataclass(frozen=True)
+class ImageMeasurement:
+    """What the quality checks need of an image's pixels (kept in validate's per-sample outcome)."""
+
+    brightness: float  # mean grey level, 0..255
+    sharpness: float | None  # variance of the Laplacian; None when the image is too small to judge
+    phash: int | None  # 64-bit perceptual hash; None for a flat image (no structure to compare)
+
+    def to_list(self) -> list[Any]:
+        """As JSON can hold it (a 64-bit integer would lose bits as a JSON number)."""
+        sharpness = None if self.sharpness is None else round(self.sharpness, 3)
+        phash = None if self.phash is None else f"{self.phash:016x}"
+        return [round(self.brightness, 3), sharpness, phash]
+
+    @classmethod
+    def from_list(cls, values: Sequence[Any]) -> ImageMeasurement:
+        phash = None if values[2] is None else int(values[2], 16)
+        return cls(float(values[0]), None if values[1] is None else float(values[1]), phash)
+
+
+def measure_image(pixels: Any, size: tuple[int, int]) -> ImageMeasurement:
+    """Measure grey pixels (a 2-D uint8 array in the displayed frame) of an image whose displayed size is `size`
+    (width, height), at 1/8 of that size: a JPEG's reduced decode is already there, a larger decode is reduced."""
+    import cv2
+    import numpy as np
+
+    target = (max(1, math.ceil(size[0] / MEASURE_SCALE)), max(1, math.ceil(size[1] / MEASURE_SCALE)))
+    grey = pixels
+    if (grey.shape[1], grey.shape[0]) != target:
+        grey = cv2.resize(grey, target, interpolation=cv2.INTER_AREA)
+    sharpness = None
+    if min(grey.shape) >= MIN_BLUR_SIDE:
+        sharpness = float(cv2.Laplacian(grey, cv2.CV_64F).var())
+    small = cv2.resize(grey, (PHASH_SIZE, PHASH_SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)
+    phash = None
+    if small.std() >= FLAT_STD:  # a flat image's hash is noise: every flat image would look like every other
+        low = cv2.dct(small)[:8, :8]
+        bits = (low > np.median(low)).flatten()
+        phash = int.from_bytes(np.packbits(bits).tobytes(), "big")
+    return ImageMeasurement(float(grey.mean()), sharpness, phash)
+
+
+# ---------------------------------------------------------------- the dataset, in the parent
+
+
+@dataclass(frozen=True)
+class QualityRules:
+    """What the quality checks take from the params: their thresholds, and what training and convert do."""
+
+    config: QualityConfig
+    imgsz: int | None  # train.imgsz (the longer side an image is scaled to); None: no tiny-box check
+    seed: int  # the hash split's seed, to know the split of an image no ImageSets list names
+
+    @classmethod
+    def from_params(cls, params: Params) -> QualityRules:
+        return cls(params.quality, params.train.imgsz, params.seed)
+
+    @property
+    def measures(self) -> bool:
+        """Whether validate measures each image (what its per-sample outcome then holds)."""
+        return self.config.enabled
+
+
+def check_dataset(
+    rows: list[ManifestRow], measurements: dict[str, ImageMeasurement], data: DataConfig, rules: QualityRules
+) -> list[Issue]:
+    """Every quality finding about the accepted samples (`rows`, sorted by image) and their measurements
+    (by image path; an image without one, e.g. a PNG too large to decode, is left out of the image checks)."""
+    if not rules.config.enabled:
+        return []
+    config = rules.config
+    splits = {row.image: row.split or assign_split(row.sha256, rules.seed, data.split) for row in rows}
+    issues: list[Issue] = []
+    for row in rows:
+        objects = _trained(row.objects, data)
+        issues += _overlapping_boxes(row, objects, config.box_iou)
+        if rules.imgsz is not None:
+            issues += _tiny_boxes(row, objects, rules.imgsz, config.min_box_px)
+        issues += _image_findings(row, measurements.get(row.image), config)
+    issues += _box_outliers(rows, data, config)
+    issues += _near_duplicates(rows, measurements, splits, config.phash_distance)
+    issues += _coordinate_base(rows, data, config.coords_min_boxes)
+    issues += _class_findings(rows, splits, data, config)
+    log.info("quality: %d finding(s) in %d accepted samples", len(issues), len(rows))
+    return issues
+
+
+def _trained(objects: Iterable[ManifestObject], data: DataConfig) -> list[tuple[int, ManifestObject]]:
+    """(1-based index in the annotation, object) of the objects training sees."""
+    return [(index, obj) for index, obj in enumerate(objects, 1) if data.include_difficult or not obj.difficult]
+
+
+def _label(index: int, obj: ManifestObject) -> str:
+    return f"object {index} ({obj.name})"
+
+
+def _listed(labels: list[str]) -> str:
+    shown = ", ".join(labels[:LISTED_IN_MESSAGE])
+    return shown + (f" and {len(labels) - LISTED_IN_MESSAGE} more" if len(labels) > LISTED_IN_MESSAGE else "")
+
+
+# ---------------------------------------------------------------- boxes
+
+
+def _overlapping_boxes(row: ManifestRow, objects: list[tuple[int, ManifestObject]], min_iou: float) -> list[Issue]:
+    """box_duplicate (same class) and box_class_conflict (another class) for each pair with IoU >= min_iou."""
+    if len(objects) < 2 or row.annotation is None:
+        return []
+    import numpy as np
+
+    boxes = np.array([[o.xmin, o.ymin, o.xmax, o.ymax] for _, o in objects], dtype=np.float64)
+    x0 = np.maximum(boxes[:, None, 0], boxes[None, :, 0])
+    y0 = np.maximum(boxes[:, None, 1], boxes[None, :, 1])
+    x1 = np.minimum(boxes[:, None, 2], boxes[None, :, 2])
+    y1 = np.minimum(boxes[:, None, 3], boxes[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    iou = inter / (area[:, None] + area[None, :] - inter)
+    issues = []
+    for i, j in zip(*np.nonzero(np.triu(iou >= min_iou, k=1)), strict=True):
+        (index_a, a), (index_b, b) = objects[i], objects[j]
+        pair = f"{_label(index_a, a)} and {_label(index_b, b)} overlap with IoU {iou[i, j]:.2f}"
+        if a.name == b.name:
+            issues.append(Issue.of(row.annotation, "box_duplicate", f"{pair}: one object labelled twice? remove one"))
+        else:
+            issues.append(
+                Issue.of(
+                    row.annotation, "box_class_conflict", f"{pair}: one object with two classes? keep the right one"
+                )
+            )
+    return issues
+
+
+def _tiny_boxes(row: ManifestRow, objects: list[tuple[int, ManifestObject]], imgsz: int, min_px: float) -> list[Issue]:
+    """box_tiny: boxes whose width or height falls below min_px once the longer image side is scaled to imgsz."""
+    scale = imgsz / max(row.width, row.height)
+    tiny = [
+        f"{_label(index, obj)} {(obj.xmax - obj.xmin) * scale:.1f}x{(obj.ymax - obj.ymin) * scale:.1f} px"
+        for index, obj in objects
+        if min(obj.xmax - obj.xmin, obj.ymax - obj.ymin) * scale < min_px
+    ]
+    if not tiny or row.annotation is None:
+        return []
+    return [
+        Issue.of(
+            row.annotation,
+            "box_tiny",
+            f"{len(tiny)} box(es) below {min_px:g} px at train.imgsz {imgsz} ({_listed(tiny)}): too small to learn; "
+            "raise train.imgsz, or remove them",
+        )
+    ]
+
+
+def _displayed_box(row: ManifestRow, obj: ManifestObject) -> tuple[float, float]:
+    """(width, height) of a box in the frame training sees."""
+    width, height = obj.xmax - obj.xmin, obj.ymax - obj.ymin
+    turned = row.boxes_frame == "stored" and row.orientation in (5, 6, 7, 8)
+    return (height, width) if turned else (width, height)
+
+
+def _box_outliers(rows: list[ManifestRow], data: DataConfig, config: QualityConfig) -> list[Issue]:
+    """box_size_outlier and box_aspect_outlier: a box far from its class's boxes (median/MAD, log scale) in
+    area relative to its image, or in width/height ratio; judged only for classes with enough boxes."""
+    import numpy as np
+
+    by_class: dict[str, list[tuple[ManifestRow, int, ManifestObject, float, float]]] = {}
+    for row in rows:
+        if row.annotation is None:
+            continue
+        image_area = float(row.width * row.height)
+        for index, obj in _trained(row.objects, data):
+            width, height = _displayed_box(row, obj)
+            size = math.log(width * height / image_area)
+            aspect = math.log(width / height)
+            by_class.setdefault(obj.name, []).append((row, index, obj, size, aspect))
+    found: dict[tuple[str, str], list[str]] = {}  # (annotation, code) -> objects
+    for name, boxes in sorted(by_class.items()):
+        if len(boxes) < config.outlier_min_boxes:
+            continue
+        for column, code, what in ((3, "box_size_outlier", "size"), (4, "box_aspect_outlier", "aspect ratio")):
+            values = np.array([box[column] for box in boxes])
+            median = float(np.median(values))
+            spread = max(MAD_TO_SIGMA * float(np.median(np.abs(values - median))), MIN_SPREAD)
+            scores = (values - median) / spread
+            for box, score in zip(boxes, scores, strict=True):
+                if abs(score) > config.outlier_mad:
+                    row, index, obj = box[0], box[1], box[2]
+                    direction = (
+                        ("larger" if score > 0 else "smaller") if column == 3 else ("wider" if score > 0 else "taller")
+                    )
+                    deviations = f"{what} {abs(score):.1f} deviations from {name!r}'s median"
+                    text = f"{_label(index, obj)} {direction} than usual ({deviations})"
+                    found.setdefault((row.annotation or "", code), []).append(text)
+    return [
+        Issue.of(annotation, code, f"{_listed(texts)}: check the box and its class")
+        for (annotation, code), texts in sorted(found.items())
+    ]
+
+
+# ---------------------------------------------------------------- images
+
+
+def _image_findings(row: ManifestRow, measured: ImageMeasurement | None, config: QualityConfig) -> list[Issue]:
+    """image_dark, image_bright, image_blurry from the measurement; image_aspect_ratio from the size."""
+    issues = []
+    long_side, short_side = max(row.width, row.height), min(row.width, row.height)
+    if long_side / short_side > config.max_aspect_ratio:
+        issues.append(
+            Issue.of(
+                row.image,
+                "image_aspect_ratio",
+                f"{row.width}x{row.height}: the long side is {long_side / short_side:.1f} times the short one "
+                f"(more than {config.max_aspect_ratio:g}); training letterboxes it into a square, mostly padding",
+            )
+        )
+    if measured is None:
+        return issues
+    if measured.brightness < config.dark_mean:
+        issues.append(
+            Issue.of(
+                row.image,
+                "image_dark",
+                f"mean grey level {measured.brightness:.0f} of 255 (below {config.dark_mean:g}): check the exposure",
+            )
+        )
+    elif measured.brightness > config.bright_mean:
+        issues.append(
+            Issue.of(
+                row.image,
+                "image_bright",
+                f"mean grey level {measured.brightness:.0f} of 255 (above {config.bright_mean:g}): check the exposure",
+            )
+        )
+    elif measured.sharpness is not None and measured.sharpness < config.blur_variance:
+        issues.append(
+            Issue.of(
+                row.image,
+                "image_blurry",
+                f"variance of the Laplacian {measured.sharpness:.1f} at 1/{MEASURE_SCALE} scale (below "
+                f"{config.blur_variance:g}): out of focus or moved? check it",
+            )
+        )
+    return issues
+
+
+def first_neighbours(
+    hashes: Sequence[int], groups: Sequence[int], twins: Sequence[int], max_distance: int
+) -> list[tuple[tuple[int, int] | None, tuple[int, int] | None]]:
+    """For each hash, the first earlier hash within max_distance bits in the same group and in another group, as
+    (index, Hamming distance) or None; hashes of the same twin id (byte-identical images) are never neighbours.
+
+    All pairs are compared (N²/2 64-bit XORs and bit counts, vectorised), a chunk of rows at a time: memory stays
+    at NEAR_DUPLICATE_CHUNK x N bytes and the answer at two pairs an image, however many images look alike.
+    """
+    import numpy as np
+
+    values = np.array([h - (1 << 64) if h >= 1 << 63 else h for h in hashes], dtype=np.int64).view(np.uint64)
+    group, twin = np.asarray(groups, dtype=np.int64), np.asarray(twins, dtype=np.int64)
+    found: list[tuple[tuple[int, int] | None, tuple[int, int] | None]] = []
+    for start in range(0, len(values), NEAR_DUPLICATE_CHUNK):
+        stop = min(start + NEAR_DUPLICATE_CHUNK, len(values))
+        rows = np.arange(start, stop)[:, None]
+        distances = np.bitwise_count(values[start:stop, None] ^ values[None, :stop])
+        close = (distances <= max_distance) & (np.arange(stop)[None, :] < rows) & (twin[None, :stop] != twin[rows])
+        same_group = group[None, :stop] == group[rows]
+        firsts = [_first_true(close & same_group, distances), _first_true(close & ~same_group, distances)]
+        found += list(zip(*firsts, strict=True))
+    return found
+
+
+def _first_true(mask: Any, distances: Any) -> list[tuple[int, int] | None]:
+    """Per row of `mask`, (column, distance) of its first True, or None."""
+    first = mask.argmax(axis=1)
+    rows = range(mask.shape[0])
+    return [(int(first[r]), int(distances[r, first[r]])) if mask[r, first[r]] else None for r in rows]
+
+
+def _near_duplicates(
+    rows: list[ManifestRow], measurements: dict[str, ImageMeasurement], splits: dict[str, str], max_distance: int
+) -> list[Issue]:
+    """image_near_duplicate (same split) and near_duplicate_leak (another split): the later image of each pair
+    whose pHashes differ in at most max_distance bits, naming the first earlier image it resembles. Images without
+    a pHash (flat: no structure to compare) are left out."""
+    measured = [row for row in rows if row.image in measurements and measurements[row.image].phash is not None]
+    split_ids = {name: i for i, name in enumerate(sorted(set(splits.values())))}
+    twin_ids: dict[str, int] = {}
+    neighbours = first_neighbours(
+        [measurements[row.image].phash for row in measured],  # type: ignore[misc]
+        [split_ids[splits[row.image]] for row in measured],
+        [twin_ids.setdefault(row.sha256, len(twin_ids)) for row in measured],
+        max_distance,
+    )
+    issues = []
+    for row, (same, other) in zip(measured, neighbours, strict=True):
+        if same is not None:
+            twin, distance = measured[same[0]], same[1]
+            issues.append(
+                Issue.of(
+                    row.image,
+                    "image_near_duplicate",
+                    f"looks like {twin.image} (pHash distance {distance} of 64, both in {splits[row.image]}): "
+                    "keep one unless they differ on purpose",
+                )
+            )
+        if other is not None:
+            twin, distance = measured[other[0]], other[1]
+            issues.append(
+                Issue.of(
+                    row.image,
+                    "near_duplicate_leak",
+                    f"in {splits[row.image]}, looks like {twin.image} in {splits[twin.image]} (pHash distance "
+                    f"{distance} of 64): validation would score what training saw; keep both in one split "
+                    "(ImageSets lists) or remove one",
+                )
+            )
+    return issues
+
+
+# ---------------------------------------------------------------- the dataset as a whole
+
+
+def _coordinate_base(rows: list[ManifestRow], data: DataConfig, min_boxes: int) -> list[Issue]:
+    """coords_convention: the boxes touching the image's edges say whether coordinates start at 0 or at 1,
+    and that disagrees with data.one_based_coords.
+
+    A box touching x=0 or y=0 cannot be 1-based (the first pixel is 1); a box touching x=width or y=height
+    is 1-based (or 0-based with exclusive ends: then boxes touch 0 as well).
+    """
+    at_zero = at_far = 0
+    for row in rows:
+        width, height = (row.width, row.height)
+        if row.boxes_frame == "rotated":
+            width, height = displayed_size(row.width, row.height, row.orientation)
+        for obj in row.objects:
+            if obj.xmin <= 0 or obj.ymin <= 0:
+                at_zero += 1
+            elif obj.xmax >= width or obj.ymax >= height:
+                at_far += 1
+    touching = at_zero + at_far
+    if touching < min_boxes:
+        return []
+    share = at_zero / touching
+    detected = "0-based" if share >= ZERO_BASED_SHARE else "1-based" if share <= ONE_BASED_SHARE else None
+    configured = "1-based" if data.one_based_coords else "0-based"
+    if detected is None or detected == configured:
+        return []
+    value = "false" if detected == "0-based" else "true"
+    return [
+        Issue.of(
+            ".",
+            "coords_convention",
+            f"the boxes look {detected}: of {touching} boxes touching the image's edges, {at_zero} touch x=0 or y=0 "
+            f"and {at_far} touch the width or height; data.one_based_coords says {configured}, which shifts every "
+            f"label by a pixel: set data.one_based_coords: {value} in conf/data/ (then `make params`)",
+        )
+    ]
+
+
+def _folded(name: str) -> str:
+    return " ".join(name.split()).casefold()
+
+
+def _class_findings(
+    rows: list[ManifestRow], splits: dict[str, str], data: DataConfig, config: QualityConfig
+) -> list[Issue]:
+    """class_name_variant, class_rare, class_imbalance and class_split_missing."""
+    counts: Counter[str] = Counter()
+    per_split: dict[str, Counter[str]] = {}
+    for row in rows:
+        in_split = per_split.setdefault(splits[row.image], Counter())
+        for _, obj in _trained(row.objects, data):
+            counts[obj.name] += 1
+            in_split[obj.name] += 1
+    classes = list(data.classes) or sorted(counts)
+    issues = []
+    variants: dict[str, list[str]] = {}
+    for name in classes:
+        variants.setdefault(_folded(name), []).append(name)
+    for names in variants.values():
+        if len(names) > 1:
+            issues.append(
+                Issue.of(
+                    ".",
+                    "class_name_variant",
+                    f"the classes {', '.join(repr(n) for n in names)} differ only in letter case or spaces: one class "
+                    "split in two? rename the objects to one name",
+                )
+            )
+    for name in classes:
+        if 0 < counts[name] < config.min_class_objects:
+            issues.append(
+                Issue.of(
+                    ".",
+                    "class_rare",
+                    f"{name!r} has {counts[name]} object(s), fewer than {config.min_class_objects}: too few to learn "
+                    "it well; add samples of it",
+                )
+            )
+    present = {name: counts[name] for name in classes if counts[name]}
+    if len(present) > 1:
+        most, fewest = max(present, key=present.__getitem__), min(present, key=present.__getitem__)
+        ratio = present[most] / present[fewest]
+        if ratio > config.max_imbalance:
+            issues.append(
+                Issue.of(
+                    ".",
+                    "class_imbalance",
+                    f"{most!r} has {present[most]} objects, {fewest!r} {present[fewest]}: {ratio:.1f} times fewer "
+                    f"(more than {config.max_imbalance:g}); add samples of the rare classes",
+                )
+            )
+    for split, in_split in sorted(per_split.items()):
+        for name in present:
+            if not in_split[name]:
+                issues.append(
+                    Issue.of(
+                        ".",
+                        "class_split_missing",
+                        f"{name!r} has {present[name]} objects, none in {split}: {split} cannot "
+                        f"{'measure' if split != 'train' else 'teach'} it; move some of its samples there",
+                    )
+                )
+    return issues
