@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from factory import write_image_sets, write_sample
+from visapp.formats.report import QUALITY_CODES
 
 pytestmark = [
     pytest.mark.integration,
@@ -94,4 +95,5 @@ def test_an_unreadable_imagesets_list_is_an_error_not_a_hash_split(tmp_path):
         listing.chmod(0o644)
     assert proc.returncode == 1, proc.stderr
     report = json.loads((tmp_path / "report.json").read_text())
-    assert [(i["path"], i["code"]) for i in report["issues"]] == [("ImageSets/Main/val.txt", "path_unreadable")]
+    found = [(i["path"], i["code"]) for i in report["issues"] if i["code"] not in QUALITY_CODES]
+    assert found == [("ImageSets/Main/val.txt", "path_unreadable")]
