@@ -352,3 +352,11 @@ def test_metadata_counts_the_findings_and_draws_where_classes_lie(tmp_path):
     assert circles.sum() == CLEAN_IMAGES + 1 and circles[1, 1] == CLEAN_IMAGES + 1  # centres near (0.16, 0.17)
     assert all(share == 1.0 for split in meta["class_coverage"].values() for share in split.values())
     assert (tmp_path / "meta" / "annotations.png").stat().st_size > 1000
+    # flagged.png draws the flagged sample: a dark image, so a cell of dark pixels.
+    from PIL import Image
+
+    from visapp.dataset.statistics import flagged_paths
+
+    assert flagged_paths(json.loads((validated / REPORT_FILE).read_text())) == {"JPEGImages/dark.png": "image_dark"}
+    with Image.open(tmp_path / "meta" / "flagged.png") as figure:
+        assert (np.asarray(figure.convert("L")) < 30).sum() > 2000

@@ -248,6 +248,7 @@ def test_two_runs_write_byte_identical_json_and_figures(crafted, tmp_path):
         "box_sizes.png",
         "class_distribution.png",
         "dataset_metadata.json",
+        "flagged.png",
         "samples.png",
     ]
     for name in names:
@@ -304,7 +305,7 @@ def test_a_dataset_of_background_images_only_gives_nulls_and_figures(tmp_path):
     assert meta["overall"]["box_width"] == dict.fromkeys(["p0", "p5", "p25", "p50", "p75", "p95", "p100"])
     assert meta["overall"]["box_size_coco"] == {"small": 0, "medium": 0, "large": 0}
     assert sorted(p.name for p in (tmp_path / "meta").glob("*.png")) == [
-        "annotations.png", "box_sizes.png", "class_distribution.png", "samples.png"
+        "annotations.png", "box_sizes.png", "class_distribution.png", "flagged.png", "samples.png"
     ]  # fmt: skip
 
 

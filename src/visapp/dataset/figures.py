@@ -35,7 +35,7 @@ from visapp.formats.yolo import Box
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-FIGURE_FILES = ("class_distribution.png", "box_sizes.png", "samples.png", "annotations.png")
+FIGURE_FILES = ("class_distribution.png", "box_sizes.png", "samples.png", "annotations.png", "flagged.png")
 HEATMAP_BINS = 8  # cells per side of the grid of box centres (annotations.png, dataset_metadata.json)
 HEATMAP_COLUMNS = 5  # class heatmaps per row in annotations.png
 DPI = 100
@@ -515,7 +515,18 @@ def _render_example(example: Example, classes: list[str]) -> tuple[Any, str] | N
     return image, caption
 
 
-def draw_examples(examples: list[Example], classes: list[str], path: Path, count: int = GRID_SIZE) -> None:
+EXAMPLES_TITLE = "YOLO labels drawn back on the images, in the frame training sees"
+FLAGGED_TITLE = "Samples a quality check flagged (caption: the check), with their YOLO labels"
+
+
+def draw_examples(
+    examples: list[Example],
+    classes: list[str],
+    path: Path,
+    count: int = GRID_SIZE,
+    title: str = EXAMPLES_TITLE,
+    empty: str = "no image with objects",
+) -> None:
     """A grid of example images with their converted YOLO boxes drawn back on them, and a class legend.
 
     The first `count` examples that decode within `DRAW_MAX_BYTES` are drawn, in the order given; the others
@@ -558,12 +569,12 @@ def draw_examples(examples: list[Example], classes: list[str], path: Path, count
     header = y + 20
     canvas = Image.new("RGB", (width, header + rows * (CELL + caption_h + pad)), "white")
     draw = ImageDraw.Draw(canvas)
-    draw.text((pad, 6), "YOLO labels drawn back on the images, in the frame training sees", fill="black", font=font)
+    draw.text((pad, 6), title, fill="black", font=font)
     for x, y, class_id, name, name_font in legend:
         draw.rectangle((x, y, x + 12, y + 12), fill=class_colour(class_id))
         draw.text((x + 16, y - 1), name, fill="black", font=name_font)
     if not cells:
-        draw.text((pad, header + 10), "no image with objects", fill="black", font=font)
+        draw.text((pad, header + 10), empty, fill="black", font=font)
     for index, (image, caption) in enumerate(cells):
         row, col = divmod(index, columns)
         left, top = pad + col * (CELL + pad), header + row * (CELL + caption_h + pad)

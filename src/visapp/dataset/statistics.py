@@ -89,6 +89,7 @@ class ImageRecord:
     height: int
     orientation: int
     format: str = ""  # "jpeg" | "png" | "bmp" | "webp"; "" when unknown
+    annotation: str | None = None  # its VOC file, relative to raw_dir (the path of its box findings)
 
 
 def coco_bucket(area_px: float) -> str:
@@ -116,7 +117,9 @@ def read_manifest_records(manifest_path: Path) -> dict[str, ImageRecord]:
     records: dict[str, ImageRecord] = {}
     for _number, row in read_manifest(manifest_path):
         width, height = displayed_size(row.width, row.height, row.orientation)
-        records[row.image] = ImageRecord(row.id, row.image, row.sha256, width, height, row.orientation, row.format)
+        records[row.image] = ImageRecord(
+            row.id, row.image, row.sha256, width, height, row.orientation, row.format, row.annotation
+        )
     return records
 
 
@@ -194,20 +197,38 @@ class SplitStats:
         }
 
 
-def quality_counts(report_path: Path | None) -> dict[str, Any] | None:
-    """The `quality` section: validate's quality findings per code (all codes, 0 included) and their total;
-    None when there is no report to count from."""
+def _quality_report(report_path: Path | None) -> dict[str, Any] | None:
     if report_path is None:
         return None
     try:
-        by_code = json.loads(Path(report_path).read_text(encoding="utf-8"))["by_code"]
+        return json.loads(Path(report_path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         log.info("metadata: no %s, so no quality section", report_path)
         return None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError) as exc:
         raise VisError(f"{report_path} is not a readable report ({exc}): rerun the validate stage") from None
+
+
+def quality_counts(report: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The `quality` section: validate's quality findings per code (all codes, 0 included) and their total;
+    None when there is no report to count from."""
+    if report is None:
+        return None
+    by_code = report.get("by_code")
+    if not isinstance(by_code, dict):
+        raise VisError("report.json has no `by_code` counts: rerun the validate stage")
     counts = {code: int(by_code.get(code, 0)) for code in sorted(QUALITY_CODES)}
     return {"findings": sum(counts.values()), "by_code": counts}
+
+
+def flagged_paths(report: dict[str, Any] | None) -> dict[str, str]:
+    """{file path: its first quality code} of the samples a quality finding names (an image or its annotation);
+    dataset-wide findings (path `.`) name no sample."""
+    flagged: dict[str, str] = {}
+    for issue in (report or {}).get("issues", []):
+        if issue.get("code") in QUALITY_CODES and issue.get("path") != ".":
+            flagged.setdefault(issue["path"], issue["code"])
+    return flagged
 
 
 def _heatmap(boxes: figures.BoxData, classes: list[str]) -> dict[str, Any]:
@@ -337,6 +358,9 @@ def build_metadata(
     box_data = figures.BoxData()
     files: list[tuple[str, str]] = []
     too_large: list[ImageRecord] = []  # for the figure of examples
+    report = _quality_report(report_path)
+    flagged_by = flagged_paths(report)
+    flagged: list[Example] = []  # the first flagged samples, in split order, for flagged.png
     # One step per image, then one per figure: the task is done when the figures are.
     counter = ProgressCounter(progress, "metadata", len(records) + len(figures.FIGURE_FILES), "steps")
     for split_index, split in enumerate(splits):
@@ -360,7 +384,13 @@ def build_metadata(
                     tuple(boxes),
                 )
                 picker.offer((split_index, record.id), shown)
-            counter.advance()
+            code = flagged_by.get(record.image) or flagged_by.get(record.annotation or "")
+            if code and len(flagged) < GRID_SIZE and figures.drawable(record.format, record.width, record.height):
+                # The caption names the finding in place of the split: `box_tiny/000123`.
+                flagged.append(
+                    Example(code, record.id, record.width, record.height, record.orientation,
+                            raw_dir / record.image, tuple(boxes))
+                )  # fmt: skip
 
     if too_large:
         log.info(
@@ -381,7 +411,7 @@ def build_metadata(
         "figures": sorted(figures.FIGURE_FILES),
         "class_coverage": {split: stats.coverage(classes) for split, stats in per_split.items()},
         "annotation_heatmap": _heatmap(box_data, classes),
-        "quality": quality_counts(report_path),
+        "quality": quality_counts(report),
     }
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
@@ -395,5 +425,9 @@ def build_metadata(
         figures.draw_examples(picker.pick(count=None), classes, tmp / "samples.png", count=GRID_SIZE)
         counter.advance()
         figures.plot_annotations(metadata, tmp / "annotations.png")
+        counter.advance()
+        figures.draw_examples(
+            flagged, classes, tmp / "flagged.png", title=figures.FLAGGED_TITLE, empty="no sample flagged"
+        )
         counter.advance()
     return metadata
