@@ -34,13 +34,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     untiered = [item.nodeid for item in items if tier(item) is None]
     if untiered:
         raise pytest.UsageError(f"tests without a tier marker (unit, integration or slow): {untiered[:5]}")
-    # Files that train first, then those that run tools, then the unit tier, each in its own order: spread over
-    # workers (`make test`), the long files start at once instead of last on one worker while the others idle.
-    weight: dict[str, int] = {}
-    for item in items:
-        rank, path = {"slow": 0, "integration": 1}.get(tier(item) or "", 2), item.nodeid.split("::")[0]
-        weight[path] = min(rank, weight.get(path, 2))
-    items.sort(key=lambda item: weight[item.nodeid.split("::")[0]])
     for item in items:
         if tier(item) in ("integration", "slow"):
             # A module's `unit` default still shows to `-m`: `-m "unit and not integration"` leaves these out.

@@ -103,6 +103,15 @@ class LeaseLost(Exception):
     """The reaper gave this attempt to another worker: stop."""
 
 
+def _file_stats(folder: Path) -> dict[str, tuple[int, int]]:
+    """(size, modification time in ns) of every file below `folder`: a write to any of them changes its entry."""
+    return {
+        path.relative_to(folder).as_posix(): (stat.st_size, stat.st_mtime_ns)
+        for path in folder.rglob("*")
+        if path.is_file() and (stat := path.stat())
+    }
+
+
 class Training:
     """One attempt of one job's training on this worker."""
 
@@ -228,8 +237,21 @@ class Training:
         return None
 
     def sync_checkpoint(self) -> None:
-        if (self.scratch / CHECKPOINTS).is_dir():
-            self.store.put(self.job_id, CHECKPOINTS, self.scratch / CHECKPOINTS)
+        """Store a copy of the checkpoint folder that no save overlapped. The trainer saves last.pt at each epoch's
+        end, in place: a copy taken meanwhile would hold a torn file, and a later attempt would start over. So the
+        folder is copied locally first (fast), and stored only if no file changed during that copy; otherwise the
+        store keeps the previous epoch's copy, and the next epoch's is taken."""
+        source = self.scratch / CHECKPOINTS
+        if not source.is_dir():
+            return
+        staged = self.scratch / f"{CHECKPOINTS}.staged"
+        shutil.rmtree(staged, ignore_errors=True)
+        before = _file_stats(source)
+        shutil.copytree(source, staged)
+        if _file_stats(source) != before:
+            log.info("job %s: the checkpoint was being saved while copied; storing the next one", self.job_id)
+            return
+        self.store.put(self.job_id, CHECKPOINTS, staged)
 
     def supervise(self, child: subprocess.Popen[bytes]) -> str:
         """Watch the trainer until it ends: progress, heartbeat, cancel. Returns how it ended."""
