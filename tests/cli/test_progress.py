@@ -36,7 +36,8 @@ def big_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     box = VocObject("circle", bndbox=dict(zip(BOX_KEYS, (2, 2, 6, 6), strict=True)))
     for i in range(SAMPLES):
         buffer = io.BytesIO()
-        Image.new("RGB", (8, 8), (i % 256, (i // 256) % 256, 7)).save(buffer, "PNG")
+        # Distinct mid-grey colours: no image is dark or bright, so the log holds progress lines, not findings.
+        Image.new("RGB", (8, 8), (64 + i % 128, 64 + (i // 128) % 128, 64 + i // 16384)).save(buffer, "PNG")
         (raw / "JPEGImages" / f"{i:05d}.png").write_bytes(buffer.getvalue())
         (raw / "Annotations" / f"{i:05d}.xml").write_text(annotation_xml(f"{i:05d}.png", 8, 8, [box]))
     return raw
