@@ -50,7 +50,8 @@ async def load(url: str, path: str, clients: int, rate: float, duration: float) 
     async def one_client(offset: float) -> None:
         nonlocal errors
         headers = {"Authorization": f"Bearer {TOKEN}"}
-        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as client:
+        one_connection = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60, limits=one_connection) as client:
             begin = time.perf_counter() + offset
             pending = []
 
@@ -58,9 +59,12 @@ async def load(url: str, path: str, clients: int, rate: float, duration: float) 
                 nonlocal errors
                 await asyncio.sleep(max(0.0, due - time.perf_counter()))
                 start = time.perf_counter()
-                answer = await client.get(path)
+                try:
+                    answer = await client.get(path)
+                    errors += answer.status_code != 200
+                except httpx.HTTPError:  # refused or reset: an error, counted, not the end of the run
+                    errors += 1
                 latencies.append(time.perf_counter() - start)
-                errors += answer.status_code != 200
 
             for n in range(per_client):
                 pending.append(asyncio.create_task(one(begin + n * interval)))
