@@ -247,8 +247,11 @@ class Training:
         staged = self.scratch / f"{CHECKPOINTS}.staged"
         shutil.rmtree(staged, ignore_errors=True)
         before = _file_stats(source)
-        shutil.copytree(source, staged)
-        if _file_stats(source) != before:
+        try:
+            shutil.copytree(source, staged)
+        except (shutil.Error, OSError):  # a file replaced or removed during the copy (an atomic write's temp file)
+            before = None
+        if before is None or _file_stats(source) != before:
             log.info("job %s: the checkpoint was being saved while copied; storing the next one", self.job_id)
             return
         self.store.put(self.job_id, CHECKPOINTS, staged)
