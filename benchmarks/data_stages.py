@@ -115,6 +115,14 @@ def generate(raw: Path, images: int, start: int = 0, seed: int = 0) -> None:
         (raw / "Annotations" / f"{name}.xml").write_text(annotation_xml(f"{name}.jpg", 500, 375, objects))
 
 
+def generate_timed(raw: Path, images: int) -> Path:
+    """`generate`, saying how long it took (on stderr: the results go to stdout); the folder."""
+    started = time.perf_counter()
+    generate(raw, images)
+    print(f"generated {images} images in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return raw
+
+
 def launch(cwd: Path, *command: str, env: dict[str, str] | None = None) -> dict[str, float]:
     proc = subprocess.run([PY, "-c", LAUNCHER, str(cwd), *command], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, check=False)  # fmt: skip
@@ -172,10 +180,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="vis-bench-") as tmp:
         work = Path(tmp)
-        raw = work / "raw"
-        started = time.perf_counter()
-        generate(raw, args.images)
-        print(f"generated {args.images} images in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        raw = generate_timed(work / "raw", args.images)
         folder = project(work, raw)
         runs: dict[str, list[dict[str, float]]] = {"reference": [], "ours": [], "floor": []}
         for repeat in range(args.repeats):

@@ -21,10 +21,9 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from data_stages import CLASSES, PY, REPO, generate, launch
+from data_stages import CLASSES, PY, REPO, generate_timed, launch
 
 DEFAULT_IMAGES = 20_000
 TARGET_RATIO = 1.20
@@ -59,10 +58,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="vis-bench-") as tmp:
         work = Path(tmp)
-        raw = work / "raw"
-        started = time.perf_counter()
-        generate(raw, args.images)
-        print(f"generated {args.images} images in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        raw = generate_timed(work / "raw", args.images)
         folders = {True: project(work, raw, True), False: project(work, raw, False)}
         runs: dict[bool, list[dict[str, float]]] = {True: [], False: []}
         for repeat in range(args.repeats):

@@ -21,22 +21,16 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-VENV_BIN = Path(sys.executable).parent
+from serving import VENV_BIN, serving
+
 TOKEN = "bench-token-0123456789abcdef"
 TARGET_RPS, TARGET_P99_MS = 200.0, 50.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def load(url: str, path: str, clients: int, rate: float, duration: float) -> dict[str, float]:
@@ -98,24 +92,9 @@ def main() -> int:
         archive = scratch / "voc.zip"
         subprocess.run([sys.executable, "-m", "zipfile", "-c", str(archive), "Annotations", "JPEGImages"],
                        cwd=scratch / "voc", check=True)  # fmt: skip
-        port = free_port()
         env = {**os.environ, "VISAPP_STORE_URL": (scratch / "jobs").as_uri(), "VISAPP_WORK_DIR": str(scratch / "work"),
                "VISAPP_QUEUE_URL": f"sqlite:///{scratch / 'queue.db'}", "VISAPP_API_TOKEN": TOKEN}  # fmt: skip
-        server = subprocess.Popen(
-            [str(VENV_BIN / "visapp"), "serve", "--no-worker", "--port", str(port)],
-            cwd=scratch, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    httpx.get(f"{url}/health", timeout=2)
-                    break
-                except httpx.HTTPError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
+        with serving(scratch, env) as (url, _server):
             headers = {"Authorization": f"Bearer {TOKEN}"}
             with archive.open("rb") as handle:
                 job = httpx.post(f"{url}/upload-dataset", headers=headers, timeout=120,
@@ -123,9 +102,6 @@ def main() -> int:
             asyncio.run(load(url, "/docs", args.clients, args.rate, 2))  # warm-up
             reference = asyncio.run(load(url, "/docs", args.clients, args.rate, args.seconds))
             jobs = asyncio.run(load(url, f"/jobs/{job['id']}", args.clients, args.rate, args.seconds))
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
     result = {
         "clients": args.clients,
         "rate": args.rate,

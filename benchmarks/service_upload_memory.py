@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,14 +26,9 @@ import time
 import zipfile
 from pathlib import Path
 
+from serving import VENV_BIN, serving
+
 TARGET_MB = 300.0
-VENV_BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def peak_mb(pid: int) -> float:
@@ -68,25 +62,10 @@ def main() -> int:
         archive = scratch / "upload.zip"
         build_zip(archive, args.mb, scratch)
         size_mb = archive.stat().st_size / 1024**2
-        port = free_port()
         env = {**os.environ, "VISAPP_STORE_URL": (scratch / "jobs").as_uri(), "VISAPP_WORK_DIR": str(scratch / "work"),
                "VISAPP_QUEUE_URL": f"sqlite:///{scratch / 'queue.db'}", "VISAPP_MAX_UPLOAD": "4G"}  # fmt: skip
         env.pop("VISAPP_API_TOKEN", None)
-        server = subprocess.Popen(
-            [str(VENV_BIN / "visapp"), "serve", "--open", "--no-worker", "--port", str(port)],
-            cwd=scratch, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    httpx.get(f"{url}/health", timeout=2)
-                    break
-                except httpx.HTTPError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
+        with serving(scratch, env, "--open") as (url, server):
             reference = peak_mb(server.pid)
             start = time.perf_counter()
             with archive.open("rb") as handle:
@@ -94,9 +73,6 @@ def main() -> int:
                                     timeout=600)  # fmt: skip
             seconds = time.perf_counter() - start
             upload = peak_mb(server.pid)
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
         stored = sum(f.stat().st_size for f in (scratch / "jobs").rglob("upload.zip"))
         shutil.rmtree(scratch / "jobs", ignore_errors=True)
     result = {
