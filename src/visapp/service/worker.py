@@ -249,9 +249,10 @@ class Training:
         before = _file_stats(source)
         try:
             shutil.copytree(source, staged)
+            torn = _file_stats(source) != before
         except (shutil.Error, OSError):  # a file replaced or removed during the copy (an atomic write's temp file)
-            before = None
-        if before is None or _file_stats(source) != before:
+            torn = True
+        if torn:
             log.info("job %s: the checkpoint was being saved while copied; storing the next one", self.job_id)
             return
         self.store.put(self.job_id, CHECKPOINTS, staged)
