@@ -42,10 +42,10 @@ services:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 
 # The suite spreads over the cores, a test file per worker at a time (a file's module fixtures, such as a trained
-# model, are built once): TEST_WORKERS=0 runs it in this process.
+# model, are built once): TEST_WORKERS=0 runs it in this process. The 20 slowest tests are listed at the end.
 TEST_WORKERS ?= auto
 test: install services ## Set everything up and run the whole test suite
-	pytest -n $(TEST_WORKERS) --dist loadfile
+	pytest -n $(TEST_WORKERS) --dist loadfile --durations=20
 
 test-fast: install ## Run the unit tier: tests that need nothing but Python (no git, DVC, server or training)
 	pytest -m "unit and not integration"

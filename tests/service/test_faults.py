@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 import time
 import zipfile
@@ -131,8 +132,11 @@ def test_cancelling_a_running_training_stops_it_and_keeps_its_checkpoint(make_se
     assert took < 60, f"the cancelled training took {took:.0f} s to stop"
     assert 1 <= job["progress"]["epoch"] < epochs and job["lease"] is None and job["error"] is None
     folder = service.job_folder(job_id)
-    kept = list((folder / "checkpoint").glob("*/run/weights/last.pt"))
-    assert len(kept) == 1 and kept[0].stat().st_size > 0, sorted(p.name for p in (folder / "checkpoint").rglob("*"))
+    # One checkpoint is kept, the one its record names, and its weights are whole (a torch zip archive).
+    stored = json.loads((folder / "checkpoint.json").read_text())["snapshot"]
+    kept = list((folder / "checkpoint").glob("*/*/run/weights/last.pt"))
+    assert [p.relative_to(folder / "checkpoint").parts[0] for p in kept] == [stored], kept
+    assert zipfile.is_zipfile(kept[0]), sorted(p.name for p in (folder / "checkpoint").rglob("*"))
     assert (folder / "model" / "train.log").is_file() and not (folder / "model" / "weights").exists()
     assert not trainers_under(service.base), "the training subprocess outlived its cancel"
 

@@ -4,7 +4,9 @@
     <root>/<job_id>/upload.zip|.tar     the uploaded archive, as received
     <root>/<job_id>/validated/          report.json, manifest.jsonl
     <root>/<job_id>/metadata/           dataset_metadata.json, figures
-    <root>/<job_id>/checkpoint/         the training's checkpoint folder, synced after each epoch
+    <root>/<job_id>/checkpoint/<epoch>/ the training's checkpoint folder as each epoch left it
+    <root>/<job_id>/checkpoint.json     which of those is whole: written after its folder, so a worker killed
+                                        mid-upload leaves the previous one named
     <root>/<job_id>/model/              best.pt, metrics.json, results.csv, train.log
     <root>/<job_id>/leases/<attempt>    who runs which attempt: created exclusively, never overwritten
 
@@ -165,6 +167,19 @@ class JobStore:
                 shutil.copyfile(local, tmp)
         else:
             self.fs.put_file(str(local), target)
+
+    def names(self, job_id: str, folder: str) -> list[str]:
+        """The names of the entries of a folder (none when it does not exist), sorted."""
+        try:
+            entries = self.fs.ls(self.path(job_id, folder), detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted(entry.rstrip("/").rsplit("/", 1)[-1] for entry in entries)
+
+    def remove(self, job_id: str, name: str) -> None:
+        """Delete a file or a folder; nothing when it is not there."""
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(self.path(job_id, name), recursive=True)
 
     def get(self, job_id: str, name: str, local: Path) -> bool:
         """Download a file or a folder to `local`; False when the store has none."""

@@ -2,18 +2,21 @@
 
 The worker prepares SCRATCH (the dataset, its metadata, the checkpoint folder from the store, and
 `trainer.json`: classes, train overrides) and watches this process. It runs the library's `train_model`, as the
-`train` stage does, and appends one JSON line per epoch to `SCRATCH/progress.jsonl` (its stdout and stderr,
-Ultralytics' output among them, go to the job's log). SIGTERM ends it at once; the checkpoint of the last
-finished epoch stays, and a later attempt resumes from it. It ends the same way when its worker is gone
-(`VISAPP_WORKER_PID` is no longer its parent): it runs in a session of its own, so a worker killed outright
-(SIGKILL, the OOM killer) or stopped would otherwise leave it training on, beside the attempt the reaper
-queues next and into the same MLflow run.
+`train` stage does. After each epoch it copies the checkpoint folder to `SCRATCH/snapshots/<epoch>` and appends
+one JSON line naming it to `SCRATCH/progress.jsonl` (its stdout and stderr, Ultralytics' output among them, go
+to the job's log). The copy is taken inside the epoch-end callback, while Ultralytics' loop waits on it, so it
+never holds a half-saved `last.pt`; nothing writes to a snapshot after its rename, so the worker stores it at
+leisure. SIGTERM ends this process at once; the last stored snapshot stays, and a later attempt resumes from
+it. It ends the same way when its worker is gone (`VISAPP_WORKER_PID` is no longer its parent): it runs in a
+session of its own, so a worker killed outright (SIGKILL, the OOM killer) or stopped would otherwise leave it
+training on, beside the attempt the reaper queues next and into the same MLflow run.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -26,6 +29,7 @@ from visapp.progress import Progress
 TRAINER_FILE = "trainer.json"
 PROGRESS_FILE = "progress.jsonl"
 CHECKPOINTS = "checkpoint"
+SNAPSHOTS = "snapshots"
 WORKER_PID = "VISAPP_WORKER_PID"
 
 
@@ -43,6 +47,18 @@ def end_with_worker(interval: float = 1.0) -> None:
     threading.Thread(target=watch, name="visapp-worker-watch", daemon=True).start()
 
 
+def snapshot(scratch: Path, epoch: int) -> str:
+    """Copy the checkpoint folder, as this epoch left it, to `snapshots/<epoch>` (renamed into place when whole)."""
+    name = f"{epoch:06d}"
+    target = scratch / SNAPSHOTS / name
+    partial = target.with_name(f"{name}.partial")
+    for stale in (partial, target):  # from an attempt killed mid-copy, or an epoch trained again after a resume
+        shutil.rmtree(stale, ignore_errors=True)
+    shutil.copytree(scratch / CHECKPOINTS, partial)
+    partial.rename(target)
+    return name
+
+
 def main(argv: list[str] | None = None) -> int:
     from visapp.service.prepare import job_params
     from visapp.training.run import train_model
@@ -54,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def report(update: Progress) -> None:
         line = {"epoch": update.done, "epochs": update.total, "metrics": dict(update.metrics)}
+        line["snapshot"] = snapshot(scratch, update.done)
         with (scratch / PROGRESS_FILE).open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(line) + "\n")
 

@@ -4,8 +4,8 @@ Huey delivers a message at most once, so a worker killed mid-job would lose it. 
 starts attempt N of a job creates `leases/N` in the store (exclusively: one winner) and renews the record's
 heartbeat every `VISAPP_HEARTBEAT_S`. A reaper (in every worker and in the API) finds a running job whose
 heartbeat is older than `VISAPP_STALE_AFTER_S`, wins `requeues/N` (exclusively), and queues attempt N+1, which
-resumes from the checkpoint the dead worker synced after its last epoch. A job with a live heartbeat is never
-run twice: a second message for an attempt finds its lease taken, and a worker that finds its attempt
+resumes from the last checkpoint the dead worker stored whole (see `store_snapshot`). A job with a live heartbeat
+is never run twice: a second message for an attempt finds its lease taken, and a worker that finds its attempt
 superseded (it was taken for dead) stops its training.
 """
 
@@ -43,11 +43,12 @@ from visapp.service.prepare import (
 )
 from visapp.service.settings import ServiceSettings
 from visapp.service.store import JobStore
-from visapp.service.trainer import CHECKPOINTS, PROGRESS_FILE, TRAINER_FILE, WORKER_PID
+from visapp.service.trainer import CHECKPOINTS, PROGRESS_FILE, SNAPSHOTS, TRAINER_FILE, WORKER_PID
 
 log = logging.getLogger(__name__)
 
 LOG_FILE = "train.log"
+CHECKPOINT_RECORD = "checkpoint.json"  # names the stored checkpoint that is whole
 STOP_GRACE_S = 30  # after SIGTERM, before SIGKILL
 MODEL_FILES = ("weights/best.pt", "metrics.json", "results.csv", "mlflow_run.json")
 
@@ -101,15 +102,6 @@ def check_upload(settings: ServiceSettings, store: JobStore, job_id: str) -> dic
 
 class LeaseLost(Exception):
     """The reaper gave this attempt to another worker: stop."""
-
-
-def _file_stats(folder: Path) -> dict[str, tuple[int, int]]:
-    """(size, modification time in ns) of every file below `folder`: a write to any of them changes its entry."""
-    return {
-        path.relative_to(folder).as_posix(): (stat.st_size, stat.st_mtime_ns)
-        for path in folder.rglob("*")
-        if path.is_file() and (stat := path.stat())
-    }
 
 
 class Training:
@@ -206,8 +198,9 @@ class Training:
         self.store.get(self.job_id, METADATA, self.scratch / METADATA)
         overrides = record.get("overrides") or {}
         convert_dataset(self.scratch, job_params(record["classes"], overrides).data)
-        if self.store.get(self.job_id, CHECKPOINTS, self.scratch / CHECKPOINTS):
-            log.info("job %s attempt %d: resuming from the stored checkpoint", self.job_id, self.attempt)
+        stored = (self.store.read_json(self.job_id, CHECKPOINT_RECORD) or {}).get("snapshot")
+        if stored and self.store.get(self.job_id, f"{CHECKPOINTS}/{stored}", self.scratch / CHECKPOINTS):
+            log.info("job %s attempt %d: resuming after epoch %d", self.job_id, self.attempt, int(stored))
         spec = {"job_id": self.job_id, "classes": record["classes"], "overrides": overrides}
         (self.scratch / TRAINER_FILE).write_text(json.dumps(spec), encoding="utf-8")
 
@@ -236,26 +229,17 @@ class Training:
                 return None
         return None
 
-    def sync_checkpoint(self) -> None:
-        """Store a copy of the checkpoint folder that no save overlapped. The trainer saves last.pt at each epoch's
-        end, in place: a copy taken meanwhile would hold a torn file, and a later attempt would start over. So the
-        folder is copied locally first (fast), and stored only if no file changed during that copy; otherwise the
-        store keeps the previous epoch's copy, and the next epoch's is taken."""
-        source = self.scratch / CHECKPOINTS
-        if not source.is_dir():
-            return
-        staged = self.scratch / f"{CHECKPOINTS}.staged"
-        shutil.rmtree(staged, ignore_errors=True)
-        before = _file_stats(source)
-        try:
-            shutil.copytree(source, staged)
-            torn = _file_stats(source) != before
-        except (shutil.Error, OSError):  # a file replaced or removed during the copy (an atomic write's temp file)
-            torn = True
-        if torn:
-            log.info("job %s: the checkpoint was being saved while copied; storing the next one", self.job_id)
-            return
-        self.store.put(self.job_id, CHECKPOINTS, staged)
+    def store_snapshot(self, name: str) -> None:
+        """Store the trainer's snapshot `name` as the job's checkpoint: its folder first, then the record naming
+        it (one atomic write), then older ones go. A worker killed at any point leaves a whole checkpoint named."""
+        self.store.put(self.job_id, f"{CHECKPOINTS}/{name}", self.scratch / SNAPSHOTS / name)
+        self.store.write_json(self.job_id, {"snapshot": name}, CHECKPOINT_RECORD)
+        for older in self.store.names(self.job_id, CHECKPOINTS):
+            if older != name:
+                self.store.remove(self.job_id, f"{CHECKPOINTS}/{older}")
+        for folder in (self.scratch / SNAPSHOTS).iterdir():
+            if folder.name <= name and not folder.name.endswith(".partial"):
+                shutil.rmtree(folder, ignore_errors=True)
 
     def supervise(self, child: subprocess.Popen[bytes]) -> str:
         """Watch the trainer until it ends: progress, heartbeat, cancel. Returns how it ended."""
@@ -269,7 +253,7 @@ class Training:
             update = self.read_progress()
             if update is not None:
                 self.epoch = int(update["epoch"])
-                self.sync_checkpoint()
+                self.store_snapshot(update["snapshot"])
                 self.write(progress=update, mlflow_run_id=self.mlflow_run_id())
                 log.info("job %s: epoch %d/%s", self.job_id, self.epoch, update.get("epochs"))
             if ended:
@@ -304,7 +288,6 @@ class Training:
                 stop(child)
                 raise
         with self.beating():
-            self.sync_checkpoint()
             self.store.put(self.job_id, f"{MODEL}/{LOG_FILE}", self.scratch / LOG_FILE)
             if how == "done":
                 for name in MODEL_FILES:
