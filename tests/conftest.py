@@ -155,6 +155,20 @@ def _copy_project(dest: Path) -> None:
             shutil.copy2(src, dest / name)
 
 
+HYDRA = {"enabled": "true", "config_dir": "conf", "config_name": "config"}
+
+
+def dvc_init(project: Project, **sections: dict[str, str]) -> None:
+    """`dvc init`, then the settings written into .dvc/config at once, as `dvc config` would write them (a
+    `dvc config` call per key costs a second of DVC's start-up)."""
+    project.run("dvc", "init", "-q")
+    lines = []
+    for section, values in sections.items():
+        lines += [f"[{section}]", *(f"    {key} = {value}" for key, value in values.items())]
+    with (project.root / ".dvc" / "config").open("a", encoding="utf-8") as config:
+        config.write("\n".join(lines) + "\n")
+
+
 @pytest.fixture
 def make_project(tmp_path: Path):
     """Factory: a git + DVC repository holding this project's pipeline, committed, with no data yet."""
@@ -165,15 +179,7 @@ def make_project(tmp_path: Path):
         _copy_project(root)
         project = Project(root)
         project.run("git", "init", "-q", "-b", "main")
-        project.run("dvc", "init", "-q")
-        for key, value in [
-            ("core.analytics", "false"),
-            ("core.autostage", "true"),
-            ("hydra.enabled", "true"),
-            ("hydra.config_dir", "conf"),
-            ("hydra.config_name", "config"),
-        ]:
-            project.run("dvc", "config", key, value)
+        dvc_init(project, core={"analytics": "false", "autostage": "true"}, hydra=HYDRA)
         project.commit("project")
         return project
 

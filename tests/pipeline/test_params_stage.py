@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import Project, tree_digest
+from conftest import Project, dvc_init, tree_digest
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ optimizer: AdamW
 lr0: 0.002
 seed: ${seed}
 resume: auto
-extra: {}
+extra: {plots: false}  # Ultralytics' plots are most of a tiny training's time
 """
 
 
@@ -38,9 +38,7 @@ def trained(tmp_path_factory) -> Project:
     _copy_project(root)
     project = Project(root)
     project.run("git", "init", "-q", "-b", "main")
-    project.run("dvc", "init", "-q")
-    for key, value in [("core.analytics", "false"), ("hydra.enabled", "true")]:
-        project.run("dvc", "config", key, value)
+    dvc_init(project, core={"analytics": "false"}, hydra={"enabled": "true"})
     (root / "conf" / "train" / "cpu_small.yaml").write_text(TINY_TRAIN)
     project.run("visapp", "params", "compose")
     project.run("visapp", "sample", "--out", "data/raw", "--images", "16")

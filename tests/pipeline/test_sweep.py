@@ -56,6 +56,9 @@ def test_queued_grid_sweep_gives_four_experiments_each_leading_to_its_mlflow_run
     project = make_project()
     project.run("visapp", "sample", "--out", "data/raw", "--images", "16")
     project.run("dvc", "add", "-q", "data/raw")
+    with (project.root / "conf" / "train" / "cpu_small.yaml").open("a") as conf:
+        conf.write("  plots: false  # Ultralytics' plots are most of a tiny training's time\n")  # under `extra:`
+    project.run("visapp", "params", "compose")
     project.commit("sample data")
     # The data stages once, committed: each queued experiment then only trains (it runs in a copy under
     # .dvc/tmp/exps, built from the commit and the DVC cache).

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO_ROOT, Project
+from conftest import REPO_ROOT, Project, dvc_init
 from factory import Obj, write_sample
 
 pytestmark = pytest.mark.integration
@@ -68,8 +68,7 @@ def repo(tmp_path_factory) -> Repo:
     shutil.copy2(REPO_ROOT / "params.yaml", root / "params.yaml")
     project = Project(root)
     project.run("git", "init", "-q", "-b", "main")
-    project.run("dvc", "init", "-q")
-    project.run("dvc", "config", "core.analytics", "false")
+    dvc_init(project, core={"analytics": "false"})
     project.commit("project, no data yet")
     _write_v1(root / "data" / "raw")
     project.run("dvc", "add", "-q", "data/raw")

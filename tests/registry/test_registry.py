@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Project, _copy_project, tree_digest
+from conftest import Project, _copy_project, dvc_init, tree_digest
 from visapp.errors import VisError
 from visapp.integrations import gto
 from visapp.registry.refs import ModelRef, parse_ref
@@ -23,7 +23,15 @@ from visapp.registry.versions import format_versions, version_tags
 
 pytestmark = pytest.mark.unit
 
-TINY = ["train.epochs=1", "train.imgsz=64", "train.batch=4", "train.workers=0", "train.device=cpu"]
+TINY = [
+    "train.epochs=1",
+    "train.imgsz=64",
+    "train.batch=4",
+    "train.workers=0",
+    "train.device=cpu",
+    "train.extra.plots=false",  # Ultralytics' plots are most of a tiny training's time
+    "tracking.experiment=vis-registry",
+]
 OUTPUTS = ["data/raw", "data/validated", "data/yolo", "data/metadata", "models/yolo"]
 WEIGHTS = "models/yolo/weights/best.pt"
 
@@ -121,9 +129,7 @@ def _new_project(root: Path) -> Project:
     _copy_project(root)
     project = Project(root)
     project.run("git", "init", "-q", "-b", "main")
-    project.run("dvc", "init", "-q")
-    for key, value in [("core.analytics", "false"), ("core.autostage", "true"), ("hydra.enabled", "true")]:
-        project.run("dvc", "config", key, value)
+    dvc_init(project, core={"analytics": "false", "autostage": "true"}, hydra={"enabled": "true"})
     project.commit("project")
     return project
 
@@ -145,13 +151,13 @@ def _train_and_release(state: Released, lr0: float, *release_args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def released(tmp_path_factory, s3_server) -> Released:
+def released(tmp_path_factory, s3_server, mlflow_server) -> Released:
     base = tmp_path_factory.mktemp("registry")
     project = _new_project(base / "project")
     origin = base / "origin.git"
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True)
     project.run("git", "remote", "add", "origin", str(origin))
-    tracking_uri = f"sqlite:///{base / 'mlflow.db'}"
+    tracking_uri = mlflow_server.uri  # the session's server: its own experiment keeps these runs apart
     state = Released(project, origin, {"MLFLOW_TRACKING_URI": tracking_uri}, tracking_uri)
     state.run("visapp", "sample", "--out", "data/raw", "--images", "16")
     state.run("dvc", "add", "-q", "data/raw")
@@ -189,7 +195,7 @@ def test_release_tags_the_mlflow_run_of_the_training(released):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(released.tracking_uri)
-    experiment = client.get_experiment_by_name("vis-yolo")
+    experiment = client.get_experiment_by_name("vis-registry")
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 2
     by_version = {run.data.tags.get("model_version"): run for run in runs}

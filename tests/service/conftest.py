@@ -27,7 +27,8 @@ from conftest import VENV_BIN, free_port
 TOKEN = "test-token-0123456789abcdef"
 OTHER_TOKEN = "other-token-0123456789abcdef"
 FAST = {"VISAPP_HEARTBEAT_S": "1", "VISAPP_STALE_AFTER_S": "4"}
-TINY_TRAINING = {"epochs": 1, "imgsz": 64, "batch": 3, "workers": 0, "device": "cpu"}
+# Ultralytics' plots are most of a tiny training's time; no service test looks at them.
+TINY_TRAINING = {"epochs": 1, "imgsz": 64, "batch": 3, "workers": 0, "device": "cpu", "extra": {"plots": False}}
 
 
 @dataclass

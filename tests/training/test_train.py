@@ -30,7 +30,16 @@ from visapp.training import run as train
 
 pytestmark = pytest.mark.unit
 
-TINY = ["train.epochs=2", "train.imgsz=64", "train.batch=8", "train.workers=0", "train.device=cpu"]
+# Ultralytics' plots are most of a tiny training's time (18 s of 44): on only where a test looks at them.
+TINY = [
+    "train.epochs=2",
+    "train.imgsz=64",
+    "train.batch=8",
+    "train.workers=0",
+    "train.device=cpu",
+    "train.extra.plots=false",
+]
+PLOTS = "train.extra.plots=true"
 FINAL_KEYS = {"precision", "recall", "mAP50", "mAP50-95", "fitness", "epochs", "train_seconds"}
 # Installed as sitecustomize in the stage's process: any connection or name lookup beyond loopback is refused
 # and written down, so a test sees an attempt even when the code under test swallows the error.
@@ -337,7 +346,7 @@ def test_train_stage_makes_one_mlflow_run_with_params_metrics_tags_and_artifacts
     subprocess.run(["git", "init", "-q"], cwd=workdir, check=True)
     subprocess.run(["git", "commit", "-q", "--allow-empty", "-m", "x"], cwd=workdir, check=True)
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=workdir, capture_output=True, text=True).stdout.strip()
-    set_params(workdir, "tracking.experiment=train-one-run")
+    set_params(workdir, "tracking.experiment=train-one-run", PLOTS)
     client = MlflowClient(mlflow_server.uri)
 
     def all_runs() -> dict[str, object]:
@@ -499,7 +508,7 @@ def test_label_edit_of_the_same_size_is_what_the_next_training_reads(workdir, mo
 
 @pytest.mark.slow
 def test_training_makes_no_network_attempt_and_still_plots(workdir):
-    set_params(workdir, "train.epochs=1")
+    set_params(workdir, "train.epochs=1", PLOTS)
     result = ok(stage(workdir))
     assert result.attempts == [], result.attempts
     plots = workdir / "models" / "yolo" / "plots"
@@ -557,7 +566,7 @@ def test_dvc_repro_trains_keeps_raw_data_and_cache_byte_identical_then_reruns_no
     for image, trailer in zip(jpegs, TRAILERS, strict=True):
         image.write_bytes(image.read_bytes() + trailer)
     project.run("dvc", "add", "-q", "data/raw")
-    project.set_params(*TINY, "train.epochs=1")
+    project.set_params(*TINY, "train.epochs=1", PLOTS)
     project.commit("sample data (some JPEGs with trailing data), tiny training")
     raw_before = tree_digest(project.root, ("data/raw",))
     cache_before = tree_digest(project.root, (".dvc/cache",))
