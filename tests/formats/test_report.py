@@ -7,7 +7,7 @@ import re
 import pytest
 
 from conftest import REPO_ROOT
-from visapp.formats.report import CODES, ERROR, WARNING, Issue, build_report, has_errors
+from visapp.formats.report import CODES, ERROR, WARNING, Issue, build_report, format_summary, has_errors
 
 pytestmark = pytest.mark.unit
 
@@ -45,3 +45,11 @@ def test_an_error_outside_any_sample_fails_the_dataset():
     unreadable = [Issue.of("Annotations", "path_unreadable", "this folder cannot be read")]
     assert has_errors(build_report(samples=2, rejected=0, issues=unreadable))
     assert not has_errors(build_report(samples=2, rejected=0, issues=[Issue.of("a.jpg", "size_missing", "x")]))
+
+
+def test_the_summary_keeps_the_path_apart_from_the_longest_code():
+    longest = max(CODES, key=len)
+    issues = [Issue.of("a.jpg", "size_missing", "x"), Issue.of("b.jpg", longest, "y")]
+    lines = format_summary(build_report(samples=2, rejected=0, issues=issues)).splitlines()
+    assert any(line.split() == ["warning", longest, "b.jpg:", "y"] for line in lines), lines
+    assert all(f"{longest}b.jpg" not in line for line in lines)

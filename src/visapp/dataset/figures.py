@@ -24,11 +24,12 @@ import logging
 import math
 import warnings
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from visapp.dataset import pool
 from visapp.errors import VisError
 from visapp.formats.yolo import Box
 
@@ -223,6 +224,27 @@ class BoxData:
             self.rel_w.append(box.w)
             self.rel_h.append(box.h)
             self.side_px.append(math.sqrt(max(box.w * width * box.h * height, 0.0)))
+
+
+def draw_all(drawings: Sequence[Callable[[], None]], done: Callable[[], None]) -> None:
+    """Run each drawing (each writes one figure), calling `done` after each. They are independent, and each is
+    single-threaded Python (layout, rendering, PNG encoding), so they run in forked processes over the cores
+    when `visapp.dataset.pool` allows forking; else here, one after another (spawned processes would spend
+    more importing matplotlib again than they save)."""
+    workers = min(len(drawings), pool.cores())
+    if workers < 2 or not pool.can_fork():
+        for drawing in drawings:
+            drawing()
+            done()
+        return
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    import matplotlib.figure  # noqa: F401  imported once, here: the forked workers inherit it
+
+    with ProcessPoolExecutor(workers, mp_context=pool.context(fork=True)) as executor:
+        for future in as_completed([executor.submit(drawing) for drawing in drawings]):
+            future.result()  # a drawing's error is raised here, as it would be without the pool
+            done()
 
 
 def _save(fig: Figure, path: Path) -> None:

@@ -55,6 +55,7 @@ MAD_TO_SIGMA = 1.4826  # MAD * this estimates the standard deviation of normal d
 ZERO_BASED_SHARE = 0.25
 ONE_BASED_SHARE = 0.05
 FLAT_STD = 1.0  # grey levels: an image reduced to 32x32 with less spread than this is flat (no pHash)
+OVERLAP_VECTORISED = 32  # boxes in one image past which their pairs are compared with numpy
 NEAR_DUPLICATE_CHUNK = 256  # images compared against all earlier ones at a time (bounded memory)
 LISTED_IN_MESSAGE = 3  # objects named in one issue's message
 
@@ -172,20 +173,10 @@ def _overlapping_boxes(row: ManifestRow, objects: list[tuple[int, ManifestObject
     """box_duplicate (same class) and box_class_conflict (another class) for each pair with IoU >= min_iou."""
     if len(objects) < 2 or row.annotation is None:
         return []
-    import numpy as np
-
-    boxes = np.array([[o.xmin, o.ymin, o.xmax, o.ymax] for _, o in objects], dtype=np.float64)
-    x0 = np.maximum(boxes[:, None, 0], boxes[None, :, 0])
-    y0 = np.maximum(boxes[:, None, 1], boxes[None, :, 1])
-    x1 = np.minimum(boxes[:, None, 2], boxes[None, :, 2])
-    y1 = np.minimum(boxes[:, None, 3], boxes[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    iou = inter / (area[:, None] + area[None, :] - inter)
     issues = []
-    for i, j in zip(*np.nonzero(np.triu(iou >= min_iou, k=1)), strict=True):
+    for (i, j), iou in _overlaps([(o.xmin, o.ymin, o.xmax, o.ymax) for _, o in objects], min_iou):
         (index_a, a), (index_b, b) = objects[i], objects[j]
-        pair = f"{_label(index_a, a)} and {_label(index_b, b)} overlap with IoU {iou[i, j]:.2f}"
+        pair = f"{_label(index_a, a)} and {_label(index_b, b)} overlap with IoU {iou:.2f}"
         if a.name == b.name:
             issues.append(Issue.of(row.annotation, "box_duplicate", f"{pair}: one object labelled twice? remove one"))
         else:
@@ -195,6 +186,34 @@ def _overlapping_boxes(row: ManifestRow, objects: list[tuple[int, ManifestObject
                 )
             )
     return issues
+
+
+def _overlaps(boxes: list[tuple[float, float, float, float]], min_iou: float) -> list[tuple[tuple[int, int], float]]:
+    """((i, j), IoU) of each pair i < j of boxes (x0, y0, x1, y1) with IoU >= min_iou, in (i, j) order: plain
+    Python for the few boxes of a typical image (numpy's cost per call is ten times the arithmetic there), numpy
+    past OVERLAP_VECTORISED boxes (a crowd scene's hundreds)."""
+    if len(boxes) > OVERLAP_VECTORISED:
+        import numpy as np
+
+        xy = np.array(boxes, dtype=np.float64)
+        wide = np.minimum(xy[:, None, 2], xy[None, :, 2]) - np.maximum(xy[:, None, 0], xy[None, :, 0])
+        high = np.minimum(xy[:, None, 3], xy[None, :, 3]) - np.maximum(xy[:, None, 1], xy[None, :, 1])
+        inter = np.clip(wide, 0, None) * np.clip(high, 0, None)
+        area = (xy[:, 2] - xy[:, 0]) * (xy[:, 3] - xy[:, 1])
+        iou = inter / (area[:, None] + area[None, :] - inter)
+        pairs = zip(*np.nonzero(np.triu(iou >= min_iou, k=1)), strict=True)
+        return [((int(i), int(j)), float(iou[i, j])) for i, j in pairs]
+    found = []
+    for i, (ax0, ay0, ax1, ay1) in enumerate(boxes):
+        area_a = (ax1 - ax0) * (ay1 - ay0)
+        for j in range(i + 1, len(boxes)):
+            bx0, by0, bx1, by1 = boxes[j]
+            inter = max(min(ax1, bx1) - max(ax0, bx0), 0.0) * max(min(ay1, by1) - max(ay0, by0), 0.0)
+            if inter > 0:
+                iou = inter / (area_a + (bx1 - bx0) * (by1 - by0) - inter)
+                if iou >= min_iou:
+                    found.append(((i, j), iou))
+    return found
 
 
 def _tiny_boxes(row: ManifestRow, objects: list[tuple[int, ManifestObject]], imgsz: int, min_px: float) -> list[Issue]:

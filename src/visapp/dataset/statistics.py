@@ -53,6 +53,7 @@ from array import array
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -418,16 +419,19 @@ def build_metadata(
         # A plain write: the folder is already atomic, and an error then names out_dir, not a temporary path.
         (tmp / METADATA_FILE).write_text(dumps_json(metadata), encoding="utf-8", newline="\n")
         counter.total = counter.done + len(figures.FIGURE_FILES)  # images the split lists do not name: none
-        figures.plot_class_distribution(metadata, tmp / "class_distribution.png")
-        counter.advance()
-        figures.plot_box_sizes(box_data, classes, tmp / "box_sizes.png")
-        counter.advance()
-        figures.draw_examples(picker.pick(count=None), classes, tmp / "samples.png", count=GRID_SIZE)
-        counter.advance()
-        figures.plot_annotations(metadata, tmp / "annotations.png")
-        counter.advance()
-        figures.draw_examples(
-            flagged, classes, tmp / "flagged.png", title=figures.FLAGGED_TITLE, empty="no sample flagged"
-        )
-        counter.advance()
+        drawings = [  # the slowest first: they start at once
+            partial(figures.plot_box_sizes, box_data, classes, tmp / "box_sizes.png"),
+            partial(figures.plot_class_distribution, metadata, tmp / "class_distribution.png"),
+            partial(figures.plot_annotations, metadata, tmp / "annotations.png"),
+            partial(figures.draw_examples, picker.pick(count=None), classes, tmp / "samples.png", count=GRID_SIZE),
+            partial(
+                figures.draw_examples,
+                flagged,
+                classes,
+                tmp / "flagged.png",
+                title=figures.FLAGGED_TITLE,
+                empty="no sample flagged",
+            ),
+        ]
+        figures.draw_all(drawings, counter.advance)
     return metadata

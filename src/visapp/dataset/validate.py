@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from visapp.config import DataConfig, OnError
+from visapp.dataset import pool
 from visapp.dataset.quality import ImageMeasurement, QualityRules, check_dataset, measure_image
 from visapp.errors import DataError, VisError
 from visapp.formats import SPLITS
@@ -103,7 +104,7 @@ class _Sample:
         return any(issue.severity == ERROR for issue in self.issues)
 
     def to_json(self) -> str:
-        row = asdict(self.row) if self.row is not None else None
+        row = self.row.to_dict() if self.row is not None else None
         issues = [[i.path, i.code, i.severity, i.message] for i in self.issues]
         measurement = self.measurement.to_list() if self.measurement is not None else None
         return json.dumps(
@@ -549,7 +550,6 @@ def _nothing_accepted(raw_dir: Path, samples: int, issues: list[Issue]) -> str:
 
 # ---------------------------------------------------------------- checking samples in parallel
 
-WORKERS_ENV = "VISAPP_WORKERS"
 MIN_SAMPLES_PER_WORKER = 64  # below this, starting processes costs more than it saves
 # A pool worker's arguments.
 _context: tuple[Path, DataConfig, dict[str, ImageSet], Reuse | None, bool] | None = None
@@ -558,9 +558,7 @@ _context: tuple[Path, DataConfig, dict[str, ImageSet], Reuse | None, bool] | Non
 def worker_count(samples: int, environ: dict[str, str] | None = None) -> int:
     """How many processes check samples: `$VISAPP_WORKERS`, else one per core, never more than the samples
     justify (1: check in this process)."""
-    environ = dict(os.environ) if environ is None else environ
-    wanted = int(environ.get(WORKERS_ENV) or 0) or (os.cpu_count() or 1)
-    return max(1, min(wanted, samples // MIN_SAMPLES_PER_WORKER))
+    return max(1, min(pool.cores(environ), samples // MIN_SAMPLES_PER_WORKER))
 
 
 def _start_worker(
@@ -588,9 +586,7 @@ def _check_all(
     """Each sample's outcome, in the order of `samples`, from a process pool over the cores when it pays.
 
     Samples are independent (each reads only its own files), and `map` keeps their order, so the outputs are
-    the same as checking them one by one here. Processes are forked when this process runs no other thread
-    (fast, nothing to import again), else spawned (forking a threaded process, such as the service, could
-    copy a held lock).
+    the same as checking them one by one here. The workers start as `visapp.dataset.pool` says.
     """
     tasks = [(files, conflicts.get(files.image or "")) for files in samples]
     workers = worker_count(len(samples))
@@ -599,19 +595,16 @@ def _check_all(
         for files, conflict in tasks:
             yield _check_sample(raw_dir, files, data, splits, conflict, reuse, measure)
         return
-    import multiprocessing
-    import threading
     from concurrent.futures import ProcessPoolExecutor
 
-    method = "fork" if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods() else "spawn"
     chunk = max(1, min(32, len(tasks) // (workers * 16)))
     with ProcessPoolExecutor(
         workers,
-        mp_context=multiprocessing.get_context(method),
+        mp_context=pool.context(pool.can_fork()),
         initializer=_start_worker,
         initargs=(raw_dir, data, splits, reuse_dir, measure),
-    ) as pool:
-        yield from pool.map(_check_in_worker, tasks, chunksize=chunk)
+    ) as executor:
+        yield from executor.map(_check_in_worker, tasks, chunksize=chunk)
 
 
 def validate_dataset(

@@ -179,5 +179,6 @@ def format_summary(report: dict[str, Any], problems: int = SUMMARY_PROBLEMS) -> 
     if issues:
         first = sorted(issues, key=lambda issue: issue["severity"] != ERROR)[:problems]
         lines.append(f"first {len(first)} of {len(issues)} problems:" if len(issues) > len(first) else "problems:")
-        lines += [f"  {i['severity']:<8}{i['code']:<19}{i['path']}: {i['message']}" for i in first]
+        code_width = max(len(issue["code"]) for issue in first) + 1
+        lines += [f"  {i['severity']:<8}{i['code']:<{code_width}}{i['path']}: {i['message']}" for i in first]
     return "\n".join(lines)
