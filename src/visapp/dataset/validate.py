@@ -120,7 +120,7 @@ class _Sample:
 
 
 # What decides a sample's outcome besides its bytes: bump when a check changes what it reports.
-VALIDATOR_VERSION = "2026.12.2"
+VALIDATOR_VERSION = "2026.12.3"
 
 
 def outcome_key(
