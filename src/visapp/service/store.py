@@ -72,11 +72,15 @@ class JobStore:
 
     def job_ids(self) -> list[str]:
         """Every job's id (folders with a record), sorted."""
+        return [name for name in self._listed(self.root) if is_job_id(name)]
+
+    def _listed(self, folder: str) -> list[str]:
+        """The names of a folder's entries, sorted; none when it does not exist."""
         try:
-            names = [entry.rstrip("/").rsplit("/", 1)[-1] for entry in self.fs.ls(self.root, detail=False)]
+            entries = self.fs.ls(folder, detail=False)
         except FileNotFoundError:
             return []
-        return sorted(name for name in names if is_job_id(name))
+        return sorted(entry.rstrip("/").rsplit("/", 1)[-1] for entry in entries)
 
     def has_job(self, job_id: str) -> bool:
         return is_job_id(job_id) and self.exists(job_id, RECORD)
@@ -157,8 +161,7 @@ class JobStore:
         """Upload a file or a folder (replacing what was there)."""
         target = self.path(job_id, name)
         if local.is_dir():
-            if self.fs.exists(target):
-                self.fs.rm(target, recursive=True)
+            self.remove(job_id, name)
             self.fs.put(str(local), target, recursive=True)
         elif self.local:
             from visapp.fsio import atomic_path
@@ -169,12 +172,8 @@ class JobStore:
             self.fs.put_file(str(local), target)
 
     def names(self, job_id: str, folder: str) -> list[str]:
-        """The names of the entries of a folder (none when it does not exist), sorted."""
-        try:
-            entries = self.fs.ls(self.path(job_id, folder), detail=False)
-        except FileNotFoundError:
-            return []
-        return sorted(entry.rstrip("/").rsplit("/", 1)[-1] for entry in entries)
+        """The names of the entries of a job's folder, sorted; none when it does not exist."""
+        return self._listed(self.path(job_id, folder))
 
     def remove(self, job_id: str, name: str) -> None:
         """Delete a file or a folder; nothing when it is not there."""
