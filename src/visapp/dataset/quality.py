@@ -28,14 +28,16 @@ Choices made where a rule could go either way:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from visapp.config import DataConfig, Params, QualityConfig
+from visapp.dataset import pool
 from visapp.dataset.convert import assign_split
 from visapp.formats.images import displayed_size
 from visapp.formats.manifest import ManifestObject, ManifestRow
@@ -56,7 +58,8 @@ ZERO_BASED_SHARE = 0.25
 ONE_BASED_SHARE = 0.05
 FLAT_STD = 1.0  # grey levels: an image reduced to 32x32 with less spread than this is flat (no pHash)
 OVERLAP_VECTORISED = 32  # boxes in one image past which their pairs are compared with numpy
-NEAR_DUPLICATE_CHUNK = 256  # images compared against all earlier ones at a time (bounded memory)
+NEAR_DUPLICATE_CHUNK = 32  # images compared against all earlier ones at a time: their arrays stay in cache
+NEAR_DUPLICATE_SIDE_PROCESS = 5000  # pHashes from which their search pays for a process of its own (0.1 s)
 LISTED_IN_MESSAGE = 3  # objects named in one issue's message
 
 
@@ -139,15 +142,17 @@ def check_dataset(
         return []
     config = rules.config
     splits = {row.image: row.split or assign_split(row.sha256, rules.seed, data.split) for row in rows}
-    issues: list[Issue] = []
-    for row in rows:
-        objects = _trained(row.objects, data)
-        issues += _overlapping_boxes(row, objects, config.box_iou)
-        if rules.imgsz is not None:
-            issues += _tiny_boxes(row, objects, rules.imgsz, config.min_box_px)
-        issues += _image_findings(row, measurements.get(row.image), config)
-    issues += _box_outliers(rows, data, config)
-    issues += _near_duplicates(rows, measurements, splits, config.phash_distance)
+    measured = [row for row in rows if row.image in measurements and measurements[row.image].phash is not None]
+    with _near_duplicate_search(measured, measurements, splits, config.phash_distance) as neighbours:
+        issues: list[Issue] = []
+        trained = [(row, _trained(row.objects, data)) for row in rows]
+        for row, objects in trained:
+            issues += _overlapping_boxes(row, objects, config.box_iou)
+            if rules.imgsz is not None:
+                issues += _tiny_boxes(row, objects, rules.imgsz, config.min_box_px)
+            issues += _image_findings(row, measurements.get(row.image), config)
+        issues += _box_outliers(trained, config)
+        issues += _near_duplicates(measured, neighbours(), splits)
     issues += _coordinate_base(rows, data, config.coords_min_boxes)
     issues += _class_findings(rows, splits, data, config)
     log.info("quality: %d finding(s) in %d accepted samples", len(issues), len(rows))
@@ -238,46 +243,53 @@ def _tiny_boxes(row: ManifestRow, objects: list[tuple[int, ManifestObject]], img
     ]
 
 
-def _displayed_box(row: ManifestRow, obj: ManifestObject) -> tuple[float, float]:
-    """(width, height) of a box in the frame training sees."""
-    width, height = obj.xmax - obj.xmin, obj.ymax - obj.ymin
-    turned = row.boxes_frame == "stored" and row.orientation in (5, 6, 7, 8)
-    return (height, width) if turned else (width, height)
+def _turned(row: ManifestRow) -> bool:
+    """Whether a box's width and height swap in the frame training sees (stored boxes of an image that EXIF
+    turns a quarter)."""
+    return row.boxes_frame == "stored" and row.orientation in (5, 6, 7, 8)
 
 
-def _box_outliers(rows: list[ManifestRow], data: DataConfig, config: QualityConfig) -> list[Issue]:
+def _box_outliers(
+    trained: list[tuple[ManifestRow, list[tuple[int, ManifestObject]]]], config: QualityConfig
+) -> list[Issue]:
     """box_size_outlier and box_aspect_outlier: a box far from its class's boxes (median/MAD, log scale) in
-    area relative to its image, or in width/height ratio; judged only for classes with enough boxes."""
+    area relative to its image, or in width/height ratio; judged only for classes with enough boxes. `trained`:
+    each accepted row with the objects training sees (`_trained`)."""
     import numpy as np
 
-    by_class: dict[str, list[tuple[ManifestRow, int, ManifestObject, float, float]]] = {}
-    for row in rows:
+    by_class: dict[str, list[tuple[ManifestRow, int, ManifestObject]]] = {}
+    values: dict[str, list[tuple[float, float]]] = {}  # class -> (log relative area, log aspect) of each box
+    for row, objects in trained:
         if row.annotation is None:
             continue
         image_area = float(row.width * row.height)
-        for index, obj in _trained(row.objects, data):
-            width, height = _displayed_box(row, obj)
-            size = math.log(width * height / image_area)
-            aspect = math.log(width / height)
-            by_class.setdefault(obj.name, []).append((row, index, obj, size, aspect))
+        turned = _turned(row)
+        for index, obj in objects:
+            width, height = obj.xmax - obj.xmin, obj.ymax - obj.ymin
+            if turned:
+                width, height = height, width
+            by_class.setdefault(obj.name, []).append((row, index, obj))
+            values.setdefault(obj.name, []).append((width * height / image_area, width / height))
     found: dict[tuple[str, str], list[str]] = {}  # (annotation, code) -> objects
     for name, boxes in sorted(by_class.items()):
         if len(boxes) < config.outlier_min_boxes:
             continue
-        for column, code, what in ((3, "box_size_outlier", "size"), (4, "box_aspect_outlier", "aspect ratio")):
-            values = np.array([box[column] for box in boxes])
-            median = float(np.median(values))
-            spread = max(MAD_TO_SIGMA * float(np.median(np.abs(values - median))), MIN_SPREAD)
-            scores = (values - median) / spread
-            for box, score in zip(boxes, scores, strict=True):
-                if abs(score) > config.outlier_mad:
-                    row, index, obj = box[0], box[1], box[2]
-                    direction = (
-                        ("larger" if score > 0 else "smaller") if column == 3 else ("wider" if score > 0 else "taller")
-                    )
-                    deviations = f"{what} {abs(score):.1f} deviations from {name!r}'s median"
-                    text = f"{_label(index, obj)} {direction} than usual ({deviations})"
-                    found.setdefault((row.annotation or "", code), []).append(text)
+        logs = np.log(np.array(values[name], dtype=np.float64))
+        for column, code, what in ((0, "box_size_outlier", "size"), (1, "box_aspect_outlier", "aspect ratio")):
+            column_values = logs[:, column]
+            median = float(np.median(column_values))
+            spread = max(MAD_TO_SIGMA * float(np.median(np.abs(column_values - median))), MIN_SPREAD)
+            scores = (column_values - median) / spread
+            # Only the few outliers are visited in Python (in box order, as the messages list them).
+            for position in np.flatnonzero(np.abs(scores) > config.outlier_mad):
+                row, index, obj = boxes[position]
+                score = float(scores[position])
+                direction = (
+                    ("larger" if score > 0 else "smaller") if column == 0 else ("wider" if score > 0 else "taller")
+                )
+                deviations = f"{what} {abs(score):.1f} deviations from {name!r}'s median"
+                text = f"{_label(index, obj)} {direction} than usual ({deviations})"
+                found.setdefault((row.annotation or "", code), []).append(text)
     return [
         Issue.of(annotation, code, f"{_listed(texts)}: check the box and its class")
         for (annotation, code), texts in sorted(found.items())
@@ -336,48 +348,80 @@ def first_neighbours(
     """For each hash, the first earlier hash within max_distance bits in the same group and in another group, as
     (index, Hamming distance) or None; hashes of the same twin id (byte-identical images) are never neighbours.
 
-    All pairs are compared (N²/2 64-bit XORs and bit counts, vectorised), a chunk of rows at a time: memory stays
-    at a few times NEAR_DUPLICATE_CHUNK x N x 8 bytes (40 MB at 20,000 images) and the answer at two pairs an
-    image, however many images look alike.
+    All pairs are compared (N²/2 64-bit XORs and bit counts, vectorised), NEAR_DUPLICATE_CHUNK rows at a time
+    into arrays made once: memory stays near NEAR_DUPLICATE_CHUNK x N x 12 bytes (8 MB at 20,000 images), within
+    the cache's reach, and the answer at two pairs an image, however many images look alike.
     """
     import numpy as np
 
     values = np.array([h - (1 << 64) if h >= 1 << 63 else h for h in hashes], dtype=np.int64).view(np.uint64)
     group, twin = np.asarray(groups, dtype=np.int64), np.asarray(twins, dtype=np.int64)
+    shares_bytes = np.bincount(twin)[twin] > 1 if len(twin) else twin.astype(bool)  # rare: handled row by row
+    shape = (min(NEAR_DUPLICATE_CHUNK, len(values)), len(values))
+    xor, distances = np.empty(shape, np.uint64), np.empty(shape, np.uint8)
+    close, same_group, wanted = np.empty(shape, bool), np.empty(shape, bool), np.empty(shape, bool)
     found: list[tuple[tuple[int, int] | None, tuple[int, int] | None]] = []
     for start in range(0, len(values), NEAR_DUPLICATE_CHUNK):
         stop = min(start + NEAR_DUPLICATE_CHUNK, len(values))
-        rows = np.arange(start, stop)[:, None]
-        distances = np.bitwise_count(values[start:stop, None] ^ values[None, :stop])
-        close = (distances <= max_distance) & (np.arange(stop)[None, :] < rows) & (twin[None, :stop] != twin[rows])
-        same_group = group[None, :stop] == group[rows]
-        firsts = [_first_true(close & same_group, distances), _first_true(close & ~same_group, distances)]
-        found += list(zip(*firsts, strict=True))
+        rows = slice(0, stop - start)
+        part = (rows, slice(0, stop))
+        np.bitwise_xor(values[start:stop, None], values[None, :stop], out=xor[part])
+        np.bitwise_count(xor[part], out=distances[part])
+        np.less_equal(distances[part], max_distance, out=close[part])
+        close[rows, start:stop] &= np.tri(stop - start, dtype=bool, k=-1)  # only earlier images count
+        for row in np.flatnonzero(shares_bytes[start:stop]):
+            close[row, :stop] &= twin[:stop] != twin[start + row]
+        np.equal(group[None, :stop], group[start:stop, None], out=same_group[part])
+        np.logical_and(close[part], same_group[part], out=wanted[part])
+        same = _first_true(wanted[part], distances[part])
+        np.greater(close[part], same_group[part], out=wanted[part])  # close and not same group
+        found += zip(same, _first_true(wanted[part], distances[part]), strict=True)
     return found
 
 
 def _first_true(mask: Any, distances: Any) -> list[tuple[int, int] | None]:
     """Per row of `mask`, (column, distance) of its first True, or None."""
+    import numpy as np
+
+    rows = np.arange(mask.shape[0])
     first = mask.argmax(axis=1)
-    rows = range(mask.shape[0])
-    return [(int(first[r]), int(distances[r, first[r]])) if mask[r, first[r]] else None for r in rows]
+    hit, distance = mask[rows, first].tolist(), distances[rows, first].tolist()
+    return [(column, d) if h else None for column, d, h in zip(first.tolist(), distance, hit, strict=True)]
 
 
-def _near_duplicates(
-    rows: list[ManifestRow], measurements: dict[str, ImageMeasurement], splits: dict[str, str], max_distance: int
-) -> list[Issue]:
-    """image_near_duplicate (same split) and near_duplicate_leak (another split): the later image of each pair
-    whose pHashes differ in at most max_distance bits, naming the first earlier image it resembles. Images without
-    a pHash (flat: no structure to compare) are left out."""
-    measured = [row for row in rows if row.image in measurements and measurements[row.image].phash is not None]
+@contextlib.contextmanager
+def _near_duplicate_search(
+    measured: list[ManifestRow], measurements: dict[str, ImageMeasurement], splits: dict[str, str], max_distance: int
+) -> Iterator[Callable[[], list[tuple[tuple[int, int] | None, tuple[int, int] | None]]]]:
+    """`first_neighbours` of the measured rows' pHashes (images without one, being flat, are left out), as a
+    function to call for them. A large search runs in a forked process meanwhile: all pairs are the one
+    quality check that grows as N², and the sample workers have left the other cores idle by then."""
     split_ids = {name: i for i, name in enumerate(sorted(set(splits.values())))}
     twin_ids: dict[str, int] = {}
-    neighbours = first_neighbours(
-        [measurements[row.image].phash for row in measured],  # type: ignore[misc]
+    search = (
+        [measurements[row.image].phash for row in measured],
         [split_ids[splits[row.image]] for row in measured],
         [twin_ids.setdefault(row.sha256, len(twin_ids)) for row in measured],
         max_distance,
     )
+    if len(measured) < NEAR_DUPLICATE_SIDE_PROCESS or pool.cores() < 2 or not pool.can_fork():
+        yield lambda: first_neighbours(*search)  # type: ignore[arg-type]
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=pool.context(fork=True)) as side:
+        pending = side.submit(first_neighbours, *search)
+        yield pending.result
+
+
+def _near_duplicates(
+    measured: list[ManifestRow],
+    neighbours: list[tuple[tuple[int, int] | None, tuple[int, int] | None]],
+    splits: dict[str, str],
+) -> list[Issue]:
+    """image_near_duplicate (same split) and near_duplicate_leak (another split): the later image of each pair
+    whose pHashes differ in at most `quality.phash_distance` bits, naming the first earlier image it resembles
+    (`neighbours`: `first_neighbours` of the `measured` rows)."""
     issues = []
     for row, (same, other) in zip(measured, neighbours, strict=True):
         if same is not None:

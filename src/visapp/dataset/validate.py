@@ -24,6 +24,8 @@ Choices made where a rule could go either way:
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
 import logging
@@ -565,6 +567,7 @@ def _start_worker(
     raw_dir: Path, data: DataConfig, splits: dict[str, ImageSet], reuse_dir: Path | None, measure: bool
 ) -> None:
     global _context
+    gc.enable()  # a forked worker inherits the parent's pause (`_cycle_collection_paused`): its samples are its own
     _context = (raw_dir, data, splits, Reuse(reuse_dir) if reuse_dir else None, measure)
 
 
@@ -607,6 +610,21 @@ def _check_all(
         yield from executor.map(_check_in_worker, tasks, chunksize=chunk)
 
 
+@contextlib.contextmanager
+def _cycle_collection_paused() -> Iterator[None]:
+    """Python's cycle collector paused: the main process gathers one manifest row and a few issues per sample,
+    none in a reference cycle, and each full collection would walk all of them again (about 5% of a 20,000-image
+    validation). Whatever cycles arise meanwhile are collected once it resumes."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@_cycle_collection_paused()
 def validate_dataset(
     raw_dir: Path,
     data: DataConfig,
