@@ -17,7 +17,7 @@ alternating, `--repeats` times each, every measurement as a whole process (impor
 5. a no-op `dvc repro metadata` on the up-to-date pipeline (a DVC project of this repository's dvc.yaml,
    stages and library, with the dataset in data/raw): what every rerun on an unchanged dataset costs;
 6. with `--train`: the train stage against plain `yolo detect train` with the same arguments on the same data
-   (CPU, 1 epoch, imgsz 64, on the first 200 images).
+   (CPU, 1 epoch, imgsz 64, on the same images).
 
 Peak memory is the largest process's peak RSS of each stage. It prints a table (medians, ratios) and writes
 it as JSON. Targets: ours <= 0.5x the reference (1.0x acceptable), <= 2x the floor, revalidation <= 0.15x,
@@ -251,9 +251,13 @@ def noop_repro(work: Path, raw: Path, repeats: int) -> float:
                                    for _ in range(repeats)), 2)  # fmt: skip
 
 
-def train_overhead(work: Path, folder: Path) -> dict[str, float]:
-    """The train stage against `yolo detect train` with the same arguments, on the same (exported) data."""
+def train_overhead(work: Path, folder: Path, repeats: int = 2) -> dict[str, float]:
+    """The train stage against `yolo detect train` with the same arguments (the library's `train_args`, so the
+    two cannot drift apart), on the same (exported) data; the best of `repeats` runs each, alternating."""
     import yaml
+
+    from visapp.config import load_params
+    from visapp.training.run import train_args
 
     params = yaml.safe_load((folder / "params.yaml").read_text())
     params["train"].update(epochs=1, imgsz=64, batch=8, workers=0, device="cpu")
@@ -262,16 +266,13 @@ def train_overhead(work: Path, folder: Path) -> dict[str, float]:
     export = work / "export"
     subprocess.run([str(Path(PY).parent / "visapp"), "export-yolo", str(export)], cwd=folder, check=True,
                    capture_output=True)  # fmt: skip
-    train = params["train"]
-    plain = [str(Path(PY).parent / "yolo"), "detect", "train", f"data={export / 'data.yaml'}",
-             f"model={params['model']['arch']}", f"epochs={train['epochs']}", f"imgsz={train['imgsz']}",
-             f"batch={train['batch']}", "workers=0", "device=cpu", f"optimizer={train['optimizer']}",
-             f"lr0={train['lr0']}", f"seed={train['seed']}", f"project={work / 'plain'}", "exist_ok=True",
-             "plots=False"]  # fmt: skip
+    args = train_args(load_params(folder / "params.yaml"), export / "data.yaml", work / "plain", "cpu")
+    plain = [str(Path(PY).parent / "yolo"), "detect", "train", f"model={params['model']['arch']}",
+             *(f"{key}={value}" for key, value in args.items())]  # fmt: skip
     env = {"YOLO_OFFLINE": "true", "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
            "VISAPP_CHECKPOINT_DIR": str(work / "ckpt")}  # fmt: skip
     stage, baseline = [], []
-    for repeat in range(2):
+    for repeat in range(repeats):
         shutil.rmtree(work / "ckpt", ignore_errors=True)
         for name in ["stage", "plain"] if repeat % 2 == 0 else ["plain", "stage"]:
             if name == "stage":

@@ -130,19 +130,29 @@ def outcome_key(
     data: DataConfig,
     listed: list[str],
     conflict: str | None,
-    image: bytes | None,
+    image_sha256: str | None,
     xml: bytes | None,
     measure: bool = False,
 ) -> str:
     """Everything a sample's outcome depends on, hashed: the validator's version, the data params, the paths,
     the ImageSets lists naming it, its id conflict, whether its image is measured for the quality checks, and
-    the content of its image and annotation."""
+    the content of its image (its SHA-256, hex) and annotation."""
     digest = hashlib.sha256()
-    head = [VALIDATOR_VERSION, asdict(data), asdict(files), listed, conflict, measure]
+    head = [VALIDATOR_VERSION, _params_json(data), asdict(files), listed, conflict, measure, image_sha256]
     digest.update(json.dumps(head, sort_keys=True, default=str).encode("utf-8", "surrogateescape"))
-    for blob in (image, xml):
-        digest.update(b"\0" if blob is None else hashlib.sha256(blob).digest())
+    digest.update(b"\0" if xml is None else hashlib.sha256(xml).digest())
     return digest.hexdigest()
+
+
+_params_seen: tuple[DataConfig, str] | None = None
+
+
+def _params_json(data: DataConfig) -> str:
+    """The data params as JSON: the same for every sample of a run, so made once per process, not per sample."""
+    global _params_seen
+    if _params_seen is None or _params_seen[0] is not data:
+        _params_seen = (data, json.dumps(asdict(data), sort_keys=True, default=str))
+    return _params_seen[1]
 
 
 class Reuse:
@@ -158,6 +168,7 @@ class Reuse:
         self.folder = Path(folder)
         self._db: Any = None
         self._pid = 0
+        self._keys: set[str] = set()
         self.hits = 0
 
     def _connect(self) -> Any:
@@ -168,13 +179,18 @@ class Reuse:
             self._db = sqlite3.connect(self.folder / self.FILE, timeout=60)
             self._db.execute("CREATE TABLE IF NOT EXISTS outcomes (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             self._pid = os.getpid()
+            # Every key, read once: most lookups of a run that checks new files miss, and a miss then costs no query.
+            self._keys = {row[0] for row in self._db.execute("SELECT key FROM outcomes")}
         return self._db
 
     def get(self, key: str) -> _Sample | None:
         import sqlite3
 
         try:
-            found = self._connect().execute("SELECT value FROM outcomes WHERE key = ?", (key,)).fetchone()
+            db = self._connect()
+            if key not in self._keys:
+                return None
+            found = db.execute("SELECT value FROM outcomes WHERE key = ?", (key,)).fetchone()
             return _Sample.from_json(found[0]) if found else None
         except (sqlite3.Error, ValueError, TypeError, KeyError):  # a damaged store is only a slower run
             return None
@@ -392,15 +408,16 @@ def _check_sample(
     `measure`: also measure the image for the quality checks (`_Sample.measurement`)."""
     xml = _read(raw_dir, files.annotation) if files.annotation else None
     image = _read(raw_dir, files.image) if files.image else None
+    image_sha256 = hashlib.sha256(image).hexdigest() if isinstance(image, bytes) else None
     key = None
     if reuse is not None and not isinstance(xml, OSError) and not isinstance(image, OSError):
         listed = [split for split in SPLITS if files.image and split in splits and _in(files.image, splits[split])]
-        key = outcome_key(files, data, listed, conflict, image, xml, measure)
+        key = outcome_key(files, data, listed, conflict, image_sha256, xml, measure)
         earlier = reuse.get(key)
         if earlier is not None:
             earlier.key, earlier.reused = key, True
             return earlier
-    out = _evaluate(raw_dir, files, data, splits, conflict, image, xml, measure)
+    out = _evaluate(raw_dir, files, data, splits, conflict, image, xml, measure, image_sha256)
     out.key = key
     return out
 
@@ -418,6 +435,7 @@ def _evaluate(
     image_bytes: bytes | OSError | None,
     xml_bytes: bytes | OSError | None,
     measure: bool = False,
+    image_sha256: str | None = None,
 ) -> _Sample:
     out = _Sample()
     _odd_names(files, out)
@@ -435,7 +453,7 @@ def _evaluate(
             "image_unreadable",
             lambda blob: inspect_image(blob, data.max_image_pixels, keep_pixels=measure),
         )
-        out.sha256 = hashlib.sha256(image_bytes).hexdigest() if info and isinstance(image_bytes, bytes) else None
+        out.sha256 = image_sha256 if info else None
         if info is not None and info.trailing_bytes:
             out.add(
                 files.image,

@@ -20,6 +20,7 @@ with an image extension, or any other file whose first bytes are JPEG/PNG/BMP/We
 from __future__ import annotations
 
 import codecs
+import functools
 import math
 import os
 import re
@@ -338,6 +339,7 @@ class ImageSet:
     ids: frozenset[str]
 
 
+@functools.lru_cache(maxsize=4096)  # validate asks for one sample's id several times in a row
 def listed_id(word: str) -> str:
     """An id as an ImageSets list writes it, in the form `sample_id` gives: Unicode NFC, without a leading
     image folder or an image extension (`JPEGImages/000001.jpg` -> `000001`; `img.v2` stays)."""
@@ -639,6 +641,7 @@ def discover_samples(raw_dir: Path, problems: Problems | None = None) -> list[Sa
     return sorted(samples, key=lambda s: (s.image or s.annotation or "", s.annotation or ""))
 
 
+@functools.lru_cache(maxsize=4096)  # validate asks for one sample's id several times in a row
 def sample_id(image_relpath: str) -> str:
     """The sample's id (its label file's name): the image path without extension and leading image folder.
 
