@@ -269,8 +269,9 @@ def train_overhead(work: Path, folder: Path, repeats: int = 2) -> dict[str, floa
     args = train_args(load_params(folder / "params.yaml"), export / "data.yaml", work / "plain", "cpu")
     plain = [str(Path(PY).parent / "yolo"), "detect", "train", f"model={params['model']['arch']}",
              *(f"{key}={value}" for key, value in args.items())]  # fmt: skip
+    # YOLO_CONFIG_DIR: plain `yolo` writes its settings file there, not in the home folder.
     env = {"YOLO_OFFLINE": "true", "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
-           "VISAPP_CHECKPOINT_DIR": str(work / "ckpt")}  # fmt: skip
+           "VISAPP_CHECKPOINT_DIR": str(work / "ckpt"), "YOLO_CONFIG_DIR": str(work / "yolo_config")}  # fmt: skip
     stage, baseline = [], []
     for repeat in range(repeats):
         shutil.rmtree(work / "ckpt", ignore_errors=True)
