@@ -433,9 +433,8 @@ def create_app(settings: ServiceSettings | None = None, open_access: bool = Fals
         """A job: state, progress (epoch n/N and its metrics), MLflow run, timings, error."""
         # The most polled route, so async: a plain function would cost two hops to the thread pool (the call and
         # the answer's validation), more than the read of a local record itself. An S3 read goes to a thread.
-        if store.local:
-            return Job(**jobs.public(own_job(job_id, owner)))
-        return Job(**jobs.public(await asyncio.to_thread(own_job, job_id, owner)))
+        record = own_job(job_id, owner) if store.local else await asyncio.to_thread(own_job, job_id, owner)
+        return Job(**jobs.public(record))
 
     @app.get("/jobs", response_model=JobPage)
     def list_jobs(
