@@ -59,6 +59,16 @@ def unreadable(exc: OSError, path: Path | str, what: str = "it") -> str:
     return f"{what} cannot be read ({exc.strerror or exc})"
 
 
+def is_plain_relpath(rel: str) -> bool:
+    """A relative POSIX path as a folder walk writes it (`a/b.jpg`: no leading `/`, no empty, `.` or `..`
+    part). For such a path string operations give what pathlib and os.path would, at a tenth of the cost:
+    the data stages handle paths once per file of a dataset."""
+    if not rel or rel[0] == "/" or rel[-1] == "/" or "//" in rel:
+        return False
+    parts = rel.split("/")
+    return "." not in parts and ".." not in parts
+
+
 def _writable_parent(path: Path) -> Path:
     parent = path.parent
     try:

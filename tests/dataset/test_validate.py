@@ -680,6 +680,34 @@ def test_revalidation_reuses_unchanged_samples_and_reports_as_a_full_run(tmp_pat
         assert db.execute("SELECT count(*) FROM outcomes").fetchone()[0] == 21  # this run's samples only
 
 
+def test_the_store_knows_settled_files_by_their_stat_and_never_trusts_a_changed_one(tmp_path):
+    import hashlib
+    import os
+    import sqlite3
+    import time
+
+    raw, reuse = tmp_path / "raw", tmp_path / "reuse"
+    _, xml = write_sample(raw, "a", objects=[Obj("circle", (10, 10, 20, 20))])
+    write_sample(raw, "b")
+    time.sleep(2.1)  # a file changed in the last 2 s may change again unseen: its digest is kept only once settled
+    validate_dataset(raw, DATA, reuse_dir=reuse)
+    with sqlite3.connect(reuse / "outcomes.sqlite") as db:
+        kept = dict(db.execute("SELECT path, sha256 FROM files"))
+    assert kept == {
+        path.relative_to(raw).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in raw.rglob("*")
+        if path.is_file()
+    }
+    # The same size and modification time, other bytes: the change time still tells, so a is checked again.
+    before = xml.stat()
+    xml.write_bytes(xml.read_bytes().replace(b"<xmax>20</xmax>", b"<xmax>90</xmax>"))
+    os.utime(xml, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert xml.stat().st_size == before.st_size
+    again = validate_dataset(raw, DATA, reuse_dir=reuse)
+    assert issues(again)[0]["code"] == "bbox_out_of_bounds"
+    assert outputs(again) == outputs(validate_dataset(raw, DATA))
+
+
 def test_changed_params_or_a_damaged_store_only_cost_time(tmp_path):
     raw, reuse = tmp_path / "raw", tmp_path / "reuse"
     write_sample(raw, "a", objects=[Obj("circle", (-1, 0, 20, 20))])

@@ -18,7 +18,7 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from visapp.config import DataConfig
@@ -31,7 +31,7 @@ from visapp.formats.yolo import (
     DataYaml,
     data_yaml_text,
     label_line,
-    label_path,
+    label_relpath,
     label_text,
     split_list_text,
     to_displayed_frame,
@@ -182,11 +182,15 @@ def convert(
     seen: dict[str, str] = {}
     # Split lists name images relative to out_dir (paths relative to data.yaml), without resolving symlinks,
     # so the lists are the same wherever the repository is checked out.
-    raw_abs, out_abs = raw_dir.absolute(), out_dir.absolute()
+    # The manifest's image paths are plain relative POSIX paths (as validate found them), so one relative path
+    # from out_dir to raw_dir serves every image; the label files are written by path string, a few syscalls
+    # each: this loop runs once per image.
+    image_prefix = Path(os.path.relpath(raw_dir.absolute(), out_dir.absolute())).as_posix()
+    image_prefix = "" if image_prefix == "." else f"{image_prefix}/"
     counter = Counter(progress, "convert", None, "samples")
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        made: set[Path] = set()
+        made: set[str] = set()
         for number, row in read_manifest(manifest_path):
             where = f"{manifest_path}:{number} ({row.image})"
             if row.id in seen:
@@ -194,18 +198,19 @@ def convert(
             seen[row.id] = row.image
             split = _row_split(row, seed, data, where)
             lines = _label_lines(row, class_ids, data, summary, where)
-            label = label_path(tmp, split, row.id)
-            if label.parent not in made:
-                label.parent.mkdir(parents=True, exist_ok=True)
-                made.add(label.parent)
-            label.write_text(label_text(lines), encoding="utf-8", newline="\n")
+            label = f"{tmp}/{label_relpath(split, row.id)}"
+            folder = label.rpartition("/")[0]
+            if folder not in made:
+                Path(folder).mkdir(parents=True, exist_ok=True)
+                made.add(folder)
+            with open(label, "wb") as handle:  # noqa: PTH123  by path string: see above
+                handle.write(label_text(lines).encode("utf-8"))
             counts = summary.splits[split]
             counts.images += 1
             counts.objects += len(lines)
             counts.background += int(not lines)
             summary.rotated_images += int(row.orientation != 1)
-            image_path = raw_abs.joinpath(*PurePosixPath(row.image).parts)
-            lists[split].append(Path(os.path.relpath(image_path, out_abs)).as_posix())
+            lists[split].append(image_prefix + row.image)
             counter.advance()
         used = [name for name in SPLITS if name != "test" or lists[name]]
         for name in used:

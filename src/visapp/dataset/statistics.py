@@ -65,8 +65,8 @@ from visapp.formats.images import displayed_size
 from visapp.formats.manifest import read_manifest
 from visapp.formats.metadata import METADATA_FILE
 from visapp.formats.report import QUALITY_CODES
-from visapp.formats.yolo import DATA_YAML, Box, label_path, parse_labels, read_data_yaml, read_split_list
-from visapp.fsio import atomic_path, dumps_json
+from visapp.formats.yolo import DATA_YAML, Box, label_relpath, parse_labels, read_data_yaml, read_split_list
+from visapp.fsio import atomic_path, dumps_json, is_plain_relpath
 from visapp.progress import Counter as ProgressCounter
 from visapp.progress import ProgressCallback
 
@@ -130,8 +130,14 @@ def split_images(yolo_dir: Path, raw_dir: Path, list_name: str) -> list[str]:
     # normpath, not resolve(): data/raw may hold symlinks into the DVC cache, which resolve() would follow.
     yolo_abs = Path(os.path.normpath(yolo_dir.absolute()))
     raw_abs = Path(os.path.normpath(raw_dir.absolute()))
+    # convert writes each entry as the path from yolo_dir to raw_dir, then the image's path inside it: such an
+    # entry is cut by string; any other is normalised.
+    prefix = Path(os.path.relpath(raw_abs, yolo_abs)).as_posix() + "/"
     images = []
     for entry in read_split_list(list_path):
+        if entry.startswith(prefix) and is_plain_relpath(entry[len(prefix) :]):
+            images.append(entry[len(prefix) :])
+            continue
         image_abs = Path(os.path.normpath(yolo_abs / entry))
         try:
             images.append(image_abs.relative_to(raw_abs).as_posix())
@@ -301,20 +307,21 @@ class _ExamplePicker:
 
 def _iter_split(
     records: dict[str, ImageRecord], yolo_dir: Path, raw_dir: Path, split: str, list_name: str
-) -> Iterator[tuple[ImageRecord, Path, bytes]]:
-    """(record, label path, label bytes) for each image of a split list, one at a time."""
+) -> Iterator[tuple[ImageRecord, str, bytes]]:
+    """(record, label path inside yolo_dir, label bytes) for each image of a split list, one at a time."""
     for image in split_images(yolo_dir, raw_dir, list_name):
         record = records.get(image)
         if record is None:
             raise VisError(
                 f"{yolo_dir / list_name} names {image}, which the manifest does not hold; rerun the convert stage"
             )
-        path = label_path(yolo_dir, split, record.id)
+        relpath = label_relpath(split, record.id)
         try:
-            data = path.read_bytes()
+            with open(f"{yolo_dir}/{relpath}", "rb") as handle:  # noqa: PTH123  once per image: no Path built
+                data = handle.read()
         except FileNotFoundError:
-            raise VisError(f"{path} is missing for {image}; rerun the convert stage") from None
-        yield record, path, data
+            raise VisError(f"{yolo_dir / relpath} is missing for {image}; rerun the convert stage") from None
+        yield record, relpath, data
 
 
 def build_metadata(
@@ -365,13 +372,13 @@ def build_metadata(
     # One step per image, then one per figure: the task is done when the figures are.
     counter = ProgressCounter(progress, "metadata", len(records) + len(figures.FIGURE_FILES), "steps")
     for split_index, split in enumerate(splits):
-        for record, path, data in _iter_split(records, yolo_dir, raw_dir, split, declared.splits[split]):
-            boxes = parse_labels(data, path, n_classes)
+        for record, label, data in _iter_split(records, yolo_dir, raw_dir, split, declared.splits[split]):
+            boxes = parse_labels(data, f"{yolo_dir}/{label}", n_classes)
             per_split[split].add(record, boxes)
             overall.add(record, boxes)
             box_data.add(boxes, record.width, record.height)
             files.append((record.image, record.sha256))
-            files.append((path.relative_to(yolo_dir).as_posix(), hashlib.sha256(data).hexdigest()))
+            files.append((label, hashlib.sha256(data).hexdigest()))
             if boxes and not figures.drawable(record.format, record.width, record.height):
                 too_large.append(record)
             elif boxes:

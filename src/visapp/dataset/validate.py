@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -97,6 +98,7 @@ class _Sample:
     measurement: ImageMeasurement | None = None  # set when the image decodes and quality checks are on
     key: str | None = None  # the outcome's key in the reuse store (when one is used)
     reused: bool = False  # the outcome came from the reuse store
+    digests: list[FileDigest] = field(default_factory=list)  # its files' digests, kept for the next run
 
     def add(self, path: str, code: str, message: str, severity: str | None = None) -> None:
         self.issues.append(Issue.of(path, code, message, severity))
@@ -131,17 +133,26 @@ def outcome_key(
     listed: list[str],
     conflict: str | None,
     image_sha256: str | None,
-    xml: bytes | None,
+    xml_sha256: str | None,
     measure: bool = False,
 ) -> str:
     """Everything a sample's outcome depends on, hashed: the validator's version, the data params, the paths,
     the ImageSets lists naming it, its id conflict, whether its image is measured for the quality checks, and
-    the content of its image (its SHA-256, hex) and annotation."""
+    the content of its image and annotation (their SHA-256, hex)."""
     digest = hashlib.sha256()
-    head = [VALIDATOR_VERSION, _params_json(data), asdict(files), listed, conflict, measure, image_sha256]
-    digest.update(json.dumps(head, sort_keys=True, default=str).encode("utf-8", "surrogateescape"))
-    digest.update(b"\0" if xml is None else hashlib.sha256(xml).digest())
+    head = [VALIDATOR_VERSION, _params_json(data), _files_json(files), listed, conflict, measure, image_sha256]
+    digest.update(json.dumps(head).encode("utf-8", "surrogateescape"))
+    digest.update(b"\0" if xml_sha256 is None else bytes.fromhex(xml_sha256))
     return digest.hexdigest()
+
+
+def _files_json(files: SampleFiles) -> str:
+    return json.dumps([files.image, files.annotation, files.rivals, files.hint])
+
+
+def _listed(files: SampleFiles, splits: dict[str, ImageSet]) -> list[str]:
+    """The ImageSets lists that name the sample's image."""
+    return [split for split in SPLITS if files.image and split in splits and _in(files.image, splits[split])]
 
 
 _params_seen: tuple[DataConfig, str] | None = None
@@ -155,11 +166,29 @@ def _params_json(data: DataConfig) -> str:
     return _params_seen[1]
 
 
+FileDigest = tuple[str, str, str]  # (path in the dataset, its stat signature, its SHA-256 hex)
+# A file changed this recently may change again within its timestamps' granularity without them showing it.
+_SETTLED_NS = 2_000_000_000
+
+
+def _signature(stat: os.stat_result) -> str | None:
+    """What tells a file unchanged since its digest was taken, as git's and DVC's caches do: device, inode,
+    size, modification and change times (a change time cannot be set back). None for a file changed in the
+    last 2 s, whose digest is not kept: a second change within the timestamps' granularity would not show."""
+    if time.time_ns() - max(stat.st_mtime_ns, stat.st_ctime_ns) < _SETTLED_NS:
+        return None
+    return f"{stat.st_dev}:{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}"
+
+
 class Reuse:
     """Outcomes of earlier runs by `outcome_key`, in `folder/outcomes.sqlite`: safe to delete at any time.
 
-    Each process opens its own connection (pool workers read, the main process writes once a run is done).
-    After a run the store keeps only that run's outcomes, so it does not grow with every dataset version.
+    The store also keeps each file's SHA-256 with its stat signature (`_signature`), so that the main process
+    finds an unchanged sample's outcome without reading its files (`lookup`), before the pool starts. The pool
+    reads the other samples' files and looks their outcome up by content (`get`): a file whose stat changed but
+    whose bytes did not (a fresh `dvc checkout` relinks every file) is read and hashed, not checked again.
+    Each process opens its own connection; the main process writes once a run is done. After a run the store
+    keeps only that run's outcomes and files, so it does not grow with every dataset version.
     """
 
     FILE = "outcomes.sqlite"
@@ -169,7 +198,8 @@ class Reuse:
         self._db: Any = None
         self._pid = 0
         self._keys: set[str] = set()
-        self.hits = 0
+        self._digests: dict[str, tuple[str, str]] | None = None  # path -> (stat signature, SHA-256)
+        self._outcomes: dict[str, str] | None = None  # key -> outcome (JSON), for `lookup`
 
     def _connect(self) -> Any:
         import sqlite3
@@ -178,12 +208,16 @@ class Reuse:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.folder / self.FILE, timeout=60)
             self._db.execute("CREATE TABLE IF NOT EXISTS outcomes (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, stat TEXT NOT NULL, sha256 TEXT NOT NULL)"
+            )
             self._pid = os.getpid()
             # Every key, read once: most lookups of a run that checks new files miss, and a miss then costs no query.
             self._keys = {row[0] for row in self._db.execute("SELECT key FROM outcomes")}
         return self._db
 
     def get(self, key: str) -> _Sample | None:
+        """The stored outcome of a key, None when there is none."""
         import sqlite3
 
         try:
@@ -195,8 +229,61 @@ class Reuse:
         except (sqlite3.Error, ValueError, TypeError, KeyError):  # a damaged store is only a slower run
             return None
 
-    def keep(self, outcomes: dict[str, str], used: set[str]) -> None:
-        """Store this run's new outcomes and forget those of keys this run did not use."""
+    def _digest(self, raw_dir: Path, rel: str) -> str | None:
+        """The file's SHA-256 as kept, when its stat signature is unchanged."""
+        if self._digests is None:
+            db = self._connect()
+            self._digests = {path: (stat, sha) for path, stat, sha in db.execute("SELECT * FROM files")}
+            # Read at once: `lookup` asks for most of them, one query each would cost more.
+            self._outcomes = dict(db.execute("SELECT key, value FROM outcomes"))
+        kept = self._digests.get(rel)
+        if kept is None:
+            return None
+        try:
+            signature = _signature(os.stat(f"{raw_dir}/{rel}"))  # noqa: PTH116  per file: no Path built
+        except OSError:
+            return None
+        return kept[1] if signature == kept[0] else None
+
+    def lookup(
+        self,
+        raw_dir: Path,
+        files: SampleFiles,
+        data: DataConfig,
+        splits: dict[str, ImageSet],
+        conflict: str | None,
+        measure: bool,
+    ) -> _Sample | None:
+        """The earlier outcome of a sample whose files are unchanged (by their stat signatures) and whose key
+        is stored; None: it is checked."""
+        import sqlite3
+
+        try:
+            image_sha256 = self._digest(raw_dir, files.image) if files.image else None
+            xml_sha256 = self._digest(raw_dir, files.annotation) if files.annotation else None
+        except sqlite3.Error:  # a damaged store is only a slower run
+            return None
+        if (files.image and image_sha256 is None) or (files.annotation and xml_sha256 is None):
+            return None
+        key = outcome_key(files, data, _listed(files, splits), conflict, image_sha256, xml_sha256, measure)
+        assert self._digests is not None and self._outcomes is not None
+        if key not in self._outcomes:
+            return None
+        try:
+            earlier = _Sample.from_json(self._outcomes[key])
+        except (ValueError, TypeError, KeyError):  # a damaged outcome: the sample is checked again
+            return None
+        earlier.key, earlier.reused = key, True
+        earlier.digests = [
+            (rel, self._digests[rel][0], sha)
+            for rel, sha in ((files.image, image_sha256), (files.annotation, xml_sha256))
+            if rel and sha
+        ]
+        return earlier
+
+    def keep(self, outcomes: dict[str, str], used: set[str], digests: list[FileDigest]) -> None:
+        """Store this run's new outcomes and files' digests; forget outcomes of keys this run did not use and
+        files it did not read."""
         import sqlite3
 
         try:
@@ -207,6 +294,8 @@ class Reuse:
                 db.execute("DELETE FROM used")
                 db.executemany("INSERT OR IGNORE INTO used VALUES (?)", [(k,) for k in used])
                 db.execute("DELETE FROM outcomes WHERE key NOT IN (SELECT key FROM used)")
+                db.execute("DELETE FROM files")
+                db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?)", digests)
         except sqlite3.Error as exc:
             log.warning(
                 "could not keep validation outcomes for reuse in %s (%s); the next run checks everything",
@@ -215,11 +304,14 @@ class Reuse:
             )
 
 
-def _read(raw_dir: Path, rel: str) -> bytes | OSError:
+def _read(raw_dir: Path, rel: str) -> tuple[bytes | OSError, str | None]:
+    """A file's bytes (or why it cannot be read) and its stat signature, taken before it is read."""
     try:
-        return (raw_dir / rel).read_bytes()
+        with open(f"{raw_dir}/{rel}", "rb") as handle:  # noqa: PTH123  per file: no Path built
+            signature = _signature(os.fstat(handle.fileno()))
+            return handle.read(), signature
     except OSError as exc:
-        return exc
+        return exc, None
 
 
 def _load(
@@ -406,19 +498,27 @@ def _check_sample(
 ) -> _Sample:
     """One sample's outcome: from `reuse` when an earlier run checked the same bytes under the same rules.
     `measure`: also measure the image for the quality checks (`_Sample.measurement`)."""
-    xml = _read(raw_dir, files.annotation) if files.annotation else None
-    image = _read(raw_dir, files.image) if files.image else None
+    xml, xml_signature = _read(raw_dir, files.annotation) if files.annotation else (None, None)
+    image, image_signature = _read(raw_dir, files.image) if files.image else (None, None)
     image_sha256 = hashlib.sha256(image).hexdigest() if isinstance(image, bytes) else None
-    key = None
+    key, digests = None, []
     if reuse is not None and not isinstance(xml, OSError) and not isinstance(image, OSError):
-        listed = [split for split in SPLITS if files.image and split in splits and _in(files.image, splits[split])]
-        key = outcome_key(files, data, listed, conflict, image_sha256, xml, measure)
+        xml_sha256 = hashlib.sha256(xml).hexdigest() if xml is not None else None
+        key = outcome_key(files, data, _listed(files, splits), conflict, image_sha256, xml_sha256, measure)
+        digests = [
+            (rel, signature, sha)
+            for rel, signature, sha in (
+                (files.image, image_signature, image_sha256),
+                (files.annotation, xml_signature, xml_sha256),
+            )
+            if rel and signature and sha
+        ]
         earlier = reuse.get(key)
         if earlier is not None:
-            earlier.key, earlier.reused = key, True
+            earlier.key, earlier.reused, earlier.digests = key, True, digests
             return earlier
     out = _evaluate(raw_dir, files, data, splits, conflict, image, xml, measure, image_sha256)
-    out.key = key
+    out.key, out.digests = key, digests
     return out
 
 
@@ -601,18 +701,37 @@ def _check_all(
     data: DataConfig,
     splits: dict[str, ImageSet],
     conflicts: dict[str, str],
-    reuse_dir: Path | None,
+    reuse: Reuse | None,
     measure: bool = False,
 ) -> Iterator[_Sample]:
-    """Each sample's outcome, in the order of `samples`, from a process pool over the cores when it pays.
+    """Each sample's outcome, in the order of `samples`: from `reuse` when its files are unchanged, else
+    checked, in a process pool over the cores when it pays.
 
     Samples are independent (each reads only its own files), and `map` keeps their order, so the outputs are
     the same as checking them one by one here. The workers start as `visapp.dataset.pool` says.
     """
     tasks = [(files, conflicts.get(files.image or "")) for files in samples]
-    workers = worker_count(len(samples))
+    earlier: dict[int, _Sample] = {}
+    if reuse is not None:
+        for index, (files, conflict) in enumerate(tasks):
+            found = reuse.lookup(raw_dir, files, data, splits, conflict, measure)
+            if found is not None:
+                earlier[index] = found
+    checked = _check_tasks(raw_dir, [t for i, t in enumerate(tasks) if i not in earlier], data, splits, reuse, measure)
+    for index in range(len(tasks)):
+        yield earlier[index] if index in earlier else next(checked)
+
+
+def _check_tasks(
+    raw_dir: Path,
+    tasks: list[tuple[SampleFiles, str | None]],
+    data: DataConfig,
+    splits: dict[str, ImageSet],
+    reuse: Reuse | None,
+    measure: bool,
+) -> Iterator[_Sample]:
+    workers = worker_count(len(tasks))
     if workers == 1:
-        reuse = Reuse(reuse_dir) if reuse_dir else None
         for files, conflict in tasks:
             yield _check_sample(raw_dir, files, data, splits, conflict, reuse, measure)
         return
@@ -623,7 +742,7 @@ def _check_all(
         workers,
         mp_context=pool.context(pool.can_fork()),
         initializer=_start_worker,
-        initargs=(raw_dir, data, splits, reuse_dir, measure),
+        initargs=(raw_dir, data, splits, reuse.folder if reuse else None, measure),
     ) as executor:
         yield from executor.map(_check_in_worker, tasks, chunksize=chunk)
 
@@ -687,11 +806,14 @@ def validate_dataset(
     used: set[str] = set()
     measure = quality is not None and quality.measures
     measurements: dict[str, ImageMeasurement] = {}  # image -> its measurement, for the quality checks
-    outcomes = _check_all(raw_dir, samples, data, splits, conflicts, reuse_dir, measure)
+    digests: list[FileDigest] = []  # every file read or known unchanged, for the next run
+    reuse = Reuse(reuse_dir) if reuse_dir is not None else None
+    outcomes = _check_all(raw_dir, samples, data, splits, conflicts, reuse, measure)
     for files, out in zip(samples, outcomes, strict=True):
         key = files.image or files.annotation or ""
         if out.key is not None:
             used.add(out.key)
+            digests += out.digests
             if not out.reused:
                 fresh[out.key] = out.to_json()
         if out.sha256 is not None:
@@ -721,8 +843,8 @@ def validate_dataset(
                 if image in rows:
                     rows[image].split = listed[0]
 
-    if reuse_dir is not None:
-        Reuse(reuse_dir).keep(fresh, used)
+    if reuse is not None:
+        reuse.keep(fresh, used, digests)
         log.info(
             "validate: %d of %d samples unchanged since the last run (outcomes reused)",
             len(used) - len(fresh),

@@ -20,7 +20,6 @@ with an image extension, or any other file whose first bytes are JPEG/PNG/BMP/We
 from __future__ import annotations
 
 import codecs
-import functools
 import math
 import os
 import re
@@ -32,7 +31,7 @@ from pathlib import Path, PurePosixPath
 from visapp.errors import DataError
 from visapp.formats import SPLITS
 from visapp.formats.images import has_image_suffix, sniff_format
-from visapp.fsio import unreadable
+from visapp.fsio import is_plain_relpath, unreadable
 
 # Annotation folders, in order of preference; the last ones count only when they hold XML (`labels/` may hold
 # YOLO text files).
@@ -90,23 +89,28 @@ _DECLARED_ENCODING = re.compile(rb"""\A\s*<\?xml[^>]*?\bencoding\s*=\s*["']([^"'
 _EXPAT_ENCODINGS = frozenset({"utf-8", "utf-16", "utf-16-le", "utf-16-be", "iso8859-1", "ascii"})
 
 
-def _tag(element: object) -> str:
-    """An element's tag in lower case, without a namespace: VOC tags are matched without regard to case."""
-    tag = getattr(element, "tag", None)
-    return tag.rsplit("}", 1)[-1].lower() if isinstance(tag, str) else ""
+class _Element:
+    """One parsed element: its tag in lower case without a namespace (VOC tags are matched without regard to
+    case: some tools write `<Xmin>`), its text before the first child, and its child elements."""
+
+    __slots__ = ("children", "parts", "raw_tag", "tag")
+
+    def __init__(self, raw_tag: str) -> None:
+        self.raw_tag = raw_tag
+        self.tag = raw_tag.rpartition("}")[2].lower()
+        self.parts: list[str] = []
+        self.children: list[_Element] = []
 
 
-def _text(element: object | None) -> str:
-    text = getattr(element, "text", None)
-    return text.strip() if text else ""
+def _text(element: _Element | None) -> str:
+    return "".join(element.parts).strip() if element is not None and element.parts else ""
 
 
-def _children(parent: object | None) -> dict[str, object]:
-    """Direct children by lower-cased tag, the first of each name (some tools write `<Xmin>`)."""
-    found: dict[str, object] = {}
-    for child in parent if parent is not None else ():  # type: ignore[attr-defined]
-        if _tag(child):
-            found.setdefault(_tag(child), child)
+def _children(parent: _Element | None) -> dict[str, _Element]:
+    """Direct children by tag, the first of each name."""
+    found: dict[str, _Element] = {}
+    for child in parent.children if parent is not None else ():
+        found.setdefault(child.tag, child)
     return found
 
 
@@ -133,7 +137,7 @@ def _flag(text: str) -> bool:
     return text.lower() in ("true", "yes")
 
 
-def _object(element: object) -> VocObject:
+def _object(element: _Element) -> VocObject:
     children = _children(element)
     box: dict[str, float | str] = {}
     coordinates = _children(children.get("bndbox"))
@@ -211,7 +215,7 @@ def _decoded(data: bytes) -> bytes | str:
 
 
 def parse_annotation(data: bytes) -> Annotation:
-    """Parse one VOC XML document with defusedxml.
+    """Parse one VOC XML document, refusing what defusedxml refuses.
 
     Tags are matched without regard to case or namespace (`<Object>`, `<ANNOTATION>`). The document may be in
     any encoding its declaration names (GBK, Shift_JIS, Windows-1252, ...); without a declaration it must be
@@ -224,29 +228,80 @@ def parse_annotation(data: bytes) -> Annotation:
             `xml_malformed` for XML that is not well-formed, not in its declared encoding, or whose root is
             not `<annotation>`.
     """
-    from xml.etree.ElementTree import ParseError
+    from xml.parsers.expat import ExpatError
 
     from defusedxml import DefusedXmlException
-    from defusedxml.ElementTree import fromstring
 
     document = _decoded(data)
     try:
-        root = fromstring(document, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+        root = _element_tree(document)
     except DefusedXmlException:
         raise AnnotationError("xml_unsafe", _unsafe_reason(data)) from None
-    except ParseError as exc:
+    except ExpatError as exc:
         raise AnnotationError("xml_malformed", f"not well-formed XML ({exc})") from None
     except Exception as exc:  # expat's own refusals, e.g. an encoding it cannot read
         raise AnnotationError("xml_malformed", f"cannot be parsed ({type(exc).__name__}: {exc})") from None
-    if _tag(root) != "annotation":
-        raise AnnotationError("xml_malformed", f"root element is <{root.tag}>, not <annotation>: not a VOC annotation")
-    size = _children(_children(root).get("size"))
+    if root.tag != "annotation":
+        shown = f"{{{root.raw_tag}" if "}" in root.raw_tag else root.raw_tag
+        raise AnnotationError("xml_malformed", f"root element is <{shown}>, not <annotation>: not a VOC annotation")
+    children = _children(root)
+    size = _children(children.get("size"))
     return Annotation(
-        filename=_text(_children(root).get("filename")) or None,
+        filename=_text(children.get("filename")) or None,
         width=_dimension(_text(size.get("width"))),
         height=_dimension(_text(size.get("height"))),
-        objects=[_object(child) for child in root if _tag(child) == "object"],
+        objects=[_object(child) for child in root.children if child.tag == "object"],
     )
+
+
+def _element_tree(document: bytes | str) -> _Element:
+    """The document's elements, read by expat with defusedxml's refusals: no DTD, no entity declaration, no
+    external reference (each raises a `DefusedXmlException`).
+
+    defusedxml's own ElementTree parser drives expat through ElementTree's pure-Python parser, which spent
+    most of an annotation's parse time in Python callbacks; these handlers keep only what a VOC annotation
+    needs. Expat is the same parser (namespaces split at `}` as ElementTree does), so what it rejects, and
+    its messages, are the same.
+    """
+    from xml.parsers import expat
+
+    from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
+
+    root = _Element("")  # holds the document element
+    stack = [root]
+
+    def start(name: str, _attributes: object) -> None:
+        element = _Element(name)
+        stack[-1].children.append(element)
+        stack.append(element)
+
+    def end(_name: str) -> None:
+        stack.pop()
+
+    def text(data: str) -> None:
+        if not stack[-1].children:  # an element's text is what comes before its first child
+            stack[-1].parts.append(data)
+
+    def doctype(name: str, sysid: str | None, pubid: str | None, _internal: bool) -> None:
+        raise DTDForbidden(name, sysid, pubid)
+
+    def entity(name: str, *args: object) -> None:
+        raise EntitiesForbidden(name, None, None, None, None, None)
+
+    def external(_context: str, base: str | None, sysid: str | None, pubid: str | None) -> None:
+        raise ExternalReferenceForbidden(_context, base, sysid, pubid)
+
+    parser = expat.ParserCreate(None, "}")
+    parser.buffer_text = True
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = text
+    parser.StartDoctypeDeclHandler = doctype
+    parser.EntityDeclHandler = entity
+    parser.UnparsedEntityDeclHandler = entity
+    parser.ExternalEntityRefHandler = external
+    parser.Parse(document, True)
+    return root.children[0]
 
 
 def base_name(filename: str) -> str:
@@ -339,7 +394,6 @@ class ImageSet:
     ids: frozenset[str]
 
 
-@functools.lru_cache(maxsize=4096)  # validate asks for one sample's id several times in a row
 def listed_id(word: str) -> str:
     """An id as an ImageSets list writes it, in the form `sample_id` gives: Unicode NFC, without a leading
     image folder or an image extension (`JPEGImages/000001.jpg` -> `000001`; `img.v2` stays)."""
@@ -454,9 +508,22 @@ def _is_image(raw_dir: Path, rel: str, problems: Problems) -> bool:
         return False
 
 
+def _name(rel: str) -> str:
+    """The last part of a path."""
+    return rel.rpartition("/")[2] if is_plain_relpath(rel) else PurePosixPath(rel).name
+
+
+def _folder(rel: str) -> str:
+    """The folder of a path (`.` at the top)."""
+    return (rel.rpartition("/")[0] or ".") if is_plain_relpath(rel) else str(PurePosixPath(rel).parent)
+
+
 def _strip_suffix(rel: str) -> str:
-    path = PurePosixPath(rel)
-    return str(path.with_name(path.stem)) if path.suffix else rel
+    """The path without its extension, as PurePosixPath's `suffix` defines it (`.bashrc` and `a.` have none)."""
+    path = rel if is_plain_relpath(rel) else str(PurePosixPath(rel))
+    folder, slash, name = path.rpartition("/")
+    dot = name.rfind(".")
+    return folder + slash + name[:dot] if 0 < dot < len(name) - 1 else rel
 
 
 def fold(name: str) -> str:
@@ -470,7 +537,7 @@ _COPY_MARK = re.compile(r"(?:\s*\(\d+\)|[\s_-]*(?:-\s*)?copy(?:\s*\d+)?)$", re.I
 def _loose(rel: str) -> str:
     """A name reduced to what a person would call "the same name": stem only, letters and digits, without a
     copy mark (`IMG_0001 (1).JPG`, `img-0001 - Copy.jpeg` -> `img0001`)."""
-    stem = _COPY_MARK.sub("", PurePosixPath(_strip_suffix(rel)).name)
+    stem = _COPY_MARK.sub("", _name(_strip_suffix(rel)))
     return "".join(ch for ch in unicodedata.normalize("NFKC", stem).casefold() if ch.isalnum())
 
 
@@ -497,7 +564,7 @@ class _Layout:
 
     def image_folders(self, xml: str) -> list[str]:
         """The folders the image of an annotation would be in."""
-        folder = str(PurePosixPath(xml).parent)
+        folder = _folder(xml)
         if self.annotations is None:
             return [folder]
         inside = folder[len(self.annotations) + 1 :]
@@ -505,7 +572,7 @@ class _Layout:
 
     def annotation_folder(self, image: str) -> str:
         """The folder the annotation of an image would be in."""
-        folder = str(PurePosixPath(image).parent)
+        folder = _folder(image)
         if self.annotations is None:
             return folder
         top = image.split("/", 1)[0] if "/" in image else None
@@ -570,7 +637,7 @@ def discover_samples(raw_dir: Path, problems: Problems | None = None) -> list[Sa
             candidates = [c for c in by_key.get(spelling(key), []) if c not in used]
             if len(candidates) > 1:  # a.jpg and a.png beside a.xml: <filename> decides
                 wanted = named(xml)
-                candidates.sort(key=lambda c: not wanted or fold(PurePosixPath(c).name) != fold(wanted))
+                candidates.sort(key=lambda c: not wanted or fold(_name(c)) != fold(wanted))
             if candidates:
                 pairs[xml] = candidates[0]
                 used[candidates[0]] = xml
@@ -588,14 +655,14 @@ def discover_samples(raw_dir: Path, problems: Problems | None = None) -> list[Sa
     free_by_name: dict[str, list[str]] = defaultdict(list)
     for rel in image_keys:
         if rel not in used:
-            free_by_name[fold(PurePosixPath(rel).name)].append(rel)
-    paired_by_name = {fold(PurePosixPath(rel).name): rel for rel in sorted(used, reverse=True)}
+            free_by_name[fold(_name(rel))].append(rel)
+    paired_by_name = {fold(_name(rel)): rel for rel in sorted(used, reverse=True)}
     leftovers = [xml for xml in xml_keys if xml not in pairs and xml not in rival_xmls]
     for xml in leftovers:
         wanted = named(xml) if image_keys else None
         candidates = [c for c in free_by_name.get(fold(wanted), []) if c not in used] if wanted else []
         if layout.annotations is None:
-            candidates = [c for c in candidates if PurePosixPath(c).parent == PurePosixPath(xml).parent]
+            candidates = [c for c in candidates if _folder(c) == _folder(xml)]
         if candidates:
             pairs[xml] = candidates[0]
             used[candidates[0]] = xml
@@ -610,7 +677,7 @@ def discover_samples(raw_dir: Path, problems: Problems | None = None) -> list[Sa
     by_loose: dict[str, list[str]] = defaultdict(list)
     for rel in sorted(lone_images):
         by_loose[_loose(rel)].append(rel)
-        by_loose[fold(PurePosixPath(rel).name)].append(rel)
+        by_loose[fold(_name(rel))].append(rel)
     for xml in leftovers:
         if pairs.get(xml, "") is not None:
             continue
@@ -641,14 +708,14 @@ def discover_samples(raw_dir: Path, problems: Problems | None = None) -> list[Sa
     return sorted(samples, key=lambda s: (s.image or s.annotation or "", s.annotation or ""))
 
 
-@functools.lru_cache(maxsize=4096)  # validate asks for one sample's id several times in a row
 def sample_id(image_relpath: str) -> str:
     """The sample's id (its label file's name): the image path without extension and leading image folder.
 
     "JPEGImages/000001.jpg" -> "000001", "images/a/b.png" -> "a/b", "sub/a.png" -> "sub/a".
     """
-    parts = PurePosixPath(image_relpath).parts
-    if len(parts) > 1 and parts[0].lower() in IMAGE_DIRS:
-        parts = parts[1:]
-    path = PurePosixPath(*parts)
-    return str(path.with_suffix("")) if path.suffix else str(path)
+    if not is_plain_relpath(image_relpath):
+        image_relpath = str(PurePosixPath(image_relpath))
+    head, slash, rest = image_relpath.partition("/")
+    if slash and rest and head.lower() in IMAGE_DIRS:
+        image_relpath = rest
+    return _strip_suffix(image_relpath)

@@ -103,7 +103,7 @@ def label_text(lines: list[str]) -> str:
     return "".join(f"{line}\n" for line in lines)
 
 
-def parse_labels(data: bytes, path: Path, n_classes: int) -> list[Box]:
+def parse_labels(data: bytes, path: Path | str, n_classes: int) -> list[Box]:
     """Parse one label file; a line that is not `class cx cy w h` or names no class is a `VisError`."""
     boxes = []
     for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
@@ -125,8 +125,13 @@ def parse_labels(data: bytes, path: Path, n_classes: int) -> list[Box]:
     return boxes
 
 
+def label_relpath(split: str, sample_id: str) -> str:
+    """A label file's path inside the YOLO folder (POSIX)."""
+    return f"{LABELS_DIR}/{split}/{sample_id}.txt"
+
+
 def label_path(yolo_dir: Path, split: str, sample_id: str) -> Path:
-    return yolo_dir / LABELS_DIR / split / f"{sample_id}.txt"
+    return yolo_dir / label_relpath(split, sample_id)
 
 
 # ---------------------------------------------------------------- split lists
