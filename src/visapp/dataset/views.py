@@ -36,23 +36,19 @@ from visapp.fsio import atomic_path
 VIEW_MARKER = ".visapp-view"
 
 
-def view_suffix(image: Path) -> str:
-    """The suffix the view gives an image: its own when Ultralytics accepts it, else its true format's."""
+def _inspect(image: Path) -> tuple[str, bool]:
+    """The suffix the view gives an image (its own when Ultralytics accepts it, else its true format's), and
+    whether Ultralytics would rewrite it in place (a JPEG with bytes after its end marker): then the view holds
+    a copy, and the rewrite lands in the copy, never in data/raw or the DVC cache behind it. One open: this
+    runs for every image of every training."""
     with image.open("rb") as handle:
-        fmt = sniff_format(handle.read(16))
-    if fmt is None:
-        raise VisError(f"{image}: not a JPEG, PNG, BMP or WebP image; rerun the validate stage")
-    return trainable_suffix(image.name, fmt)
-
-
-def _rewritten_by_ultralytics(image: Path) -> bool:
-    """Whether Ultralytics would rewrite this image in place (a JPEG with bytes after its end marker): then the
-    view holds a copy, and the rewrite lands in the copy, never in data/raw or the DVC cache behind it."""
-    with image.open("rb") as handle:
-        head = handle.read(3)
+        head = handle.read(16)
         handle.seek(max(handle.seek(0, 2) - 2, 0))
         tail = handle.read(2)
-    return jpeg_is_rewritten_by_ultralytics(head + tail)
+    fmt = sniff_format(head)
+    if fmt is None:
+        raise VisError(f"{image}: not a JPEG, PNG, BMP or WebP image; rerun the validate stage")
+    return trainable_suffix(image.name, fmt), jpeg_is_rewritten_by_ultralytics(head[:3] + tail)
 
 
 def _split_entries(yolo_dir: Path, raw_dir: Path, list_name: str) -> list[tuple[str, Path]]:
@@ -86,21 +82,24 @@ def _populate(yolo_dir: Path, raw_dir: Path, root: Path, declared: DataYaml, mod
         made: set[Path] = set()
         for ident, image in _split_entries(yolo_dir, raw_dir, list_name):
             label = label_path(yolo_dir, split, ident)
-            if not label.is_file():
-                raise VisError(f"{label} not found for {image}: rerun the convert stage")
-            image_dest = root / IMAGES_DIR / split / f"{ident}{view_suffix(image)}"
+            suffix, rewritten = _inspect(image)
+            image_dest = root / IMAGES_DIR / split / f"{ident}{suffix}"
             label_dest = label_path(root, split, ident)
             for folder in (image_dest.parent, label_dest.parent):
                 if folder not in made:
                     folder.mkdir(parents=True, exist_ok=True)
                     made.add(folder)
-            if mode == "link" and not _rewritten_by_ultralytics(image):
-                # Absolute targets: the view works from any working directory. Labels are copied, not
-                # linked, so Ultralytics' cache beside them never lands in data/yolo.
-                image_dest.symlink_to(image.resolve())
+            if mode == "link" and not rewritten:
+                # Absolute targets: the view works from any working directory (`image` is absolute, and a
+                # symlink in data/raw, into the DVC cache say, is followed when the image is read). Labels are
+                # copied, not linked, so Ultralytics' cache beside them never lands in data/yolo.
+                image_dest.symlink_to(image)
             else:
                 shutil.copyfile(image, image_dest)
-            shutil.copyfile(label, label_dest)
+            try:
+                shutil.copyfile(label, label_dest)
+            except FileNotFoundError:
+                raise VisError(f"{label} not found for {image}: rerun the convert stage") from None
         # An empty split still gets its folders: Ultralytics reports "no images" rather than "not found".
         (root / IMAGES_DIR / split).mkdir(parents=True, exist_ok=True)
         (root / LABELS_DIR / split).mkdir(parents=True, exist_ok=True)
