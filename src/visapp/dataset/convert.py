@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from visapp.formats.yolo import (
     label_line,
     label_relpath,
     label_text,
+    split_entry_prefix,
     split_list_text,
     to_displayed_frame,
     voc_box_to_yolo,
@@ -180,13 +180,10 @@ def convert(
     summary = ConversionSummary(out_dir=out_dir.as_posix(), classes=list(data.classes))
     lists: dict[str, list[str]] = {name: [] for name in SPLITS}
     seen: dict[str, str] = {}
-    # Split lists name images relative to out_dir (paths relative to data.yaml), without resolving symlinks,
-    # so the lists are the same wherever the repository is checked out.
-    # The manifest's image paths are plain relative POSIX paths (as validate found them), so one relative path
-    # from out_dir to raw_dir serves every image; the label files are written by path string, a few syscalls
-    # each: this loop runs once per image.
-    image_prefix = Path(os.path.relpath(raw_dir.absolute(), out_dir.absolute())).as_posix()
-    image_prefix = "" if image_prefix == "." else f"{image_prefix}/"
+    # Split lists name images relative to out_dir (paths relative to data.yaml). The manifest's image paths are
+    # plain relative POSIX paths (as validate found them), so one prefix serves every image; the label files
+    # are written by path string, a few syscalls each: this loop runs once per image.
+    image_prefix = split_entry_prefix(out_dir, raw_dir)
     counter = Counter(progress, "convert", None, "samples")
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()

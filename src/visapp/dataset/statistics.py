@@ -65,7 +65,15 @@ from visapp.formats.images import displayed_size
 from visapp.formats.manifest import read_manifest
 from visapp.formats.metadata import METADATA_FILE
 from visapp.formats.report import QUALITY_CODES
-from visapp.formats.yolo import DATA_YAML, Box, label_relpath, parse_labels, read_data_yaml, read_split_list
+from visapp.formats.yolo import (
+    DATA_YAML,
+    Box,
+    label_relpath,
+    parse_labels,
+    read_data_yaml,
+    read_split_list,
+    split_entry_prefix,
+)
 from visapp.fsio import atomic_path, dumps_json, is_plain_relpath
 from visapp.progress import Counter as ProgressCounter
 from visapp.progress import ProgressCallback
@@ -130,9 +138,9 @@ def split_images(yolo_dir: Path, raw_dir: Path, list_name: str) -> list[str]:
     # normpath, not resolve(): data/raw may hold symlinks into the DVC cache, which resolve() would follow.
     yolo_abs = Path(os.path.normpath(yolo_dir.absolute()))
     raw_abs = Path(os.path.normpath(raw_dir.absolute()))
-    # convert writes each entry as the path from yolo_dir to raw_dir, then the image's path inside it: such an
-    # entry is cut by string; any other is normalised.
-    prefix = Path(os.path.relpath(raw_abs, yolo_abs)).as_posix() + "/"
+    # An entry as convert writes it (`split_entry_prefix`, then the image's path inside raw_dir) is cut by
+    # string; any other is normalised.
+    prefix = split_entry_prefix(yolo_dir, raw_dir)
     images = []
     for entry in read_split_list(list_path):
         if entry.startswith(prefix) and is_plain_relpath(entry[len(prefix) :]):

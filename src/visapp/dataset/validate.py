@@ -180,6 +180,18 @@ def _signature(stat: os.stat_result) -> str | None:
     return f"{stat.st_dev}:{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}"
 
 
+def _file_digests(
+    files: SampleFiles, image: tuple[str | None, str | None] | None, xml: tuple[str | None, str | None] | None
+) -> list[FileDigest]:
+    """The digests a sample's files leave for the next run: (path, signature, SHA-256) of each file that has
+    both (`image`, `xml`: (signature, SHA-256) or None)."""
+    return [
+        (rel, signature, sha)
+        for rel, (signature, sha) in ((files.image, image or (None, None)), (files.annotation, xml or (None, None)))
+        if rel and signature and sha
+    ]
+
+
 class Reuse:
     """Outcomes of earlier runs by `outcome_key`, in `folder/outcomes.sqlite`: safe to delete at any time.
 
@@ -229,21 +241,16 @@ class Reuse:
         except (sqlite3.Error, ValueError, TypeError, KeyError):  # a damaged store is only a slower run
             return None
 
-    def _digest(self, raw_dir: Path, rel: str) -> str | None:
-        """The file's SHA-256 as kept, when its stat signature is unchanged."""
-        if self._digests is None:
-            db = self._connect()
-            self._digests = {path: (stat, sha) for path, stat, sha in db.execute("SELECT * FROM files")}
-            # Read at once: `lookup` asks for most of them, one query each would cost more.
-            self._outcomes = dict(db.execute("SELECT key, value FROM outcomes"))
-        kept = self._digests.get(rel)
+    def _digest(self, raw_dir: Path, rel: str, digests: dict[str, tuple[str, str]]) -> tuple[str, str] | None:
+        """(stat signature, SHA-256) of the file as kept, when its signature is unchanged."""
+        kept = digests.get(rel)
         if kept is None:
             return None
         try:
             signature = _signature(os.stat(f"{raw_dir}/{rel}"))  # noqa: PTH116  per file: no Path built
         except OSError:
             return None
-        return kept[1] if signature == kept[0] else None
+        return kept if signature == kept[0] else None
 
     def lookup(
         self,
@@ -259,26 +266,26 @@ class Reuse:
         import sqlite3
 
         try:
-            image_sha256 = self._digest(raw_dir, files.image) if files.image else None
-            xml_sha256 = self._digest(raw_dir, files.annotation) if files.annotation else None
+            if self._digests is None or self._outcomes is None:
+                # Read at once: most samples are looked up, and one query each would cost more.
+                db = self._connect()
+                self._digests = {path: (stat, sha) for path, stat, sha in db.execute("SELECT * FROM files")}
+                self._outcomes = dict(db.execute("SELECT key, value FROM outcomes"))
         except sqlite3.Error:  # a damaged store is only a slower run
             return None
-        if (files.image and image_sha256 is None) or (files.annotation and xml_sha256 is None):
+        image = self._digest(raw_dir, files.image, self._digests) if files.image else None
+        xml = self._digest(raw_dir, files.annotation, self._digests) if files.annotation else None
+        if (files.image and image is None) or (files.annotation and xml is None):
             return None
+        image_sha256, xml_sha256 = image[1] if image else None, xml[1] if xml else None
         key = outcome_key(files, data, _listed(files, splits), conflict, image_sha256, xml_sha256, measure)
-        assert self._digests is not None and self._outcomes is not None
         if key not in self._outcomes:
             return None
         try:
             earlier = _Sample.from_json(self._outcomes[key])
         except (ValueError, TypeError, KeyError):  # a damaged outcome: the sample is checked again
             return None
-        earlier.key, earlier.reused = key, True
-        earlier.digests = [
-            (rel, self._digests[rel][0], sha)
-            for rel, sha in ((files.image, image_sha256), (files.annotation, xml_sha256))
-            if rel and sha
-        ]
+        earlier.key, earlier.reused, earlier.digests = key, True, _file_digests(files, image, xml)
         return earlier
 
     def keep(self, outcomes: dict[str, str], used: set[str], digests: list[FileDigest]) -> None:
@@ -505,14 +512,7 @@ def _check_sample(
     if reuse is not None and not isinstance(xml, OSError) and not isinstance(image, OSError):
         xml_sha256 = hashlib.sha256(xml).hexdigest() if xml is not None else None
         key = outcome_key(files, data, _listed(files, splits), conflict, image_sha256, xml_sha256, measure)
-        digests = [
-            (rel, signature, sha)
-            for rel, signature, sha in (
-                (files.image, image_signature, image_sha256),
-                (files.annotation, xml_signature, xml_sha256),
-            )
-            if rel and signature and sha
-        ]
+        digests = _file_digests(files, (image_signature, image_sha256), (xml_signature, xml_sha256))
         earlier = reuse.get(key)
         if earlier is not None:
             earlier.key, earlier.reused, earlier.digests = key, True, digests

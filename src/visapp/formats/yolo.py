@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,14 @@ def label_path(yolo_dir: Path, split: str, sample_id: str) -> Path:
 
 
 # ---------------------------------------------------------------- split lists
+
+
+def split_entry_prefix(list_dir: Path, raw_dir: Path) -> str:
+    """What a split list in `list_dir` puts before an image's path inside `raw_dir`: the relative path from the
+    one folder to the other, without resolving symlinks (so a list is the same wherever the repository is
+    checked out), and a `/`; empty when they are the same folder."""
+    prefix = Path(os.path.relpath(raw_dir.absolute(), list_dir.absolute())).as_posix()
+    return "" if prefix == "." else f"{prefix}/"
 
 
 def split_list_text(entries: list[str]) -> str:
