@@ -36,29 +36,51 @@ def files(root: Path) -> set[str]:
     return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink()}
 
 
-def test_link_view_links_raw_images_beside_copied_labels(converted, tmp_path):
+def test_link_view_links_folders_not_images(converted, tmp_path):
+    """The view's cost does not grow with the images: two folder links a split, and one list of its images."""
     yolo, raw = converted
     dest = build_view(yolo, raw, tmp_path / "scratch" / "view", mode="link")
-    for split in ("train", "val"):
-        listed = (yolo / f"{split}.txt").read_text().splitlines()
-        images = sorted((dest / "images" / split).iterdir())
-        assert len(images) == len(listed)
-        for image in images:
-            assert image.is_symlink()
-            target = image.readlink()
-            assert target.is_absolute()
-            assert target == (raw / "JPEGImages" / image.name).resolve()
-            label = dest / "labels" / split / f"{image.stem}.txt"  # where Ultralytics looks for it
-            assert not label.is_symlink()
-            assert label.read_bytes() == (yolo / "labels" / split / f"{image.stem}.txt").read_bytes()
+    splits = [split for split in ("train", "val", "test") if (yolo / f"{split}.txt").is_file()]
+    links = {f"{split}/folders/0/{kind}" for split in splits for kind in ("images", "labels")}
+    assert files(dest) == {".visapp-view", "data.yaml", *(f"{split}.txt" for split in splits), *links}
+    for split in splits:
+        assert (dest / split / "folders/0/images").readlink() == (raw / "JPEGImages").absolute()
+        assert (dest / split / "folders/0/labels").readlink() == (yolo / "labels" / split).absolute()
+        listed = (dest / f"{split}.txt").read_text().splitlines()
+        assert [Path(line).name for line in listed] == [
+            Path(line).name for line in (yolo / f"{split}.txt").read_text().splitlines()
+        ]
+        assert all(Path(line).is_absolute() for line in listed)
     data = yaml.safe_load((dest / "data.yaml").read_text())
     assert data == {
         "path": str(dest.resolve()),
-        "train": "images/train",
-        "val": "images/val",
+        **{split: f"{split}.txt" for split in splits},
         "names": {0: "circle", 1: "square", 2: "triangle"},
     }
-    assert "download" not in (dest / "data.yaml").read_text()
+
+
+@pytest.mark.integration  # Ultralytics starts a process as it is imported
+def test_ultralytics_reads_every_image_and_label_through_the_link_view_and_caches_in_it(converted, tmp_path):
+    from ultralytics.cfg import get_cfg
+    from ultralytics.data.dataset import YOLODataset
+    from ultralytics.data.utils import check_det_dataset
+
+    yolo, raw = converted
+    before = files(yolo)
+    dest = build_view(yolo, raw, tmp_path / "view", mode="link")
+    data = check_det_dataset(str(dest / "data.yaml"))
+    for split in ("train", "val"):
+        dataset = YOLODataset(img_path=data[split], imgsz=32, data=data, augment=False, hyp=get_cfg())
+        listed = (yolo / f"{split}.txt").read_text().splitlines()
+        assert len(dataset.labels) == len(listed)
+        for image, label in zip(dataset.im_files, dataset.label_files, strict=True):
+            assert Path(image).resolve() == (raw / "JPEGImages" / Path(image).name).resolve()
+            assert Path(label).read_bytes() == (yolo / "labels" / split / Path(label).name).read_bytes()
+    assert files(yolo) == before  # Ultralytics' caches landed in the view, beside the label links
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*.cache")) == [
+        "train/folders/0/labels.cache",
+        "val/folders/0/labels.cache",
+    ]
 
 
 def test_link_view_is_rebuilt_fresh_without_a_stale_cache(converted, tmp_path):
@@ -66,8 +88,9 @@ def test_link_view_is_rebuilt_fresh_without_a_stale_cache(converted, tmp_path):
     dest = tmp_path / "view"
     build_view(yolo, raw, dest, mode="link")
     before = files(dest)
-    (dest / "labels" / "train.cache").write_text("stale Ultralytics cache")
-    (dest / "images" / "train" / "gone.jpg").symlink_to(raw / "JPEGImages" / "000001.jpg")
+    (dest / "train/folders/0/labels.cache").write_text("stale Ultralytics cache")
+    (dest / "train/files/images").mkdir(parents=True)
+    (dest / "train/files/images/gone.jpg").symlink_to(raw / "JPEGImages" / "000001.jpg")
     build_view(yolo, raw, dest, mode="link")
     assert files(dest) == before
 
@@ -119,6 +142,33 @@ def test_an_image_suffix_ultralytics_rejects_gets_its_true_format_suffix(tmp_pat
     convert(write_manifest(tmp_path / "m.jsonl", rows), raw, tmp_path / "yolo", DATA, 0)
     dest = build_view(tmp_path / "yolo", raw, tmp_path / "view", mode="copy")
     assert files(dest) >= {"images/train/odd.png", "labels/train/odd.txt", "images/val/named.jpg"}
+    view = build_view(tmp_path / "yolo", raw, tmp_path / "link", mode="link")
+    assert (view / "train/files/images/odd.png").readlink() == (raw / "JPEGImages/odd.img").absolute()
+    assert (view / "train/files/labels/odd.txt").read_bytes() == (tmp_path / "yolo/labels/train/odd.txt").read_bytes()
+    assert (view / "train.txt").read_text() == f"{view.resolve()}/train/files/images/odd.png\n"
+    assert (view / "val.txt").read_text() == f"{view.resolve()}/val/folders/0/images/named.jpg\n"
+
+
+def test_a_jpeg_ultralytics_would_rewrite_is_copied_into_the_link_view(tmp_path):
+    """Ultralytics rewrites in place a JPEG with bytes after its end marker: the view gives it a copy to rewrite."""
+    raw = tmp_path / "raw"
+    (raw / "JPEGImages").mkdir(parents=True)
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (10, 200, 10)).save(buffer, "JPEG")
+    (raw / "JPEGImages" / "trailer.jpg").write_bytes(buffer.getvalue() + b"CAMERA-TRAILER")
+    (raw / "JPEGImages" / "plain.jpg").write_bytes(buffer.getvalue())
+    rows = [row(name, obj(), split="train", width=32, height=32) for name in ("plain", "trailer")]
+    rows.append(row("other", obj(), split="val", width=32, height=32))
+    (raw / "JPEGImages" / "other.jpg").write_bytes(buffer.getvalue())
+    convert(write_manifest(tmp_path / "m.jsonl", rows), raw, tmp_path / "yolo", DATA, 0)
+    view = build_view(tmp_path / "yolo", raw, tmp_path / "view", mode="link")
+    copy = view / "train/files/images/trailer.jpg"
+    assert not copy.is_symlink()
+    assert copy.read_bytes() == (raw / "JPEGImages/trailer.jpg").read_bytes()
+    assert (view / "train.txt").read_text().splitlines() == [
+        f"{view.resolve()}/train/files/images/trailer.jpg",
+        f"{view.resolve()}/train/folders/0/images/plain.jpg",
+    ]
 
 
 def test_a_stale_yolo_folder_is_a_clear_error(converted, tmp_path):

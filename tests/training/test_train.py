@@ -489,7 +489,7 @@ def test_label_edit_of_the_same_size_is_what_the_next_training_reads(workdir, mo
 
     def classes_read(label_path: Path) -> list[int]:
         (key,) = key_dirs(workdir)
-        cache = load_dataset_cache_file(key / "data" / "labels" / "train.cache")
+        cache = load_dataset_cache_file(key / "data" / "train" / "folders" / "0" / "labels.cache")
         (entry,) = [e for e in cache["labels"] if Path(e["im_file"]).stem == label_path.stem]
         return [int(c) for c in entry["cls"].ravel()]
 

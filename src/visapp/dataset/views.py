@@ -1,13 +1,22 @@
-"""(data/yolo labels + split lists, data/raw images) -> an Ultralytics dataset folder: images/ beside labels/.
+"""(data/yolo labels + split lists, data/raw images) -> an Ultralytics dataset: images/ beside labels/.
 
-Ultralytics finds a label by replacing `/images/` with `/labels/` in the image's path, and writes a
-`labels/{split}.cache` beside the labels it reads (judged fresh by paths and total size only). data/yolo
-holds labels whose images stay in data/raw, so whoever trains builds a view here:
+Ultralytics finds a label by replacing the last `/images/` with `/labels/` in the image's path (and the
+extension with `.txt`), and writes a label cache beside the folder of the first label it reads (judged fresh
+by paths and total size only). data/yolo holds labels whose images stay in data/raw, so whoever trains builds
+a view here:
 
-- mode "link": symlinks to the raw images and copies of the labels in a scratch folder outside every DVC
-  output, wiped and rebuilt on each call, so no stale Ultralytics cache survives (training does this); an
-  image Ultralytics would rewrite in place (a JPEG followed by other bytes) is copied, not linked;
-- mode "copy": a standalone copy (`visapp export-yolo DIR`) for use on another machine.
+- mode "link" (training): a scratch folder outside every DVC output, wiped and rebuilt on each call, so no
+  stale Ultralytics cache survives. Its cost does not grow with the images: for each pair of (raw image
+  folder, label folder) of a split, `{split}/folders/{n}/images` links to the raw folder and
+  `{split}/folders/{n}/labels` to data/yolo's label folder, and `{split}.txt` lists the split's images
+  through those links. Ultralytics reads the labels through the link and writes its cache beside it, in
+  the view. An image that cannot be reached that way gets an entry of its own under `{split}/files/`
+  (named by its sample id, with a copy of its label): one whose name Ultralytics would not take (a suffix
+  it does not read, a label name that would differ), or a JPEG followed by other bytes, which Ultralytics
+  rewrites in place: that one is copied, so the rewrite lands in the copy, never in data/raw or the DVC
+  cache behind it;
+- mode "copy": a standalone copy (`visapp export-yolo DIR`) for use on another machine: `images/{split}/`
+  beside `labels/{split}/`.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from visapp.formats.yolo import (
     label_path,
     read_data_yaml,
     read_split_list,
+    split_list_text,
 )
 from visapp.fsio import atomic_path
 
@@ -67,6 +77,50 @@ def _split_entries(yolo_dir: Path, raw_dir: Path, list_name: str) -> list[tuple[
     return entries
 
 
+def _label_source(yolo_dir: Path, split: str, ident: str, image: Path) -> Path:
+    label = label_path(yolo_dir, split, ident)
+    if not label.is_file():
+        raise VisError(f"{label} not found for {image}: rerun the convert stage")
+    return label
+
+
+def _link_split(yolo_dir: Path, raw_dir: Path, root: Path, split: str, list_name: str) -> str:
+    """One split of a link view (see the module docstring); returns the name of its list of images."""
+    yolo_abs, root_abs = yolo_dir.absolute(), root.resolve()
+    folders: dict[tuple[Path, str], Path] = {}  # (raw image folder, sample id folder) -> its folder in the view
+    listed = []
+    for ident, image in _split_entries(yolo_dir, raw_dir, list_name):
+        label = _label_source(yolo_dir, split, ident, image)
+        suffix, rewritten = _inspect(image)
+        id_folder, _, id_name = ident.rpartition("/")
+        # Reached through the folder links when Ultralytics takes the name as it is and derives the label's name
+        # (`rsplit(".", 1)[0] + ".txt"`) as convert wrote it.
+        if not rewritten and image.name.endswith(suffix) and image.name.rsplit(".", 1)[0] == id_name:
+            key = (image.parent, id_folder)
+            if key not in folders:
+                folders[key] = folder = root / split / "folders" / str(len(folders))
+                folder.mkdir(parents=True)
+                # Absolute targets: the view works from any working directory; a symlink in data/raw (into the
+                # DVC cache, say) is followed when an image is read.
+                (folder / IMAGES_DIR).symlink_to(image.parent, target_is_directory=True)
+                (folder / LABELS_DIR).symlink_to(yolo_abs / LABELS_DIR / split / id_folder, target_is_directory=True)
+            listed.append(f"{root_abs / folders[key].relative_to(root) / IMAGES_DIR / image.name}")
+            continue
+        image_dest = root / split / "files" / IMAGES_DIR / f"{ident}{suffix}"
+        label_dest = root / split / "files" / LABELS_DIR / f"{ident}.txt"
+        image_dest.parent.mkdir(parents=True, exist_ok=True)
+        label_dest.parent.mkdir(parents=True, exist_ok=True)
+        if rewritten:
+            shutil.copyfile(image, image_dest)
+        else:
+            image_dest.symlink_to(image)
+        shutil.copyfile(label, label_dest)
+        listed.append(f"{root_abs / image_dest.relative_to(root)}")
+    list_file = f"{split}.txt"
+    (root / list_file).write_text(split_list_text(listed), encoding="utf-8", newline="\n")
+    return list_file
+
+
 def _prepare_link_dest(dest: Path) -> None:
     """Wipe a previous view at `dest`; refuse a folder that is not one."""
     if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
@@ -77,37 +131,22 @@ def _prepare_link_dest(dest: Path) -> None:
         shutil.rmtree(dest)
 
 
-def _populate(yolo_dir: Path, raw_dir: Path, root: Path, declared: DataYaml, mode: str) -> None:
-    for split, list_name in declared.splits.items():
-        made: set[Path] = set()
-        for ident, image in _split_entries(yolo_dir, raw_dir, list_name):
-            label = label_path(yolo_dir, split, ident)
-            suffix, rewritten = _inspect(image)
-            image_dest = root / IMAGES_DIR / split / f"{ident}{suffix}"
-            label_dest = label_path(root, split, ident)
-            for folder in (image_dest.parent, label_dest.parent):
-                if folder not in made:
-                    folder.mkdir(parents=True, exist_ok=True)
-                    made.add(folder)
-            if mode == "link" and not rewritten:
-                # Absolute targets: the view works from any working directory (`image` is absolute, and a
-                # symlink in data/raw, into the DVC cache say, is followed when the image is read). Labels are
-                # copied, not linked, so Ultralytics' cache beside them never lands in data/yolo.
-                image_dest.symlink_to(image)
-            else:
-                shutil.copyfile(image, image_dest)
-            try:
-                shutil.copyfile(label, label_dest)
-            except FileNotFoundError:
-                raise VisError(f"{label} not found for {image}: rerun the convert stage") from None
-        # An empty split still gets its folders: Ultralytics reports "no images" rather than "not found".
-        (root / IMAGES_DIR / split).mkdir(parents=True, exist_ok=True)
-        (root / LABELS_DIR / split).mkdir(parents=True, exist_ok=True)
-
-
-def _view_yaml(declared: DataYaml, root: str | None) -> str:
-    """The view's data.yaml: image folders; `path` absolute for a link view, absent for a standalone copy."""
-    return data_yaml_text(DataYaml(declared.names, {split: f"{IMAGES_DIR}/{split}" for split in declared.splits}, root))
+def _copy_split(yolo_dir: Path, raw_dir: Path, root: Path, split: str, list_name: str) -> str:
+    """One split of a standalone copy: `images/{split}/{id}{suffix}` beside `labels/{split}/{id}.txt`; returns
+    the images' folder."""
+    for ident, image in _split_entries(yolo_dir, raw_dir, list_name):
+        label = _label_source(yolo_dir, split, ident, image)
+        suffix, _rewritten = _inspect(image)
+        image_dest = root / IMAGES_DIR / split / f"{ident}{suffix}"
+        label_dest = label_path(root, split, ident)
+        image_dest.parent.mkdir(parents=True, exist_ok=True)
+        label_dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(image, image_dest)
+        shutil.copyfile(label, label_dest)
+    # An empty split still gets its folders: Ultralytics reports "no images" rather than "not found".
+    (root / IMAGES_DIR / split).mkdir(parents=True, exist_ok=True)
+    (root / LABELS_DIR / split).mkdir(parents=True, exist_ok=True)
+    return f"{IMAGES_DIR}/{split}"
 
 
 def build_view(yolo_dir: Path, raw_dir: Path, dest: Path, mode: Literal["link", "copy"] = "link") -> Path:
@@ -118,8 +157,9 @@ def build_view(yolo_dir: Path, raw_dir: Path, dest: Path, mode: Literal["link", 
         raw_dir: the raw dataset the split lists point into.
         dest: "link": a scratch folder, wiped and rebuilt (refused when it holds something that is not a
             view); "copy": must not exist or be empty, written atomically.
-        mode: "link" (symlinked images, data.yaml with the absolute `path`) or "copy" (standalone, data.yaml
-            without `path`, so Ultralytics resolves `images/...` from the data.yaml's folder).
+        mode: "link" (linked image and label folders, a list of images per split, data.yaml with the absolute
+            `path`) or "copy" (standalone, data.yaml without `path`, so Ultralytics resolves `images/...` from
+            the data.yaml's folder).
 
     Returns:
         `dest`; train with `dest / "data.yaml"`.
@@ -135,12 +175,17 @@ def build_view(yolo_dir: Path, raw_dir: Path, dest: Path, mode: Literal["link", 
             raise VisError(f"{dest} exists and is not empty: choose a new folder for the exported dataset")
         with atomic_path(dest) as tmp:
             tmp.mkdir()
-            _populate(yolo_dir, raw_dir, tmp, declared, mode)
-            (tmp / DATA_YAML).write_text(_view_yaml(declared, None), encoding="utf-8", newline="\n")
+            folders = {
+                split: _copy_split(yolo_dir, raw_dir, tmp, split, name) for split, name in declared.splits.items()
+            }
+            # No `path`: Ultralytics resolves `images/...` from the data.yaml's folder, wherever it is moved.
+            copy = DataYaml(declared.names, folders)
+            (tmp / DATA_YAML).write_text(data_yaml_text(copy), encoding="utf-8", newline="\n")
         return dest
     _prepare_link_dest(dest)
     dest.mkdir(parents=True, exist_ok=True)
     (dest / VIEW_MARKER).write_text("built by visapp.dataset.views.build_view; wiped on each rebuild\n")
-    _populate(yolo_dir, raw_dir, dest, declared, mode)
-    (dest / DATA_YAML).write_text(_view_yaml(declared, str(dest.resolve())), encoding="utf-8", newline="\n")
+    splits = {split: _link_split(yolo_dir, raw_dir, dest, split, name) for split, name in declared.splits.items()}
+    view = DataYaml(declared.names, splits, str(dest.resolve()))
+    (dest / DATA_YAML).write_text(data_yaml_text(view), encoding="utf-8", newline="\n")
     return dest
