@@ -47,7 +47,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import statistics
 from array import array
 from collections import Counter
@@ -71,10 +70,9 @@ from visapp.formats.yolo import (
     label_relpath,
     parse_labels,
     read_data_yaml,
-    read_split_list,
-    split_entry_prefix,
+    split_list_images,
 )
-from visapp.fsio import atomic_path, dumps_json, is_plain_relpath
+from visapp.fsio import atomic_path, dumps_json
 from visapp.progress import Counter as ProgressCounter
 from visapp.progress import ProgressCallback
 
@@ -130,28 +128,6 @@ def read_manifest_records(manifest_path: Path) -> dict[str, ImageRecord]:
             row.id, row.image, row.sha256, width, height, row.orientation, row.format, row.annotation
         )
     return records
-
-
-def split_images(yolo_dir: Path, raw_dir: Path, list_name: str) -> list[str]:
-    """The images of one split list, as paths relative to raw_dir (POSIX), sorted."""
-    list_path = yolo_dir / list_name
-    # normpath, not resolve(): data/raw may hold symlinks into the DVC cache, which resolve() would follow.
-    yolo_abs = Path(os.path.normpath(yolo_dir.absolute()))
-    raw_abs = Path(os.path.normpath(raw_dir.absolute()))
-    # An entry as convert writes it (`split_entry_prefix`, then the image's path inside raw_dir) is cut by
-    # string; any other is normalised.
-    prefix = split_entry_prefix(yolo_dir, raw_dir)
-    images = []
-    for entry in read_split_list(list_path):
-        if entry.startswith(prefix) and is_plain_relpath(entry[len(prefix) :]):
-            images.append(entry[len(prefix) :])
-            continue
-        image_abs = Path(os.path.normpath(yolo_abs / entry))
-        try:
-            images.append(image_abs.relative_to(raw_abs).as_posix())
-        except ValueError:
-            raise VisError(f"{list_path}: {entry} is not inside {raw_dir}; rerun the convert stage") from None
-    return sorted(images)
 
 
 @dataclass
@@ -317,7 +293,7 @@ def _iter_split(
     records: dict[str, ImageRecord], yolo_dir: Path, raw_dir: Path, split: str, list_name: str
 ) -> Iterator[tuple[ImageRecord, str, bytes]]:
     """(record, label path inside yolo_dir, label bytes) for each image of a split list, one at a time."""
-    for image in split_images(yolo_dir, raw_dir, list_name):
+    for image in split_list_images(yolo_dir, raw_dir, list_name):
         record = records.get(image)
         if record is None:
             raise VisError(

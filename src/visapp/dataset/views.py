@@ -37,7 +37,7 @@ from visapp.formats.yolo import (
     data_yaml_text,
     label_path,
     read_data_yaml,
-    read_split_list,
+    split_list_images,
     split_list_text,
 )
 from visapp.fsio import atomic_path
@@ -62,17 +62,14 @@ def _inspect(image: Path) -> tuple[str, bool]:
 
 
 def _split_entries(yolo_dir: Path, raw_dir: Path, list_name: str) -> list[tuple[str, Path]]:
-    """(sample id, raw image path) for every image of one split list of data/yolo."""
-    list_path = yolo_dir / list_name
-    raw_abs, yolo_abs = raw_dir.absolute(), yolo_dir.absolute()
+    """(sample id, absolute raw image path) for every image of one split list of data/yolo."""
+    # normpath, not resolve(): the view links into data/raw, whose files may be symlinks into the DVC cache.
+    raw_abs = os.path.normpath(raw_dir.absolute())
     entries = []
-    for line in read_split_list(list_path):
-        image = Path(os.path.normpath(yolo_abs / line))
-        relative = Path(os.path.relpath(image, raw_abs)).as_posix()
-        if relative.startswith("../"):
-            raise VisError(f"{list_path}: {line} is not inside {raw_dir}; rerun convert with this raw folder")
+    for relative in split_list_images(yolo_dir, raw_dir, list_name):
+        image = Path(f"{raw_abs}/{relative}")
         if not image.is_file():
-            raise VisError(f"{list_path}: image {line} not found; `dvc checkout` or rerun the pipeline")
+            raise VisError(f"{yolo_dir / list_name}: image {relative} not found; `dvc checkout` or rerun the pipeline")
         entries.append((sample_id(relative), image))
     return entries
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from visapp.errors import VisError
 from visapp.formats import SPLITS
+from visapp.fsio import is_plain_relpath
 
 DATA_YAML = "data.yaml"
 LABELS_DIR = "labels"
@@ -159,6 +160,30 @@ def read_split_list(list_path: Path) -> list[str]:
     except (OSError, UnicodeDecodeError) as exc:
         raise VisError(f"cannot read {list_path} ({exc}); rerun the convert stage") from None
     return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def split_list_images(yolo_dir: Path, raw_dir: Path, list_name: str) -> list[str]:
+    """The images of one split list of `yolo_dir`, as paths inside raw_dir (POSIX), sorted."""
+    list_path = yolo_dir / list_name
+    # normpath, not resolve(): data/raw may hold symlinks into the DVC cache, which resolve() would follow.
+    yolo_abs = Path(os.path.normpath(yolo_dir.absolute()))
+    raw_abs = Path(os.path.normpath(raw_dir.absolute()))
+    # An entry as convert writes it (`split_entry_prefix`, then the image's path inside raw_dir) is cut by
+    # string; any other is normalised.
+    prefix = split_entry_prefix(yolo_dir, raw_dir)
+    images = []
+    for entry in read_split_list(list_path):
+        if entry.startswith(prefix) and is_plain_relpath(entry[len(prefix) :]):
+            images.append(entry[len(prefix) :])
+            continue
+        image_abs = Path(os.path.normpath(yolo_abs / entry))
+        try:
+            images.append(image_abs.relative_to(raw_abs).as_posix())
+        except ValueError:
+            raise VisError(
+                f"{list_path}: {entry} is not inside {raw_dir}; rerun the convert stage with this raw folder"
+            ) from None
+    return sorted(images)
 
 
 # ---------------------------------------------------------------- data.yaml
