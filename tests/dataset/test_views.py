@@ -171,6 +171,35 @@ def test_a_jpeg_ultralytics_would_rewrite_is_copied_into_the_link_view(tmp_path)
     ]
 
 
+@pytest.mark.integration  # Ultralytics starts a process as it is imported
+def test_images_in_nested_and_top_folders_get_a_folder_link_each_and_ultralytics_finds_their_labels(tmp_path):
+    from ultralytics.data.utils import img2label_paths
+
+    raw = tmp_path / "raw"
+    for rel in ("JPEGImages/a.jpg", "JPEGImages/sub/b.jpg", "JPEGImages/sub/deeper/c.png", "top.jpg"):
+        (raw / rel).parent.mkdir(parents=True, exist_ok=True)
+        (raw / rel).write_bytes(_png_bytes())
+    rows = [
+        row("a", obj(), split="train", width=32, height=32),
+        row("sub/b", obj("square"), image="JPEGImages/sub/b.jpg", split="train", width=32, height=32),
+        row("sub/deeper/c", obj("triangle"), image="JPEGImages/sub/deeper/c.png", split="train", width=32, height=32),
+        row("top", obj(), image="top.jpg", split="train", width=32, height=32),
+        row("v", obj(), split="val", width=32, height=32),
+    ]
+    (raw / "JPEGImages/v.jpg").write_bytes(_png_bytes())
+    yolo = tmp_path / "yolo"
+    convert(write_manifest(tmp_path / "m.jsonl", rows), raw, yolo, DATA, 0)
+    view = build_view(yolo, raw, tmp_path / "view", mode="link")
+    listed = (view / "train.txt").read_text().splitlines()
+    assert len(listed) == 4
+    assert len(list((view / "train" / "folders").iterdir())) == 4  # one per (image folder, label folder)
+    for image, label in zip(listed, img2label_paths(listed), strict=True):
+        shown = Path(image).resolve()
+        ident = {"a.jpg": "a", "b.jpg": "sub/b", "c.png": "sub/deeper/c", "top.jpg": "top"}[shown.name]
+        assert shown == (raw / rows[[r.id for r in rows].index(ident)].image).resolve()
+        assert Path(label).read_bytes() == (yolo / "labels" / "train" / f"{ident}.txt").read_bytes()
+
+
 def test_a_stale_yolo_folder_is_a_clear_error(converted, tmp_path):
     yolo, raw = converted
     victim = (yolo / "train.txt").read_text().splitlines()[0]
