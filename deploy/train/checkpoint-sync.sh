@@ -6,7 +6,9 @@
 # Every SYNC_EVERY seconds (default 60: about once an epoch of a small model, at most a minute behind a
 # large one) and at once when EC2 announces a spot interruption (two minutes' notice, polled every 5 s on
 # the instance metadata service), `aws s3 sync DIR S3_URL` uploads what changed. On SIGTERM (the training
-# ended) it syncs one last time and exits. The instance role gives the credentials.
+# ended) it syncs one last time and exits. The instance role gives the credentials. A training's dataset view
+# (`<key>/data/`: links into data/raw and data/yolo, rebuilt on every run) is left out, and no link is
+# followed: `aws s3 sync` would otherwise upload the linked image folders, once per split.
 set -uo pipefail
 
 dir=${1:?checkpoint folder}
@@ -16,7 +18,8 @@ imds=http://169.254.169.254/latest
 
 sync_now() {
   mkdir -p "$dir"
-  aws s3 sync "$dir" "$url" --only-show-errors --no-progress --exclude '*.lock' ||
+  aws s3 sync "$dir" "$url" --only-show-errors --no-progress --no-follow-symlinks --exclude '*.lock' \
+    --exclude '*/data/*' ||
     echo "checkpoint-sync: upload failed; retrying at the next round" >&2
 }
 

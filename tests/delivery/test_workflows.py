@@ -290,6 +290,9 @@ def test_a_training_attempt_starts_a_jit_runner_trains_on_it_and_always_stops_it
     assert "$GITHUB_STEP_SUMMARY" in commands
     run_point = (REPO_ROOT / "deploy" / "train" / "run-point.sh").read_text()
     assert "dvc exp run" in run_point and "checkpoint-sync.sh" in run_point and "aws s3 sync" in run_point
+    sync = (REPO_ROOT / "deploy" / "train" / "checkpoint-sync.sh").read_text()
+    # The dataset view holds folder links into data/raw: the copy on S3 must not follow them.
+    assert "--no-follow-symlinks" in sync and "--exclude '*/data/*'" in sync
 
     stop = attempt["stop-runner"]
     assert stop["if"] == "always()"
