@@ -137,6 +137,7 @@ def test_cancelling_a_running_training_stops_it_and_keeps_its_checkpoint(make_se
     kept = list((folder / "checkpoint").glob("*/*/run/weights/last.pt"))
     assert [p.relative_to(folder / "checkpoint").parts[0] for p in kept] == [stored], kept
     assert zipfile.is_zipfile(kept[0]), sorted(p.name for p in (folder / "checkpoint").rglob("*"))
+    assert not list((folder / "checkpoint").rglob(".visapp-view")), "a checkpoint stores no dataset view"
     assert (folder / "model" / "train.log").is_file() and not (folder / "model" / "weights").exists()
     assert not trainers_under(service.base), "the training subprocess outlived its cancel"
 

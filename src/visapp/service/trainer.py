@@ -47,14 +47,23 @@ def end_with_worker(interval: float = 1.0) -> None:
     threading.Thread(target=watch, name="visapp-worker-watch", daemon=True).start()
 
 
+def _without_views(folder: str, names: list[str]) -> list[str]:
+    """What a snapshot leaves out: the training's dataset view (links into the dataset, rebuilt on every run)."""
+    from visapp.dataset.views import VIEW_MARKER
+
+    return [name for name in names if Path(folder, name, VIEW_MARKER).is_file()]
+
+
 def snapshot(scratch: Path, epoch: int) -> str:
-    """Copy the checkpoint folder, as this epoch left it, to `snapshots/<epoch>` (renamed into place when whole)."""
+    """Copy the checkpoint folder, as this epoch left it, to `snapshots/<epoch>` (renamed into place when whole),
+    without the dataset view, and copying links as links: following the view's folder links would copy the
+    dataset's images into every snapshot."""
     name = f"{epoch:06d}"
     target = scratch / SNAPSHOTS / name
     partial = target.with_name(f"{name}.partial")
     for stale in (partial, target):  # from an attempt killed mid-copy, or an epoch trained again after a resume
         shutil.rmtree(stale, ignore_errors=True)
-    shutil.copytree(scratch / CHECKPOINTS, partial)
+    shutil.copytree(scratch / CHECKPOINTS, partial, symlinks=True, ignore=_without_views)
     partial.rename(target)
     return name
 
