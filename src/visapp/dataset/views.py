@@ -81,10 +81,26 @@ def _label_source(yolo_dir: Path, split: str, ident: str, image: Path) -> Path:
     return label
 
 
+def _own_entry(image: Path, label: Path, image_dest: Path, label_dest: Path, copy: bool, made: set[Path]) -> None:
+    """An image's entry of its own in a view: the image copied (else linked, by its absolute path) and its label
+    copied; `made` holds the folders already made."""
+    for folder in (image_dest.parent, label_dest.parent):
+        if folder not in made:
+            folder.mkdir(parents=True, exist_ok=True)
+            made.add(folder)
+    if copy:
+        shutil.copyfile(image, image_dest)
+    else:
+        image_dest.symlink_to(image)
+    shutil.copyfile(label, label_dest)
+
+
 def _link_split(yolo_dir: Path, raw_dir: Path, root: Path, split: str, list_name: str) -> str:
     """One split of a link view (see the module docstring); returns the name of its list of images."""
     yolo_abs, root_abs = yolo_dir.absolute(), root.resolve()
-    folders: dict[tuple[Path, str], Path] = {}  # (raw image folder, sample id folder) -> its folder in the view
+    # (raw image folder, sample id folder) -> what the list puts before an image's name to reach it through them
+    linked: dict[tuple[Path, str], str] = {}
+    made: set[Path] = set()
     listed = []
     for ident, image in _split_entries(yolo_dir, raw_dir, list_name):
         label = _label_source(yolo_dir, split, ident, image)
@@ -94,25 +110,20 @@ def _link_split(yolo_dir: Path, raw_dir: Path, root: Path, split: str, list_name
         # (`rsplit(".", 1)[0] + ".txt"`) as convert wrote it.
         if not rewritten and image.name.endswith(suffix) and image.name.rsplit(".", 1)[0] == id_name:
             key = (image.parent, id_folder)
-            if key not in folders:
-                folders[key] = folder = root / split / "folders" / str(len(folders))
-                folder.mkdir(parents=True)
+            if key not in linked:
+                folder = f"{split}/folders/{len(linked)}"
+                (root / folder).mkdir(parents=True)
                 # Absolute targets: the view works from any working directory; a symlink in data/raw (into the
                 # DVC cache, say) is followed when an image is read.
-                (folder / IMAGES_DIR).symlink_to(image.parent, target_is_directory=True)
-                (folder / LABELS_DIR).symlink_to(yolo_abs / LABELS_DIR / split / id_folder, target_is_directory=True)
-            listed.append(f"{root_abs / folders[key].relative_to(root) / IMAGES_DIR / image.name}")
+                (root / folder / IMAGES_DIR).symlink_to(image.parent, target_is_directory=True)
+                labels = yolo_abs / LABELS_DIR / split / id_folder
+                (root / folder / LABELS_DIR).symlink_to(labels, target_is_directory=True)
+                linked[key] = f"{root_abs}/{folder}/{IMAGES_DIR}/"
+            listed.append(linked[key] + image.name)
             continue
-        image_dest = root / split / "files" / IMAGES_DIR / f"{ident}{suffix}"
-        label_dest = root / split / "files" / LABELS_DIR / f"{ident}.txt"
-        image_dest.parent.mkdir(parents=True, exist_ok=True)
-        label_dest.parent.mkdir(parents=True, exist_ok=True)
-        if rewritten:
-            shutil.copyfile(image, image_dest)
-        else:
-            image_dest.symlink_to(image)
-        shutil.copyfile(label, label_dest)
-        listed.append(f"{root_abs / image_dest.relative_to(root)}")
+        entry = f"{split}/files/{IMAGES_DIR}/{ident}{suffix}"
+        _own_entry(image, label, root / entry, root / split / "files" / LABELS_DIR / f"{ident}.txt", rewritten, made)
+        listed.append(f"{root_abs}/{entry}")
     list_file = f"{split}.txt"
     (root / list_file).write_text(split_list_text(listed), encoding="utf-8", newline="\n")
     return list_file
@@ -131,15 +142,12 @@ def _prepare_link_dest(dest: Path) -> None:
 def _copy_split(yolo_dir: Path, raw_dir: Path, root: Path, split: str, list_name: str) -> str:
     """One split of a standalone copy: `images/{split}/{id}{suffix}` beside `labels/{split}/{id}.txt`; returns
     the images' folder."""
+    made: set[Path] = set()
     for ident, image in _split_entries(yolo_dir, raw_dir, list_name):
         label = _label_source(yolo_dir, split, ident, image)
         suffix, _rewritten = _inspect(image)
         image_dest = root / IMAGES_DIR / split / f"{ident}{suffix}"
-        label_dest = label_path(root, split, ident)
-        image_dest.parent.mkdir(parents=True, exist_ok=True)
-        label_dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(image, image_dest)
-        shutil.copyfile(label, label_dest)
+        _own_entry(image, label, image_dest, label_path(root, split, ident), True, made)
     # An empty split still gets its folders: Ultralytics reports "no images" rather than "not found".
     (root / IMAGES_DIR / split).mkdir(parents=True, exist_ok=True)
     (root / LABELS_DIR / split).mkdir(parents=True, exist_ok=True)
