@@ -119,19 +119,32 @@ class ModelConfig:
     weights: str | None
 
 
+OURS = "ours"  # field metadata: a key visapp acts on itself, not an argument passed on to Ultralytics
+
+
 @dataclass
 class TrainConfig:
+    """The training's params. Every field but those marked `OURS` is an argument of Ultralytics' `train()` of the
+    same name, passed on as it is (`visapp.training.run.train_args`): adding one is a field here and a line in
+    each conf/train/ option. `extra` takes any other Ultralytics argument."""
+
     epochs: int = field(metadata=_range(1, 100_000))
     imgsz: int = field(metadata=_range(32, 8192))
     batch: int = field(metadata=_range(-1, 4096))  # -1: Ultralytics' AutoBatch (CUDA only)
-    device: str
+    device: str = field(metadata={OURS: True})  # `auto` is resolved to the devices present before training
     workers: int = field(metadata=_range(0, 256))
     patience: int = field(metadata=_range(0))  # 0: never stop early
     optimizer: Optimizer
     lr0: float = field(metadata=_range(0, 10, above=True))
+    cos_lr: bool  # a cosine learning-rate schedule instead of a linear one
     seed: int = field(metadata=_range(0))
-    resume: Resume
-    extra: dict[str, Any]
+    resume: Resume = field(metadata={OURS: True})  # visapp's own checkpoints, not Ultralytics' `resume`
+    extra: dict[str, Any] = field(metadata={OURS: True})
+
+
+def train_argument_names() -> tuple[str, ...]:
+    """The TrainConfig fields that are Ultralytics train arguments of the same name, in declaration order."""
+    return tuple(f.name for f in fields(TrainConfig) if not f.metadata.get(OURS))
 
 
 @dataclass

@@ -23,6 +23,7 @@ workers: 0
 patience: 50
 optimizer: AdamW
 lr0: 0.002
+cos_lr: false
 seed: ${seed}
 resume: auto
 extra: {plots: false}  # Ultralytics' plots are most of a tiny training's time

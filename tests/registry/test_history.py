@@ -28,6 +28,7 @@ workers: 0
 patience: 50
 optimizer: AdamW
 lr0: 0.002
+cos_lr: false
 seed: ${seed}
 resume: auto
 extra: {plots: false}  # Ultralytics' plots are most of a tiny training's time
@@ -61,17 +62,17 @@ def test_old_versions_stay_readable_after_the_schema_grows(make_project, mlflow_
     config = project.root / "src" / "visapp" / "config.py"
     text = config.read_text()
     assert "    resume: Resume\n" in text
-    config.write_text(text.replace("    resume: Resume\n", "    resume: Resume\n    cos_lr: bool\n"))
+    config.write_text(text.replace("    resume: Resume\n", "    resume: Resume\n    dropout: float\n"))
     (project.root / "conf" / "train" / "cpu_small.yaml").write_text(
-        TINY_TRAIN.replace("lr0: 0.002", "lr0: 0.004") + "cos_lr: false\n"
+        TINY_TRAIN.replace("lr0: 0.002", "lr0: 0.004") + "dropout: 0.0\n"
     )
     (project.root / "conf" / "model" / "yolov8n.yaml").rename(project.root / "conf" / "model" / "nano.yaml")
     conf = project.root / "conf" / "config.yaml"
     conf.write_text(conf.read_text().replace("model: yolov8n", "model: nano"))
     compose(project, env)
     params = (project.root / "params.yaml").read_text()
-    assert "cos_lr: false" in params and "lr0: 0.004" in params
-    project.commit("params schema v2: cos_lr, lr0 0.004, model group nano")
+    assert "dropout: 0.0" in params and "lr0: 0.004" in params
+    project.commit("params schema v2: dropout, lr0 0.004, model group nano")
     project.run("dvc", "repro", env=env)
     project.commit("trained v2")
     project.run("visapp", "release", env=env)
@@ -82,14 +83,14 @@ def test_old_versions_stay_readable_after_the_schema_grows(make_project, mlflow_
     old = project.run("git", "show", "yolo@v1.0.0:params.yaml").stdout
     probe = "import sys, yaml; from visapp.config import to_params; to_params(yaml.safe_load(sys.stdin.read()))"
     strict = project.run("python", "-c", probe, check=False, env=env, input=old)
-    assert strict.returncode != 0 and "train.cos_lr is missing" in strict.stderr
+    assert strict.returncode != 0 and "train.dropout is missing" in strict.stderr
 
     models = json.loads(project.run("visapp", "models", "--json", env=env).stdout)
     assert [row["tag"] for row in models] == ["yolo@v2.0.0", "yolo@v1.0.0"]
     for tag, lr0 in (("yolo@v1.0.0", 0.002), ("yolo@v2.0.0", 0.004)):
         info = json.loads(project.run("visapp", "lineage", tag, "--json", env=env).stdout)
         assert info["tag"] == tag and info["params"]["train.lr0"] == lr0
-        assert ("train.cos_lr" in info["params"]) == (tag == "yolo@v2.0.0")  # history as it was
+        assert ("train.dropout" in info["params"]) == (tag == "yolo@v2.0.0")  # history as it was
         assert info["mlflow"]["run_id"]
         out = tmp_path / f"{tag}.pt"
         project.run("visapp", "model", "get", tag, "-o", str(out), env=env)

@@ -22,7 +22,7 @@ import pytest
 
 from conftest import REPO_ROOT, free_port, tree_digest
 from factory import params as default_params
-from visapp.config import flatten, load_params, params_dict
+from visapp.config import flatten, load_params, params_dict, train_argument_names
 from visapp.errors import VisError
 from visapp.integrations.ultralytics import checkpoint_epoch, drop_foreign_callbacks, session
 from visapp.training import checkpoints, results
@@ -246,13 +246,28 @@ def test_checkpoint_base_is_overridable_for_spot_runners():
 
 def test_train_extra_is_passed_through_but_cannot_override_our_keys():
     params = default_params()
-    params.train.extra = {"mosaic": 0.5, "cos_lr": True}
+    params.train.extra = {"mosaic": 0.5, "mixup": 0.1}
     args = train.train_args(params, Path("/v/data.yaml"), Path("/c/run"), "cpu")
-    assert args["mosaic"] == 0.5 and args["cos_lr"] is True
+    assert args["mosaic"] == 0.5 and args["mixup"] == 0.1
     assert args["data"] == "/v/data.yaml" and args["save_dir"] == "/c/run" and args["epochs"] == params.train.epochs
-    params.train.extra = {"epochs": 3}
-    with pytest.raises(VisError, match=r"train\.extra sets epochs"):
-        train.train_args(params, Path("d"), Path("r"), "cpu")
+    for key in ("epochs", "cos_lr", "resume", "device", "save_dir"):
+        params.train.extra = {key: 3}
+        with pytest.raises(VisError, match=rf"train\.extra sets {key}"):
+            train.train_args(params, Path("d"), Path("r"), "cpu")
+
+
+def test_every_ultralytics_field_of_train_config_is_a_train_argument():
+    """TrainConfig is the one list: each of its fields not marked as visapp's own reaches `train()` as it is."""
+    params = default_params()
+    params.train.cos_lr = not params.train.cos_lr
+    args = train.train_args(params, Path("d"), Path("r"), "cuda:0")
+    names = train_argument_names()
+    assert {"epochs", "imgsz", "batch", "lr0", "cos_lr", "optimizer"} <= set(names)
+    assert not {"device", "resume", "extra"} & set(names)  # visapp's own: resolved, or not Ultralytics' meaning
+    for name in names:
+        value = getattr(params.train, name)
+        assert args[name] == (str(value) if hasattr(value, "value") else value), name
+    assert args["device"] == "cuda:0" and "resume" not in args and "extra" not in args
 
 
 def test_results_csv_is_cleaned_one_row_per_epoch():
@@ -346,7 +361,7 @@ def test_train_stage_makes_one_mlflow_run_with_params_metrics_tags_and_artifacts
     subprocess.run(["git", "init", "-q"], cwd=workdir, check=True)
     subprocess.run(["git", "commit", "-q", "--allow-empty", "-m", "x"], cwd=workdir, check=True)
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=workdir, capture_output=True, text=True).stdout.strip()
-    set_params(workdir, "tracking.experiment=train-one-run", PLOTS)
+    set_params(workdir, "tracking.experiment=train-one-run", PLOTS, "train.cos_lr=true")
     client = MlflowClient(mlflow_server.uri)
 
     def all_runs() -> dict[str, object]:
@@ -368,6 +383,10 @@ def test_train_stage_makes_one_mlflow_run_with_params_metrics_tags_and_artifacts
     assert set(metrics) == FINAL_KEYS and metrics["epochs"] == 2
     assert json.loads((model_dir / "mlflow_run.json").read_text())["run_id"] == run.info.run_id
     assert (model_dir / "weights" / "best.pt").stat().st_size > 100_000
+    import torch
+
+    trained_with = torch.load(model_dir / "weights" / "best.pt", map_location="cpu", weights_only=False)["train_args"]
+    assert trained_with["cos_lr"] is True and trained_with["lr0"] == 0.002  # TrainConfig's fields reached train()
     rows = read_results(model_dir / "results.csv")
     assert [row["epoch"] for row in rows] == ["1", "2"]
     assert "(B)" not in (model_dir / "results.csv").read_text().splitlines()[0]

@@ -24,13 +24,15 @@ How a training runs:
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import shutil
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from visapp.config import Params, Resume, flatten, params_dict
+from visapp.config import Params, Resume, TrainConfig, flatten, params_dict, train_argument_names
 from visapp.dataset.views import build_view
 from visapp.errors import VisError
 from visapp.formats.metadata import METADATA_FILE, read_metadata
@@ -62,11 +64,14 @@ from visapp.training.tracking import RUN_FILE
 log = logging.getLogger(__name__)
 
 ULTRALYTICS_CACHE = Path(".cache/ultralytics")  # its weights, runs and config, under the repository root
-# Ultralytics train arguments that come from our own params or that we must control: not allowed in train.extra.
-RESERVED_ARGS = frozenset(
-    {"model", "data", "epochs", "imgsz", "batch", "device", "workers", "patience", "optimizer", "lr0", "seed"}
-    | {"resume", "save_dir", "project", "name", "exist_ok", "mode", "task"}
-)
+# Ultralytics train arguments that visapp sets itself (where the data, the run and the checkpoint are): never taken
+# from train.extra, nor are the keys of TrainConfig (train.<key> sets them).
+CONTROLLED_ARGS = frozenset({"model", "data", "resume", "save_dir", "project", "name", "exist_ok", "mode", "task"})
+
+
+def reserved_args() -> frozenset[str]:
+    """The Ultralytics arguments train.extra may not set: TrainConfig's own keys and those visapp controls."""
+    return CONTROLLED_ARGS | {f.name for f in fields(TrainConfig) if f.name != "extra"}
 
 
 def resolve_device(device: str, cuda_devices: int) -> str:
@@ -83,26 +88,22 @@ def is_ddp(device: str) -> bool:
 
 
 def train_args(params: Params, data_yaml: Path, save_dir: Path, device: str) -> dict[str, Any]:
-    """The arguments of Ultralytics' `train()`: our train.* keys, then train.extra (which may not override them)."""
+    """The arguments of Ultralytics' `train()`: train.extra, then every Ultralytics argument of TrainConfig (which
+    extra may not override), then the data, the device and where the run goes."""
     train = params.train
-    clash = sorted(RESERVED_ARGS & set(train.extra))
+    clash = sorted(reserved_args() & set(train.extra))
     if clash:
         raise VisError(
             f"train.extra sets {', '.join(clash)}, which visapp sets itself: use train.<key> for "
-            f"epochs/imgsz/batch/device/workers/patience/optimizer/lr0/seed, and leave the others out"
+            f"{'/'.join(f.name for f in fields(TrainConfig) if f.name != 'extra')}, and leave "
+            f"{'/'.join(sorted(CONTROLLED_ARGS))} out"
         )
+    ours = {name: getattr(train, name) for name in train_argument_names()}
     return {
         **dict(train.extra),
+        **{name: str(value) if isinstance(value, enum.Enum) else value for name, value in ours.items()},
         "data": str(data_yaml),
-        "epochs": train.epochs,
-        "imgsz": train.imgsz,
-        "batch": train.batch,
         "device": device,
-        "workers": train.workers,
-        "patience": train.patience,
-        "optimizer": str(train.optimizer),
-        "lr0": train.lr0,
-        "seed": train.seed,
         "save_dir": str(save_dir),
         "exist_ok": True,
     }
