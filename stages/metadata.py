@@ -2,28 +2,16 @@
 
 import logging
 import sys
-from pathlib import Path
 
 from visapp import console
 from visapp.config import load_params
-from visapp.dataset.statistics import build_metadata
-from visapp.formats.manifest import MANIFEST_FILE
-from visapp.formats.report import REPORT_FILE
+from visapp.dataset.statistics import run_metadata
 
 log = logging.getLogger("visapp.stages.metadata")
 
 
 def main() -> int:
-    params = load_params()
-    metadata = build_metadata(
-        manifest_path=Path(params.paths.validated) / MANIFEST_FILE,
-        yolo_dir=Path(params.paths.yolo),
-        raw_dir=Path(params.paths.raw),
-        out_dir=Path(params.paths.metadata),
-        classes=params.data.classes,
-        progress=console.progress_display(),
-        report_path=Path(params.paths.validated) / REPORT_FILE,
-    )
+    metadata = run_metadata(load_params(), progress=console.progress_display())
     log.info("metadata: %d images, fingerprint %s", metadata["overall"]["images"], metadata["fingerprint"][:12])
     return 0
 

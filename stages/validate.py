@@ -6,10 +6,9 @@ import sys
 from pathlib import Path
 
 from visapp import console
-from visapp.config import OnError, load_params
-from visapp.dataset.quality import QualityRules
-from visapp.dataset.validate import validate_dataset, write_validation
-from visapp.formats.report import REPORT_FILE, format_summary, has_errors
+from visapp.config import load_params
+from visapp.dataset.validate import run_validate
+from visapp.formats.report import REPORT_FILE, format_summary
 
 log = logging.getLogger("visapp.stages.validate")
 
@@ -25,19 +24,13 @@ def reuse_dir() -> Path:
 def main() -> int:
     params = load_params()
     out_dir = Path(params.paths.validated)
-    result = validate_dataset(
-        Path(params.paths.raw),
-        params.data,
-        progress=console.progress_display(),
-        reuse_dir=reuse_dir(),
-        quality=QualityRules.from_params(params),
-    )
-    write_validation(result, out_dir, on_error=params.data.on_error)
+    result = run_validate(params, progress=console.progress_display(), reuse_dir=reuse_dir())
     log.info("%s", format_summary(result.report))
-    if not result.rows:
+    stopped = result.stop_reason(params.data.on_error)
+    if stopped == "dataset_empty":
         log.error("validate: nothing to train on (dataset_empty; every issue is in %s)", out_dir / REPORT_FILE)
         return 1
-    if has_errors(result.report) and params.data.on_error == OnError.fail:
+    if stopped == "rejected":
         log.error(
             "validate: %d rejected, and data.on_error=fail (every issue is in %s): fix them, or run with "
             "data.on_error=skip to leave the rejected samples out",

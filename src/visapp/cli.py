@@ -213,14 +213,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_worker(args: argparse.Namespace) -> int:
     from visapp.service.queue import JobQueue
+    from visapp.service.reaper import Reaper
     from visapp.service.settings import ServiceSettings
     from visapp.service.store import JobStore
-    from visapp.service.worker import Reaper
 
     settings = ServiceSettings.from_env()
     store = JobStore(settings.store_url)
     queue = JobQueue(settings, store)
-    reaper = Reaper(settings, store, queue.train)
+    reaper = Reaper(settings, store, queue)
     reaper.start()
     console.log.info("visapp worker: store %s, queue %s", settings.store_url, type(queue.huey).__name__)
     queue.consumer(workers=1).run()

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from visapp.config import DataConfig
+from visapp.config import DataConfig, Params
 from visapp.errors import VisError
 from visapp.formats import SPLITS
 from visapp.formats.images import displayed_size
-from visapp.formats.manifest import ManifestRow, read_manifest
+from visapp.formats.manifest import MANIFEST_FILE, ManifestRow, read_manifest
 from visapp.formats.yolo import (
     DATA_YAML,
     DataYaml,
@@ -224,3 +224,11 @@ def convert(
                 "add images, or change data.split (or the ImageSets/Main lists)"
             )
     return summary
+
+
+def run_convert(params: Params, progress: ProgressCallback | None = None) -> ConversionSummary:
+    """The convert stage: `paths.validated`'s manifest -> `paths.yolo`."""
+    paths = params.paths
+    return convert(
+        Path(paths.validated) / MANIFEST_FILE, Path(paths.raw), Path(paths.yolo), params.data, params.seed, progress
+    )

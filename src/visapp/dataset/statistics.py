@@ -56,14 +56,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from visapp.config import Params
 from visapp.dataset import figures
 from visapp.dataset.figures import Example
 from visapp.errors import VisError
 from visapp.formats.dvcfile import read_dvc_out
 from visapp.formats.images import displayed_size
-from visapp.formats.manifest import read_manifest
+from visapp.formats.manifest import MANIFEST_FILE, read_manifest
 from visapp.formats.metadata import METADATA_FILE
-from visapp.formats.report import QUALITY_CODES
+from visapp.formats.report import QUALITY_CODES, REPORT_FILE
 from visapp.formats.yolo import (
     DATA_YAML,
     Box,
@@ -316,6 +317,7 @@ def build_metadata(
     classes: list[str],
     progress: ProgressCallback | None = None,
     report_path: Path | None = None,
+    raw_dvc_hash: str | None = None,
 ) -> dict[str, Any]:
     """Compute dataset_metadata.json and the figures, and write them into out_dir atomically.
 
@@ -327,6 +329,7 @@ def build_metadata(
         classes: data.classes; must match data.yaml's names. Empty: take data.yaml's names.
         progress: told after each image (task "metadata").
         report_path: validate's report.json, whose quality findings make the `quality` section (None: null).
+        raw_dvc_hash: DVC's hash of raw_dir (`raw_dvc_hash`); None: the one `<raw_dir>.dvc` records, if any.
 
     Returns:
         The metadata written to dataset_metadata.json.
@@ -392,13 +395,15 @@ def build_metadata(
             ", ".join(f"{r.image} ({r.width}x{r.height} {r.format.upper()})" for r in too_large[:5])
             + (", ..." if len(too_large) > 5 else ""),
         )
-    raw_out = read_dvc_out(raw_dir)
+    if raw_dvc_hash is None:
+        raw_out = read_dvc_out(raw_dir)
+        raw_dvc_hash = raw_out.md5 if raw_out else None
     metadata = {
         "classes": [{"id": i, "name": name} for i, name in enumerate(classes)],
         "splits": {split: stats.to_dict(classes) for split, stats in per_split.items()},
         "overall": overall.to_dict(classes),
         "fingerprint": fingerprint(classes, files),
-        "raw_dvc_hash": raw_out.md5 if raw_out else None,
+        "raw_dvc_hash": raw_dvc_hash,
         "source": {"manifest_rows": len(records), "split_lists": [f"{s}.txt" for s in splits]},
         "figures": sorted(figures.FIGURE_FILES),
         "class_coverage": {split: stats.coverage(classes) for split, stats in per_split.items()},
@@ -426,3 +431,20 @@ def build_metadata(
         ]
         figures.draw_all(drawings, counter.advance)
     return metadata
+
+
+def run_metadata(
+    params: Params, progress: ProgressCallback | None = None, raw_dvc_hash: str | None = None
+) -> dict[str, Any]:
+    """The metadata stage: `paths.validated` (manifest, report) + `paths.yolo` + `paths.raw` -> `paths.metadata`."""
+    paths = params.paths
+    return build_metadata(
+        manifest_path=Path(paths.validated) / MANIFEST_FILE,
+        yolo_dir=Path(paths.yolo),
+        raw_dir=Path(paths.raw),
+        out_dir=Path(paths.metadata),
+        classes=params.data.classes,
+        progress=progress,
+        report_path=Path(paths.validated) / REPORT_FILE,
+        raw_dvc_hash=raw_dvc_hash,
+    )

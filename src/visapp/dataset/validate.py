@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from visapp.config import DataConfig, OnError
+from visapp.config import DataConfig, OnError, Params
 from visapp.dataset import pool
 from visapp.dataset.quality import ImageMeasurement, QualityRules, check_dataset, measure_image
 from visapp.errors import DataError, VisError
@@ -82,6 +82,15 @@ class ValidationResult:
 
     report: dict[str, Any]
     rows: list[ManifestRow] = field(default_factory=list)
+
+    def stop_reason(self, on_error: OnError) -> str | None:
+        """Why the pipeline stops after validate: "dataset_empty" (nothing accepted), "rejected" (samples
+        rejected and `on_error` is fail), or None: it goes on (with `skip`, without the rejected samples)."""
+        if not self.rows:
+            return "dataset_empty"
+        if has_errors(self.report) and OnError(on_error) == OnError.fail:
+            return "rejected"
+        return None
 
 
 # ---------------------------------------------------------------- one sample
@@ -888,3 +897,16 @@ def write_validation(result: ValidationResult, out_dir: Path, on_error: OnError)
         manifest.unlink(missing_ok=True)
         return
     write_manifest(manifest, result.rows)
+
+
+def run_validate(
+    params: Params, progress: ProgressCallback | None = None, reuse_dir: Path | None = None
+) -> ValidationResult:
+    """The validate stage: `paths.raw` -> report.json (always) and manifest.jsonl in `paths.validated`, with the
+    quality checks of `params` and the outcomes of earlier runs in `reuse_dir` (None: check everything)."""
+    result = validate_dataset(
+        Path(params.paths.raw), params.data, progress=progress, reuse_dir=reuse_dir,
+        quality=QualityRules.from_params(params),
+    )  # fmt: skip
+    write_validation(result, Path(params.paths.validated), on_error=params.data.on_error)
+    return result

@@ -88,6 +88,21 @@ def unrecorded_changes(repo: Any, folder: Path, label: str) -> str | None:
     return f"{label} has changes that {label}.dvc does not record" if status else None
 
 
+def folder_hash(folder: Path) -> str:
+    """DVC's hash of a folder (`<md5>.dir`), as `dvc add` would record it, computed without a repository or a
+    cache: for a folder that is not (yet) tracked, such as an upload to the service."""
+    import tempfile
+
+    from dvc_data.hashfile.build import build
+    from dvc_data.hashfile.db import HashFileDB
+    from dvc_objects.fs.local import LocalFileSystem
+
+    fs = LocalFileSystem()
+    with tempfile.TemporaryDirectory(prefix="visapp-hash-") as scratch:
+        _, _, obj = build(HashFileDB(fs, scratch), str(Path(folder).resolve()), fs, "md5", dry_run=True)
+    return str(obj.hash_info.value)
+
+
 def add_folder(repo: Any, folder: Path, desc: str | None) -> str:
     """Hash `folder` into the DVC cache; the text of its .dvc file (removed from disk again).
 

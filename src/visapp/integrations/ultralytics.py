@@ -20,6 +20,7 @@ Every module global it touches is restored when the session closes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -207,8 +208,11 @@ def load_model(arch: str, weights: Path | None, checkpoint: Path | None) -> Any:
     return model
 
 
-def fit(model: Any, args: dict[str, Any], on_epoch: Callable[[Any], None]) -> dict[str, float]:
-    """Train with our callbacks; the final validation's metrics of best.pt (Ultralytics' names).
+def fit(
+    model: Any, args: dict[str, Any], on_epoch: Callable[[Any], None], on_start: Callable[[Any], None] | None = None
+) -> dict[str, float]:
+    """Train with our callbacks (`on_start` once the data is loaded and the first epoch begins, `on_epoch` after
+    each epoch); the final validation's metrics of best.pt (Ultralytics' names).
 
     With several devices Ultralytics trains in DDP subprocesses, which run its own callbacks only: `on_epoch`
     is then not called (the caller reads the epochs from results.csv) and the metrics come back empty (the
@@ -216,6 +220,8 @@ def fit(model: Any, args: dict[str, Any], on_epoch: Callable[[Any], None]) -> di
     """
     model.add_callback("on_pretrain_routine_start", drop_foreign_callbacks)
     model.add_callback("on_fit_epoch_end", on_epoch)
+    if on_start is not None:
+        model.add_callback("on_train_start", on_start)
     model.train(**args)
     validator = getattr(model.trainer, "validator", None)
     results = getattr(getattr(validator, "metrics", None), "results_dict", None) or model.trainer.metrics or {}
@@ -228,3 +234,71 @@ def validate(weights: Path, data_yaml: Path, imgsz: int, batch: int, device: str
 
     metrics = YOLO(str(weights)).val(data=str(data_yaml), imgsz=imgsz, batch=batch, device=device, plots=False)
     return {key: float(value) for key, value in dict(metrics.results_dict).items()}
+
+
+# ---------------------------------------------------------------- its argument list, read without importing it
+
+
+def _package_file(*parts: str) -> Path:
+    """A file of the installed Ultralytics package, found without importing it (an import loads torch)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("ultralytics")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("ultralytics is not installed")
+    return Path(next(iter(spec.submodule_search_locations)), *parts)
+
+
+@functools.cache
+def argument_defaults() -> dict[str, Any]:
+    """Every argument Ultralytics knows and its default: its own declaration, `cfg/default.yaml`."""
+    import yaml
+
+    return dict(yaml.safe_load(_package_file("cfg", "default.yaml").read_text(encoding="utf-8")))
+
+
+@functools.cache
+def _typed_keys() -> dict[str, frozenset[str]]:
+    """Ultralytics' own lists of which arguments are numbers, fractions, integers and booleans
+    (`CFG_FLOAT_KEYS`, ... in `ultralytics/cfg/__init__.py`), read from its source as literals; empty when a
+    release writes them otherwise (then only the names are checked)."""
+    import ast
+
+    wanted = {"CFG_FLOAT_KEYS": "number", "CFG_FRACTION_KEYS": "fraction", "CFG_INT_KEYS": "int",
+              "CFG_BOOL_KEYS": "bool"}  # fmt: skip
+    found: dict[str, frozenset[str]] = {}
+    try:
+        tree = ast.parse(_package_file("cfg", "__init__.py").read_text(encoding="utf-8"))
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                kind = wanted.get(node.targets[0].id)
+                value = node.value
+                if kind and isinstance(value, ast.Call) and value.args:  # frozenset({...})
+                    found[kind] = frozenset(ast.literal_eval(value.args[0]))
+    except (OSError, SyntaxError, ValueError):
+        return {}
+    return found
+
+
+def argument_problem(name: str, value: Any) -> str | None:
+    """Why Ultralytics would refuse `name=value` as a train argument (an unknown name, or a value of the wrong
+    type or range by its own lists), or None. Values it takes in several forms are left to it."""
+    known = argument_defaults()
+    if name not in known:
+        import difflib
+
+        near = difflib.get_close_matches(name, list(known), n=1)
+        return f"Ultralytics has no argument {name!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
+    if value is None:
+        return None
+    kinds = [kind for kind, names in _typed_keys().items() if name in names]
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if "bool" in kinds and not isinstance(value, bool):
+        return f"{name} must be true or false, not {value!r}"
+    if "int" in kinds and not (isinstance(value, int) and not isinstance(value, bool)):
+        return f"{name} must be a whole number, not {value!r}"
+    if ("number" in kinds or "fraction" in kinds) and not number:
+        return f"{name} must be a number, not {value!r}"
+    if "fraction" in kinds and name != "fraction" and not 0.0 <= value <= 1.0:
+        return f"{name} must be between 0 and 1, not {value!r}"
+    return None

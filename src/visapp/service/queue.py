@@ -1,8 +1,8 @@
 """The job queue: Huey, with SQLite in one process (the default) or Redis shared by many machines.
 
 `visapp serve` runs the API and one consumer in its process; `visapp worker` runs a consumer alone, so N
-machines pointed at one Redis (`VISAPP_QUEUE_URL=redis://...`) and one store share the work. Tasks carry only
-a job id (and the attempt): everything else is in the job store.
+machines pointed at one Redis (`VISAPP_QUEUE_URL=redis://...`) and one store share the work. A message carries
+only a job id and the number of the check or attempt: everything else is in the job store.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from visapp.service.store import JobStore
 
 log = logging.getLogger(__name__)
 
+CHECK_TASK, TRAIN_TASK = "visapp.check_upload", "visapp.train"
+
 
 def make_huey(settings: ServiceSettings) -> Any:
     from huey import RedisHuey, SqliteHuey
@@ -28,7 +30,8 @@ def make_huey(settings: ServiceSettings) -> Any:
     if url.startswith(("redis://", "rediss://", "unix://")):
         return RedisHuey("visapp", url=url)
     if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
+        # A URL's path is absolute, as for file:///srv/queue.db: sqlite:///srv/queue.db is /srv/queue.db.
+        path = Path("/" + url.removeprefix("sqlite:///").lstrip("/"))
         path.parent.mkdir(parents=True, exist_ok=True)
         return SqliteHuey("visapp", filename=str(path))
     raise VisError(f"VISAPP_QUEUE_URL {url!r}: use redis://host:port/db, or sqlite:///path, or leave it unset")
@@ -43,25 +46,30 @@ class JobQueue:
     """Huey and the service's two tasks, registered under fixed names (every process must know them)."""
 
     def __init__(self, settings: ServiceSettings, store: JobStore) -> None:
-        from visapp.service import worker
+        from visapp.service import checks, training
 
         self.settings, self.store = settings, store
         self.huey = make_huey(settings)
-        self._check = self.huey.task(name="visapp.check_upload")(
-            lambda job_id: worker.check_upload(settings, store, job_id)
+        self._check = self.huey.task(name=CHECK_TASK)(
+            lambda job_id, number: checks.run_check(settings, store, job_id, number)
         )
-        self._train = self.huey.task(name="visapp.train")(
-            lambda job_id, attempt: worker.train_job(settings, store, job_id, attempt)
+        self._train = self.huey.task(name=TRAIN_TASK)(
+            lambda job_id, attempt: training.train_job(settings, store, job_id, attempt)
         )
 
-    def check_upload(self, job_id: str) -> None:
-        self._check(job_id)
+    def check_upload(self, job_id: str, number: int) -> None:
+        self._check(job_id, number)
 
     def train(self, job_id: str, attempt: int) -> None:
         self._train(job_id, attempt)
 
-    def pending(self) -> int:
-        return int(self.huey.pending_count())
+    def waiting(self) -> set[tuple[str, str, int]]:
+        """(task name, job id, number) of every message in the queue."""
+        found = set()
+        for task in self.huey.pending():
+            if task.name in (CHECK_TASK, TRAIN_TASK) and len(task.args) == 2:
+                found.add((task.name, str(task.args[0]), int(task.args[1])))
+        return found
 
     def health(self) -> str:
         """A verdict: the queue answers (raises when it does not)."""
@@ -71,9 +79,7 @@ class JobQueue:
         """A Huey consumer; `in_thread`: for the API's process (no signal handlers: they need the main thread)."""
         from huey.consumer import Consumer
 
-        class QuietConsumer(Consumer):
-            def _set_signal_handlers(self) -> None:
-                if not in_thread:
-                    super()._set_signal_handlers()
+        from visapp.integrations.huey import thread_consumer
 
-        return QuietConsumer(self.huey, workers=workers, worker_type="thread", periodic=False)
+        options = {"workers": workers, "worker_type": "thread", "periodic": False}
+        return thread_consumer(self.huey, **options) if in_thread else Consumer(self.huey, **options)

@@ -1,6 +1,6 @@
 """The job store: one URL (`file:///...` or `s3://bucket/prefix`, through fsspec) holds every job.
 
-    <root>/<job_id>/job.json            the job's record (visapp.service.jobs)
+    <root>/<job_id>/job.json            the job's record (visapp.service.records)
     <root>/<job_id>/upload.zip|.tar     the uploaded archive, as received
     <root>/<job_id>/validated/          report.json, manifest.jsonl
     <root>/<job_id>/metadata/           dataset_metadata.json, figures
@@ -22,6 +22,7 @@ import contextlib
 import re
 import secrets
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -53,6 +54,7 @@ class JobStore:
         import fsspec
 
         self.url = url
+        self._thread_locks: dict[str, threading.Lock] = {}
         options: dict[str, Any] = {}
         if url.startswith("s3://"):
             # Every process must see every job at once: no listing cache, no shared instance.
@@ -90,16 +92,22 @@ class JobStore:
 
     # ------------------------------------------------------------ records
 
-    def read_json(self, job_id: str, name: str = RECORD) -> dict[str, Any] | None:
-        import json
-
+    def read_bytes(self, job_id: str, name: str) -> bytes | None:
+        """A file's bytes; None when there is none."""
         try:
             with self.fs.open(self.path(job_id, name), "rb") as handle:
-                return json.loads(handle.read())
+                return bytes(handle.read())
         except FileNotFoundError:
             return None
 
-    def write_json(self, job_id: str, data: Any, name: str = RECORD) -> None:
+    def read_json(self, job_id: str, name: str) -> Any:
+        """A JSON file's content; None when there is none."""
+        import json
+
+        data = self.read_bytes(job_id, name)
+        return None if data is None else json.loads(data)
+
+    def write_json(self, job_id: str, data: Any, name: str) -> None:
         text = dumps_json(data)
         if self.local:
             write_text(self.path(job_id, name), text)
@@ -127,14 +135,16 @@ class JobStore:
 
     @contextlib.contextmanager
     def locked(self, job_id: str) -> Iterator[None]:
-        """Serialise read-modify-write of a record between processes of this machine (a local store); on S3,
-        where each writer owns its fields (see visapp.service.jobs), this is a no-op."""
-        if not self.local:
-            yield
-            return
-        busy = f"job {job_id}: another process held its record for 30 s"
-        with exclusive_lock(Path(self.path(job_id, ".lock")), busy, timeout=30):
-            yield
+        """Serialise read-modify-write of a record: between the threads of this process (a heartbeat beside the
+        work), and between the processes of this machine on a local store. On S3, where each writer owns its
+        fields (see visapp.service.records), processes are not serialised."""
+        with self._thread_locks.setdefault(job_id, threading.Lock()):
+            if not self.local:
+                yield
+                return
+            busy = f"job {job_id}: another process held its record for 30 s"
+            with exclusive_lock(Path(self.path(job_id, ".lock")), busy, timeout=30):
+                yield
 
     # ------------------------------------------------------------ files
 
@@ -179,6 +189,15 @@ class JobStore:
         """Delete a file or a folder; nothing when it is not there."""
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm(self.path(job_id, name), recursive=True)
+
+    def delete_job(self, job_id: str) -> None:
+        """Remove a job's folder and everything in it (its record last: a crash midway leaves a job to delete)."""
+        for name in self._listed(self.path(job_id)):
+            if name not in (RECORD, ".lock"):
+                self.remove(job_id, name)
+        self.remove(job_id, RECORD)
+        with contextlib.suppress(FileNotFoundError, OSError):
+            self.fs.rm(self.path(job_id), recursive=True)
 
     def get(self, job_id: str, name: str, local: Path) -> bool:
         """Download a file or a folder to `local`; False when the store has none."""

@@ -1,36 +1,46 @@
 """The training subprocess of a job: `python -m visapp.service.trainer SCRATCH`.
 
-The worker prepares SCRATCH (the dataset, its metadata, the checkpoint folder from the store, and
-`trainer.json`: classes, train overrides) and watches this process. It runs the library's `train_model`, as the
-`train` stage does. After each epoch it copies the checkpoint folder to `SCRATCH/snapshots/<epoch>` and appends
-one JSON line naming it to `SCRATCH/progress.jsonl` (its stdout and stderr, Ultralytics' output among them, go
-to the job's log). The copy is taken inside the epoch-end callback, while Ultralytics' loop waits on it, so it
-never holds a half-saved `last.pt`; nothing writes to a snapshot after its rename, so the worker stores it at
-leisure. SIGTERM ends this process at once; the last stored snapshot stays, and a later attempt resumes from
-it. It ends the same way when its worker is gone (`VISAPP_WORKER_PID` is no longer its parent): it runs in a
-session of its own, so a worker killed outright (SIGKILL, the OOM killer) or stopped would otherwise leave it
-training on, beside the attempt the reaper queues next and into the same MLflow run.
+The worker prepares SCRATCH (the dataset, its metadata, the checkpoint folder of a resumed attempt, and
+`trainer.json`: the training's params as composed at its request) and watches this process. It runs the library's
+`train_model`, as the `train` stage does, with those params (paths into SCRATCH); it never composes params itself.
+
+It tells the worker what it does by appending JSON lines to `SCRATCH/progress.jsonl`: a phase when it starts and
+when Ultralytics begins its first epoch, then after each epoch the epoch's numbers and the name of a snapshot:
+a copy of the checkpoint folder as the epoch left it (`SCRATCH/snapshots/<epoch>`). The copy is taken inside the
+epoch-end callback, while Ultralytics' loop waits on it, so it never holds a half-saved `last.pt`; nothing writes
+to a snapshot after its rename, so the worker stores it at leisure. A training that fails writes why in
+`SCRATCH/error.json`, in words without its server paths. Its stdout and stderr (Ultralytics' output among them)
+go to the job's log.
+
+SIGTERM ends this process at once; the last stored snapshot stays, and a later attempt resumes from it. It ends
+the same way when its worker is gone (`VISAPP_WORKER_PID` is no longer its parent): it runs in a session of its
+own, so a worker killed outright (SIGKILL, the OOM killer) or stopped would otherwise leave it training on,
+beside the attempt the reaper queues next and into the same MLflow run.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from visapp import console
 from visapp.progress import Progress
 
 TRAINER_FILE = "trainer.json"
 PROGRESS_FILE = "progress.jsonl"
+ERROR_FILE = "error.json"
 CHECKPOINTS = "checkpoint"
 SNAPSHOTS = "snapshots"
 WORKER_PID = "VISAPP_WORKER_PID"
+_ABSOLUTE = re.compile(r"(?<![\w.])/(?:[\w.@+-]+/)+[\w.@+-]*")  # an absolute POSIX path of two parts or more
 
 
 def end_with_worker(interval: float = 1.0) -> None:
@@ -68,23 +78,43 @@ def snapshot(scratch: Path, epoch: int) -> str:
     return name
 
 
+def scrub(text: str, scratch: Path) -> str:
+    """A message without this machine's paths: the scratch folder dropped, any other absolute path cut to its name."""
+    text = re.sub(re.escape(str(scratch)) + r"(/|(?![\w.@+-]))", lambda m: "" if m.group(1) else "the job's folder",
+                  text)  # fmt: skip
+    return _ABSOLUTE.sub(lambda match: Path(match.group(0)).name, text)
+
+
+def _tell(scratch: Path, line: dict[str, Any]) -> None:
+    with (scratch / PROGRESS_FILE).open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(line) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    from visapp.service.prepare import job_params
+    from visapp.errors import VisError
+    from visapp.service.params import with_paths
     from visapp.training.run import train_model
 
     scratch = Path((argv or sys.argv[1:])[0])
     end_with_worker()
+    _tell(scratch, {"phase": "starting the training: loading Ultralytics and building the model"})
     spec = json.loads((scratch / TRAINER_FILE).read_text(encoding="utf-8"))
-    params = job_params(spec["classes"], spec.get("overrides"), scratch)
+    params = with_paths(spec["params"], scratch)
 
     def report(update: Progress) -> None:
-        line = {"epoch": update.done, "epochs": update.total, "metrics": dict(update.metrics)}
-        line["snapshot"] = snapshot(scratch, update.done)
-        with (scratch / PROGRESS_FILE).open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(line) + "\n")
+        line: dict[str, Any] = {"phase": "training", "epoch": update.done, "epochs": update.total}
+        if update.metrics:  # an epoch ended (without metrics: the first epoch of this run begins)
+            line["metrics"] = dict(update.metrics)
+            line["snapshot"] = snapshot(scratch, update.done)
+        _tell(scratch, line)
 
     environ = {"VISAPP_CHECKPOINT_DIR": str(scratch / CHECKPOINTS)}
-    train_model(params, environ=environ, progress=report)
+    try:
+        train_model(params, environ=environ, progress=report)
+    except Exception as exc:
+        told = str(exc) if isinstance(exc, VisError) else f"the training failed ({type(exc).__name__}: {exc})"
+        (scratch / ERROR_FILE).write_text(json.dumps({"error": scrub(told, scratch)}), encoding="utf-8")
+        raise
     return 0
 
 

@@ -87,17 +87,31 @@ def is_ddp(device: str) -> bool:
     return len([part for part in str(device).split(",") if part.strip()]) > 1
 
 
-def train_args(params: Params, data_yaml: Path, save_dir: Path, device: str) -> dict[str, Any]:
-    """The arguments of Ultralytics' `train()`: train.extra, then every Ultralytics argument of TrainConfig (which
-    extra may not override), then the data, the device and where the run goes."""
-    train = params.train
-    clash = sorted(reserved_args() & set(train.extra))
+def check_extra(extra: dict[str, Any]) -> None:
+    """Refuse a train.extra that Ultralytics would refuse (an unknown argument, a value of the wrong type or range,
+    by its own argument list) or that sets what visapp sets itself, before anything runs.
+
+    Raises:
+        VisError: naming the key, and the nearest known argument for a misspelt one.
+    """
+    clash = sorted(reserved_args() & set(extra))
     if clash:
         raise VisError(
             f"train.extra sets {', '.join(clash)}, which visapp sets itself: use train.<key> for "
             f"{'/'.join(f.name for f in fields(TrainConfig) if f.name != 'extra')}, and leave "
             f"{'/'.join(sorted(CONTROLLED_ARGS))} out"
         )
+    for name, value in extra.items():
+        problem = ultralytics.argument_problem(str(name), value)
+        if problem:
+            raise VisError(f"train.extra.{name}: {problem}")
+
+
+def train_args(params: Params, data_yaml: Path, save_dir: Path, device: str) -> dict[str, Any]:
+    """The arguments of Ultralytics' `train()`: train.extra, then every Ultralytics argument of TrainConfig (which
+    extra may not override), then the data, the device and where the run goes."""
+    train = params.train
+    check_extra(train.extra)
     ours = {name: getattr(train, name) for name in train_argument_names()}
     return {
         **dict(train.extra),
@@ -128,6 +142,12 @@ class _EpochReporter:
 
     def seconds(self) -> float:
         return self.seconds_before + time.monotonic() - self.started
+
+    def first_epoch(self, trainer: Any) -> None:
+        """Ultralytics callback `on_train_start`: the data is loaded, the first epoch of this run begins (no
+        metrics yet: `done` is the epochs a resumed run has behind it)."""
+        if self.progress is not None:
+            self.progress(Progress("train", int(getattr(trainer, "start_epoch", 0) or 0), self.epochs, "epoch"))
 
     def __call__(self, trainer: Any) -> None:
         if self.done:
@@ -272,7 +292,7 @@ def _fit(
     if resume:
         # Ultralytics takes the other arguments from the checkpoint; these may differ on another machine.
         args = {name: args[name] for name in ("data", "device", "workers", "save_dir")} | {"resume": True}
-    results = ultralytics.fit(model, args, reporter)
+    results = ultralytics.fit(model, args, reporter, on_start=reporter.first_epoch)
     _, rows = clean_results((run_dir / "results.csv").read_text(encoding="utf-8"))
     if is_ddp(device):
         # DDP ran our callback in no process: the epochs reach MLflow and the progress from results.csv (one

@@ -1,0 +1,232 @@
+"""What every router of the API shares: the service's context, the caller, errors, and the public view of a job.
+
+Every answer that is not a success has one shape, `{"error": {"code": ..., "message": ...}}` (the message says
+what to do), sometimes with the job or the validation report beside it. A caller sees only the jobs made with
+its token; any other id, or anything that is not an id, is 404.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, Request, Security
+from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+
+from visapp.config import OnError
+from visapp.service import records
+from visapp.service.queue import JobQueue
+from visapp.service.records import (
+    DatasetFolder,
+    JobRecord,
+    MetadataSummary,
+    Progress,
+    State,
+    Transition,
+    Upload,
+    ValidationSummary,
+)
+from visapp.service.settings import ServiceSettings
+from visapp.service.store import JobStore, UnknownJob
+
+CHUNK = 1024 * 1024
+UNAUTHORIZED = "send `Authorization: Bearer <token>` with a token of VISAPP_API_TOKEN"
+STATUS_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+                409: "conflict", 413: "too_large", 415: "unsupported_media_type", 422: "invalid_request",
+                429: "too_many_requests"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Context:
+    """The service's parts, made once per app (`app.state.context`)."""
+
+    settings: ServiceSettings
+    store: JobStore
+    queue: JobQueue
+    tokens: tuple[bytes, ...]
+    open_access: bool
+
+
+def context(request: Request) -> Context:
+    found: Context = request.app.state.context
+    return found
+
+
+# ---------------------------------------------------------------- errors
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.extra = status, code, message, extra
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    body = {"error": {"code": code, "message": message}, **{k: v for k, v in extra.items() if v is not None}}
+    if status == 401:
+        headers = {"WWW-Authenticate": "Bearer", **(headers or {})}  # RFC 6750: say which scheme is expected
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+# ---------------------------------------------------------------- the caller
+
+
+def identify(authorization: str, tokens: tuple[bytes, ...], open_access: bool = False) -> str | None:
+    """The caller an `Authorization` header names: a hash of its token ("open" when the service runs open,
+    without tokens), or None when the header carries no token of VISAPP_API_TOKEN."""
+    if open_access and not tokens:
+        return "open"
+    scheme, _, given = authorization.partition(" ")
+    presented = given.strip().encode()
+    match = False
+    for token in tokens:  # every token compared, in constant time: no early exit to time
+        match |= hmac.compare_digest(presented, token)
+    if scheme.lower() != "bearer" or not match:
+        return None
+    return hashlib.sha256(presented).hexdigest()[:16]
+
+
+BEARER = HTTPBearer(auto_error=False, scheme_name="token", description="a token of VISAPP_API_TOKEN")
+
+
+async def caller(request: Request, _: HTTPAuthorizationCredentials | None = Security(BEARER)) -> str:  # noqa: B008
+    """The caller's identity. (The `Authenticate` middleware has refused a request without a valid token already:
+    this names the caller, and declares the token in the schema.) Async because it does no I/O: a plain function
+    would cost a thread-pool hop."""
+    ctx = context(request)
+    owner = identify(request.headers.get("authorization", ""), ctx.tokens, ctx.open_access)
+    if owner is None:
+        raise ApiError(401, "unauthorized", UNAUTHORIZED)
+    return owner
+
+
+def own_job(ctx: Context, job_id: str, owner: str) -> JobRecord:
+    """The caller's job, or 404 (another token's job, no such job, not a job id)."""
+    try:
+        record = records.load(ctx.store, job_id)
+    except UnknownJob:
+        record = None
+    if record is None or record.owner != owner:
+        raise ApiError(404, "unknown_job", f"no job {job_id!r} (for this token): check the id")
+    return record
+
+
+def owned_records(ctx: Context, owner: str) -> Iterator[JobRecord]:
+    for job_id in ctx.store.job_ids():
+        try:
+            record = records.load(ctx.store, job_id)
+        except (UnknownJob, ValueError):  # deleted meanwhile, or not a record this release reads
+            continue
+        if record.owner == owner:
+            yield record
+
+
+Caller = Depends(caller)
+Ctx = Depends(context)
+
+
+# ---------------------------------------------------------------- what a client sees of a job
+
+
+class PublicLease(BaseModel):
+    task: str
+    number: int
+    heartbeat_at: float
+
+
+class PublicAttempt(BaseModel):
+    number: int
+    training: int
+    state: State
+    resumes: int | None
+    overrides: dict[str, Any]
+    queued_at: float
+    started_at: float | None
+    finished_at: float | None
+    epochs_done: int
+    metrics: dict[str, Any] | None
+    mlflow_run_id: str | None
+    model: bool
+    error: str | None
+
+
+class Job(BaseModel):
+    """A job as a client sees it (the owner, the worker's host and the composed params stay inside; the params
+    are in the job's lineage)."""
+
+    id: str
+    state: State
+    created_at: float
+    updated_at: float
+    history: dict[str, float]  # when each state was last entered
+    transitions: list[Transition]
+    upload: Upload
+    on_error: OnError
+    classes: list[str] | None
+    dataset: DatasetFolder | None
+    validation: ValidationSummary | None
+    metadata: MetadataSummary | None
+    checks: int
+    training: int
+    attempt: int
+    attempts: list[PublicAttempt]
+    lease: PublicLease | None
+    progress: Progress | None
+    mlflow_run_id: str | None
+    metrics: dict[str, Any] | None
+    error: str | None
+    note: str | None
+
+    @classmethod
+    def of(cls, record: JobRecord) -> Job:
+        data = record.model_dump(exclude={"owner", "params", "code", "classes_given"})
+        hidden = ("params", "worker_code")
+        data["attempts"] = [{k: v for k, v in a.items() if k not in hidden} for a in data["attempts"]]
+        if data["lease"] is not None:
+            data["lease"].pop("worker")
+        return cls(**data, history=record.history)
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+    job_id: str | None = None
+    job: Job | None = None
+    report: dict[str, Any] | None = None
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": ErrorBody} for status in statuses}
+
+
+def stream(handle: Any, name: str, media_type: str = "application/octet-stream",
+           cleanup: Path | None = None) -> StreamingResponse:  # fmt: skip
+    def chunks() -> Iterator[bytes]:
+        try:
+            while block := handle.read(CHUNK):
+                yield block
+        finally:
+            handle.close()
+            if cleanup is not None:
+                shutil.rmtree(cleanup, ignore_errors=True)
+
+    headers = {"Content-Disposition": f'attachment; filename="{name}"'} if media_type.endswith("octet-stream") else {}
+    return StreamingResponse(chunks(), media_type=media_type, headers=headers)
+
+
+def job_error(status: int, code: str, message: str, record: JobRecord, **extra: Any) -> ApiError:
+    """An error about a job, with the job (and its id at the top, as the upload's answer has it) beside it."""
+    return ApiError(status, code, message, job_id=record.id, job=Job.of(record).model_dump(mode="json"), **extra)
