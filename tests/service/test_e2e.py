@@ -63,5 +63,5 @@ def test_upload_train_download_with_the_store_on_s3(make_service, dataset_zip, t
         .get("Contents", [])
     }
     prefix = f"jobs/{job['id']}/"
-    assert {f"{prefix}job.json", f"{prefix}upload.zip", f"{prefix}model/weights/best.pt"} <= keys
+    assert {f"{prefix}job.json", f"{prefix}upload.zip", f"{prefix}models/000001/weights/best.pt"} <= keys
     assert f"{prefix}metadata/dataset_metadata.json" in keys and f"{prefix}validated/report.json" in keys

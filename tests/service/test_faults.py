@@ -43,8 +43,9 @@ def trainers_under(folder) -> list[psutil.Process]:
 
 
 def lease_pids(folder) -> dict[str, int]:
-    """{attempt file: pid of the worker that took it} from a job's `leases/` (each holds `host:pid:thread`)."""
-    return {path.name: int(path.read_text().split(":")[1]) for path in sorted((folder / "leases").iterdir())}
+    """{attempt: pid of the worker that took it} from a job's `leases/train-*` (each holds `host:pid:thread`)."""
+    leases = sorted((folder / "leases").glob("train-*"))
+    return {path.name.removeprefix("train-"): int(path.read_text().split(":")[1]) for path in leases}
 
 
 # ---------------------------------------------------------------- the API restarted
@@ -138,7 +139,13 @@ def test_cancelling_a_running_training_stops_it_and_keeps_its_checkpoint(make_se
     assert [p.relative_to(folder / "checkpoint").parts[0] for p in kept] == [stored], kept
     assert zipfile.is_zipfile(kept[0]), sorted(p.name for p in (folder / "checkpoint").rglob("*"))
     assert not list((folder / "checkpoint").rglob(".visapp-view")), "a checkpoint stores no dataset view"
-    assert (folder / "model" / "train.log").is_file() and not (folder / "model" / "weights").exists()
+    # The cancelled attempt keeps its log and its best weights so far: downloadable as that attempt's, not as the
+    # job's model (no training of it succeeded).
+    assert (folder / "models" / "000001" / "train.log").is_file()
+    with client(api_proc.url) as api:
+        assert api.get(f"/download/model/{job_id}").status_code == 409
+        kept = api.get(f"/download/model/{job_id}", params={"attempt": 1})
+        assert kept.status_code == 200 and zipfile.is_zipfile(io.BytesIO(kept.content))
     assert not trainers_under(service.base), "the training subprocess outlived its cancel"
 
 
@@ -181,16 +188,16 @@ def test_a_killed_worker_s_training_resumes_on_another_worker_from_its_checkpoin
 
     folder = service.job_folder(job_id)
     assert lease_pids(folder) == {"000001": first.proc.pid, "000002": second.proc.pid}
-    assert [p.name for p in (folder / "requeues").iterdir()] == ["000001"]  # one reaper won
+    assert [p.name for p in (folder / "requeues").iterdir()] == ["train-000001"]  # one reaper won
     # The second worker resumed after the epochs the first one finished, not from epoch 1.
-    log = (folder / "model" / "train.log").read_text(errors="replace")
+    log = (folder / "models" / "000002" / "train.log").read_text(errors="replace")
     resumed = [int(n) for n in re.findall(r"resuming after epoch (\d+)", log)]
     assert len(resumed) == 1 and resumed[0] >= reached, log[-3000:]
     # Its epochs (its worker logs the newest epoch of each second) come after those, up to the last.
     after = second.epochs_reported(job_id)
     assert after and after == sorted(set(after)) and after[0] > resumed[0] and after[-1] == epochs, second.output()
     assert 0 < max(first.epochs_reported(job_id), default=0) <= resumed[0]  # the first synced each epoch it told
-    with (folder / "model" / "results.csv").open() as handle:
+    with (folder / "models" / "000002" / "results.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert [int(float(row["epoch"])) for row in rows] == list(range(1, epochs + 1))
     print(f"epoch {reached} reached before the kill; resumed after {resumed[0]}; succeeded {recovered:.0f} s later")

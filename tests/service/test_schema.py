@@ -34,7 +34,11 @@ OPERATIONS = [
     ("POST", "/train-async/{job_id}"),
     ("POST", "/jobs/{job_id}/cancel"),
     ("GET", "/jobs/{job_id}"),
+    ("DELETE", "/jobs/{job_id}"),
     ("GET", "/jobs"),
+    ("GET", "/jobs/{job_id}/report"),
+    ("GET", "/jobs/{job_id}/figures/{name}"),
+    ("GET", "/jobs/{job_id}/lineage"),
     ("GET", "/download/model/{job_id}"),
     ("GET", "/dataset/metadata/{job_id}"),
     ("GET", "/health"),
@@ -44,16 +48,29 @@ OPERATIONS = [
 JOB_OPERATIONS = [(method, path) for method, path in OPERATIONS if "{job_id}" in path]
 # Operations with something a request can get wrong against the schema (a body, a bounded query parameter); the
 # others take only free strings, so no request can be invalid for them (Hypothesis finds none to generate).
-NEGATABLE = [("POST", "/upload-dataset"), ("POST", "/train-async/{job_id}"), ("GET", "/jobs")]
-# What the schema cannot say: an upload is a ZIP or tar of a VOC dataset. A schema-valid upload of other bytes is
-# refused, with one of these documented answers (schemathesis' `positive_data_acceptance` would call it a bug).
-CONTENT_REFUSALS = {("POST", "/upload-dataset"): {400, 413, 415, 422}}
+NEGATABLE = [
+    ("POST", "/upload-dataset"),
+    ("POST", "/train-async/{job_id}"),
+    ("GET", "/jobs"),
+    ("GET", "/jobs/{job_id}/lineage"),
+    ("GET", "/download/model/{job_id}"),
+]
+# What the schema cannot say: an upload is a ZIP or tar of a VOC dataset; train params have rules beyond their types
+# and ranges (a batch of 0, split ratios); a paging cursor names a job of the caller. A schema-valid request that
+# breaks one is refused, with one of these documented answers (schemathesis' `positive_data_acceptance` would call
+# it a bug).
+CONTENT_REFUSALS = {
+    ("POST", "/upload-dataset"): {400, 413, 415, 422},
+    ("POST", "/train-async/{job_id}"): {422},
+    ("GET", "/jobs"): {422},
+}
 
 
 @dataclass
 class Served:
     schema: schemathesis.BaseSchema
     job_id: str  # a ready job of TOKEN
+    doomed_id: str  # another, for the deletes
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +91,10 @@ def served(tmp_path_factory, mlflow_server, dataset_zip):
     try:
         api = service.api(worker=False)
         with client(api.url) as http:
-            answer = upload(http, dataset_zip)
-        assert answer.status_code == 201, answer.text
+            answers = [upload(http, dataset_zip) for _ in range(2)]
+        assert [answer.status_code for answer in answers] == [201, 201], [answer.text for answer in answers]
         schema = schemathesis.openapi.from_url(f"{api.url}/openapi.json")
-        yield Served(schema, answer.json()["job"]["id"])
+        yield Served(schema, *(answer.json()["job_id"] for answer in answers))
     finally:
         service.stop()
 
@@ -136,4 +153,48 @@ def test_generated_invalid_requests_are_refused_as_documented(served, method, pa
 
 @pytest.mark.parametrize(("method", "path"), JOB_OPERATIONS, ids=[f"{m} {p}" for m, p in JOB_OPERATIONS])
 def test_generated_requests_on_a_real_job_get_documented_answers(served, method, path):
-    check(served.schema[path][method], GenerationMode.POSITIVE, {"job_id": served.job_id})
+    job_id = served.doomed_id if method == "DELETE" else served.job_id
+    check(served.schema[path][method], GenerationMode.POSITIVE, {"job_id": job_id})
+
+
+def test_every_job_operation_is_linked_from_the_upload_and_the_job_list(served):
+    """The schema's links say where a job id comes from, so that a client (and the stateful phase below) can chain
+    an upload, or a page of jobs, to every operation on a job."""
+    raw = served.schema.raw_schema
+    operation_ids = {
+        (method.upper(), path): operation["operationId"]
+        for path, operations in raw["paths"].items()
+        for method, operation in operations.items()
+    }
+    wanted = {operation_ids[op] for op in JOB_OPERATIONS if op[1] != "/jobs/{job_id}/figures/{name}"}
+    upload_links = raw["paths"]["/upload-dataset"]["post"]["responses"]["201"]["links"]
+    list_links = raw["paths"]["/jobs"]["get"]["responses"]["200"]["links"]
+    assert {link["operationId"] for link in upload_links.values()} == wanted
+    assert {link["operationId"] for link in list_links.values()} == wanted
+
+
+def test_stateful_sequences_of_requests_get_documented_answers(served):
+    """schemathesis' stateful phase: sequences that follow the schema's links (a page of jobs -> a job's train,
+    cancel, report, lineage, metadata, delete, ...) on the real store, each answer checked as above. Last in the
+    module: it may delete the jobs the other tests use."""
+    refusals = {status for statuses in CONTENT_REFUSALS.values() for status in statuses}
+
+    class Machine(served.schema.as_state_machine()):
+        def get_call_kwargs(self, case):
+            return {"headers": AUTH}
+
+        def validate_response(self, response, case, **kwargs):
+            case.validate_response(response, excluded_checks=[positive_data_acceptance], headers=AUTH)
+            assert response.status_code < 500, response.text
+            assert response.status_code < 400 or response.status_code in refusals | {401, 404, 409, 429}
+
+    Machine.run(
+        settings=settings(
+            max_examples=EXAMPLES,
+            stateful_step_count=6,
+            derandomize=True,
+            database=None,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        )
+    )

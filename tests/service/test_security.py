@@ -45,8 +45,9 @@ from service.conftest import (
 )
 from visapp.ingest.archive import ArchiveLimits, ArchiveRefused
 from visapp.ingest.sources import Source
-from visapp.service import jobs
-from visapp.service.jobs import State
+from visapp.service import records
+from visapp.service.records import Attempt, JobRecord, State
+from visapp.service.scratch import CACHE
 from visapp.service.store import JobStore, new_job_id
 
 pytestmark = pytest.mark.integration
@@ -143,14 +144,13 @@ class Shared:
         return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
 
 
-def plant_canary(folder: Path) -> None:
+def plant_canary(folder: Path, template: dict) -> None:
     """A job folder that the service must never see: TOKEN's, succeeded, with weights and metadata."""
-    record = jobs.new_record("x", OWNER, upload={"stored_as": "upload.zip"})
-    record.update(state="succeeded", secret=SECRET.decode())
-    (folder / "model" / "weights").mkdir(parents=True)
+    record = {**template, "id": "x", "state": "succeeded", "note": SECRET.decode()}
+    (folder / "models" / "000001" / "weights").mkdir(parents=True)
     (folder / "metadata").mkdir()
     (folder / "job.json").write_text(json.dumps(record))
-    (folder / "model" / "weights" / "best.pt").write_bytes(SECRET)
+    (folder / "models" / "000001" / "weights" / "best.pt").write_bytes(SECRET)
     (folder / "metadata" / "dataset_metadata.json").write_text(json.dumps({"secret": SECRET.decode()}))
 
 
@@ -167,18 +167,23 @@ def shared(tmp_path_factory, mlflow_server, dataset_zip):
             ready, queued, done = made
             assert api.post(f"/train-async/{queued}", json=TINY_TRAINING).status_code == 202
         store = JobStore(service.env["VISAPP_STORE_URL"])
-        lease = {"worker": "the test", "heartbeat_at": jobs.now(), "attempt": 1}  # fresh: the reaper leaves it
-        for state, fields in [(State.queued, {"attempt": 1}), (State.running, {"lease": lease}),
-                              (State.succeeded, {"lease": None})]:  # fmt: skip
-            jobs.update(store, done, lambda r, state=state, fields=fields: jobs.move(r, state, **fields))
+
+        def finished(record: JobRecord) -> JobRecord:  # as a worker leaves a training that succeeded
+            record.attempts.append(Attempt(number=1, training=1, state=State.succeeded, queued_at=records.now(),
+                                           overrides={}, params=record.params, model=True))  # fmt: skip
+            record.training = record.attempt = 1
+            return record.move(State.queued).move(State.running).move(State.succeeded)
+
+        records.update(store, done, finished)
         weights = b"weights of a finished job " + os.urandom(64)
         (root / "best.pt").write_bytes(weights)
-        store.put(done, "model/weights/best.pt", root / "best.pt")
+        store.put(done, "models/000001/weights/best.pt", root / "best.pt")
         (root / "best.pt").unlink()
         # Where `..` from the store (base/jobs), from the work folder (base/work-*) or from the service's folder
         # would lead, and a folder in the store whose name is no job id.
+        template = json.loads((base / "jobs" / done / "job.json").read_text())
         for folder in (root / "x", base / "x", base / "jobs" / "x"):
-            plant_canary(folder)
+            plant_canary(folder, template)
         yield Shared(service, api_proc.url, root, store, ready, queued, done, weights)
     finally:
         service.stop()
@@ -262,16 +267,20 @@ def test_an_unauthenticated_upload_is_refused_before_its_body_is_read(shared):
 def test_a_job_of_one_token_is_not_found_for_another(shared, dataset_zip):
     before = tree(shared.root)
     with client(shared.url) as owner, client(shared.url, OTHER_TOKEN) as other:
-        records = {job: owner.get(f"/jobs/{job}").json() for job in (shared.ready, shared.queued, shared.done)}
-        assert [r["state"] for r in records.values()] == ["ready", "queued", "succeeded"]
+        seen = {job: owner.get(f"/jobs/{job}").json() for job in (shared.ready, shared.queued, shared.done)}
+        assert [r["state"] for r in seen.values()] == ["ready", "queued", "succeeded"]
         nobody = new_job_id()
-        for job in [*records, nobody]:
+        for job in [*seen, nobody]:
             for method, path, request in [
                 ("GET", f"/jobs/{job}", {}),
                 ("POST", f"/jobs/{job}/cancel", {}),
                 ("POST", f"/train-async/{job}", {"json": TINY_TRAINING}),
                 ("GET", f"/download/model/{job}", {}),
                 ("GET", f"/dataset/metadata/{job}", {}),
+                ("GET", f"/jobs/{job}/report", {}),
+                ("GET", f"/jobs/{job}/figures/flagged.png", {}),
+                ("GET", f"/jobs/{job}/lineage", {}),
+                ("DELETE", f"/jobs/{job}", {}),
             ]:
                 answer = other.request(method, path, **request)
                 assert answer.status_code == 404, (method, path, answer.text)
@@ -280,10 +289,13 @@ def test_a_job_of_one_token_is_not_found_for_another(shared, dataset_zip):
                     "error": {"code": "unknown_job", "message": f"no job {job!r} (for this token): check the id"}
                 }
         assert other.get("/jobs").json()["jobs"] == []
-        assert other.get("/jobs", params={"after": shared.ready}).json()["jobs"] == []
+        # Another token's job as a paging cursor: refused word for word as an id that does not exist.
+        theirs, unknown = (other.get("/jobs", params={"after": job}) for job in (shared.ready, nobody))
+        assert theirs.status_code == unknown.status_code == 422
+        assert theirs.json()["error"]["message"] == unknown.json()["error"]["message"].replace(nobody, shared.ready)
 
         # The owner's jobs are as they were, and still the owner's.
-        assert {job: owner.get(f"/jobs/{job}").json() for job in records} == records
+        assert {job: owner.get(f"/jobs/{job}").json() for job in seen} == seen
         listed = [job["id"] for job in owner.get("/jobs").json()["jobs"]]
         assert {shared.ready, shared.queued, shared.done} <= set(listed)
         assert owner.get(f"/download/model/{shared.done}").content == shared.weights
@@ -409,7 +421,7 @@ def test_archive_attacks_are_refused_as_the_ingest_refuses_them(shared, attack, 
 
     # The store keeps the record and the archive as received, and nothing else; nothing was extracted anywhere.
     stored = "upload.tar" if attack.startswith("tar:") else "upload.zip"
-    assert shared.job_files(job["id"]) == {"job.json", stored}
+    assert shared.job_files(job["id"]) - {".lock"} == {"job.json", stored, "leases/check-000001"}
     assert (shared.service.job_folder(job["id"]) / stored).read_bytes() == archive.read_bytes()
     after = tree(shared.root)
     prefix = f"svc/jobs/{job['id']}/"
@@ -466,7 +478,7 @@ def test_an_upload_past_the_size_limit_is_413_and_nothing_is_kept(make_service, 
     store = Path(service.env["VISAPP_STORE_URL"].removeprefix("file://"))
     assert len([p for p in store.iterdir() if p.is_dir()]) == 1
     work = Path(api_proc.env["VISAPP_WORK_DIR"])
-    assert not work.exists() or not any(work.iterdir())
+    assert not work.exists() or not [p for p in work.iterdir() if p.name != CACHE]  # no scratch left
 
 
 def test_one_upload_more_than_the_limit_is_429_while_the_others_are_received(make_service, dataset_zip):

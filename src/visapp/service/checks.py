@@ -200,7 +200,7 @@ def _check(
     holder.write(lambda r: setattr(r, "progress", Progress(phase="validating, converting and describing")))
     from visapp.dataset.pipeline import run_data_stages
 
-    reuse_dir = settings.work_dir / "cache" / "validate"
+    reuse_dir = settings.work_dir / scratch.CACHE / "validate"
     result = run_data_stages(params, reuse_dir=reuse_dir, raw_dvc_hash=_raw_hash(folder / RAW))
     store.put(job_id, VALIDATED, folder / VALIDATED)
     fields: dict[str, Any] = {

@@ -23,6 +23,7 @@ from visapp.service.store import is_job_id
 log = logging.getLogger(__name__)
 
 LOCK_SUFFIX = ".lock"
+CACHE = "cache"  # beside the scratch folders: what outlives one piece of work (validate's reuse store)
 ORPHAN_AFTER_S = 600  # a folder without a lock file (written by an older release): removed when this old
 _HELD: set[Path] = set()  # the folders this process holds (flock does not stop a second lock in one process)
 

@@ -145,6 +145,7 @@ def create_app(settings: ServiceSettings | None = None, open_access: bool = Fals
         redoc_url=REDOC,
         openapi_url=OPENAPI,
         static_url=DOCS_ASSETS,
+        generate_unique_id_function=lambda route: route.name,  # operation ids are the functions' names (links)
     )
     app.state.context = Context(settings, store, queue, tokens, open_access)
     # The last added runs first: the token is checked before an upload takes a slot.

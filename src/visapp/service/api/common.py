@@ -230,3 +230,17 @@ def stream(handle: Any, name: str, media_type: str = "application/octet-stream",
 def job_error(status: int, code: str, message: str, record: JobRecord, **extra: Any) -> ApiError:
     """An error about a job, with the job (and its id at the top, as the upload's answer has it) beside it."""
     return ApiError(status, code, message, job_id=record.id, job=Job.of(record).model_dump(mode="json"), **extra)
+
+
+LINKED_OPERATIONS = {"GetJob": "get_job", "TrainJob": "train_async", "CancelJob": "cancel", "DeleteJob": "delete_job",
+                     "JobReport": "job_report", "JobLineage": "job_lineage", "JobMetadata": "dataset_metadata",
+                     "JobModel": "download_model"}  # fmt: skip
+
+
+def job_links(job_id: str) -> dict[str, Any]:
+    """OpenAPI links from an answer that names a job (`job_id`: a runtime expression) to each operation on a job:
+    a client (and schemathesis' stateful phase) learns where the id of those operations comes from."""
+    return {
+        name: {"operationId": operation, "parameters": {"job_id": job_id}}
+        for name, operation in LINKED_OPERATIONS.items()
+    }

@@ -13,7 +13,18 @@ from pydantic import BaseModel
 from visapp.config import ConfigError
 from visapp.errors import VisError
 from visapp.service import records
-from visapp.service.api.common import ApiError, Caller, Context, Ctx, Job, errors, own_job, owned_records, stream
+from visapp.service.api.common import (
+    ApiError,
+    Caller,
+    Context,
+    Ctx,
+    Job,
+    errors,
+    job_links,
+    own_job,
+    owned_records,
+    stream,
+)
 from visapp.service.lineage import lineage
 from visapp.service.params import METADATA, VALIDATED, TrainOverrides, training_params
 from visapp.service.records import ACTIVE, CANCEL_FILE, TRAINABLE, Attempt, Conflict, JobRecord, Progress, State
@@ -104,7 +115,9 @@ async def get_job(job_id: str, owner: str = Caller, ctx: Context = Ctx) -> Job:
     return Job.of(record)
 
 
-@router.get("/jobs", response_model=JobPage, responses=errors(422))
+@router.get(
+    "/jobs", response_model=JobPage, responses={200: {"links": job_links("$response.body#/jobs/0/id")}, **errors(422)}
+)
 def list_jobs(
     limit: int = Query(50, ge=1, le=500),
     after: str | None = Query(None, description="the `next` of the previous page"),

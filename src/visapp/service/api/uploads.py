@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from visapp.config import ConfigError, OnError
 from visapp.service import records, scratch
-from visapp.service.api.common import CHUNK, ApiError, Caller, Context, Ctx, Job, errors, job_error
+from visapp.service.api.common import CHUNK, ApiError, Caller, Context, Ctx, Job, errors, job_error, job_links
 from visapp.service.checks import run_check
 from visapp.service.lineage import code_version
 from visapp.service.params import dataset_params
@@ -39,13 +39,7 @@ class UploadAnswer(BaseModel):
     note: str | None = None
 
 
-# Links for a client (and schemathesis' stateful tests): the job id of an upload's answer names the job elsewhere.
-JOB_LINKS = {
-    name: {"operationId": operation, "parameters": {"job_id": "$response.body#/job_id"}}
-    for name, operation in [("GetJob", "get_job"), ("TrainJob", "train_async"), ("JobReport", "job_report"),
-                            ("JobLineage", "job_lineage"), ("JobMetadata", "dataset_metadata"),
-                            ("CancelJob", "cancel"), ("DeleteJob", "delete_job")]
-}  # fmt: skip
+JOB_LINKS = job_links("$response.body#/job_id")
 
 
 def too_large(max_upload: int) -> str:
