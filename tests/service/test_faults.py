@@ -3,6 +3,7 @@ checkpoint), a training cancelled while it runs, a queued job cancelled before a
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -10,10 +11,12 @@ import re
 import time
 import zipfile
 
+import httpx
 import psutil
 import pytest
 
 from service.conftest import TINY_TRAINING, client, upload, wait_for, wait_until
+from visapp.service.scratch import CACHE
 
 pytestmark = pytest.mark.integration
 
@@ -122,7 +125,7 @@ def test_cancelling_a_running_training_stops_it_and_keeps_its_checkpoint(make_se
     with client(api_proc.url) as api:
         job_id = uploaded(api, dataset_zip)
         assert api.post(f"/train-async/{job_id}", json={**TINY_TRAINING, "epochs": epochs}).status_code == 202
-        wait_until(lambda: (job_of(api, job_id).get("progress") or {}).get("epoch", 0) >= 1, 300, "the first epoch")
+        wait_until(lambda: ((job_of(api, job_id).get("progress") or {}).get("epoch") or 0) >= 1, 300, "the first epoch")
         asked = time.monotonic()
         answer = api.post(f"/jobs/{job_id}/cancel")
         assert answer.status_code == 202, answer.text
@@ -169,7 +172,7 @@ def test_a_killed_worker_s_training_resumes_on_another_worker_from_its_checkpoin
 
         def past_epoch_two() -> dict | None:
             job = job_of(api, job_id)
-            return job if (job.get("progress") or {}).get("epoch", 0) >= 2 else None
+            return job if ((job.get("progress") or {}).get("epoch") or 0) >= 2 else None
 
         job = wait_until(past_epoch_two, 300, "epoch 2 of the first attempt", every=0.2)
         assert job["state"] == "running" and job["attempt"] == 1, job
@@ -201,3 +204,48 @@ def test_a_killed_worker_s_training_resumes_on_another_worker_from_its_checkpoin
         rows = list(csv.DictReader(handle))
     assert [int(float(row["epoch"])) for row in rows] == list(range(1, epochs + 1))
     print(f"epoch {reached} reached before the kill; resumed after {resumed[0]}; succeeded {recovered:.0f} s later")
+
+
+# ---------------------------------------------------------------- the API killed while it checks an upload
+
+
+def test_an_api_killed_while_it_checks_an_upload_leaves_the_job_to_be_checked_again(make_service, tmp_path):
+    """SIGKILL of `visapp serve` in the middle of an upload's check (which it runs in the request): the check's
+    lease goes stale, the restarted service's reaper queues the check again, its consumer checks the upload, and the
+    dead process's scratch folder is gone."""
+    import threading
+
+    from service.test_uploads import sample, zip_folder
+
+    data = zip_folder(sample(tmp_path / "voc", images=400))  # a check of several seconds
+    work = tmp_path / "work"
+    service = make_service(VISAPP_WORK_DIR=str(work))  # one machine: a restart keeps its work folder
+    first = service.api(worker=False)
+    store = service.job_folder("x").parent
+
+    def send() -> None:
+        with client(first.url) as api, contextlib.suppress(httpx.HTTPError):
+            upload(api, data)
+
+    threading.Thread(target=send, daemon=True).start()
+    def checking() -> str | None:
+        for path in store.glob("*/job.json"):
+            with contextlib.suppress(OSError, ValueError):
+                if (json.loads(path.read_text()).get("lease") or {}).get("task") == "check":
+                    return path.parent.name
+        return None
+
+    job_id = wait_until(checking, 120, "the check to start", every=0.05)
+    time.sleep(0.5)  # into the data stages
+    first.kill()
+    record = json.loads((store / job_id / "job.json").read_text())
+    assert record["state"] == "validating" and record["lease"]["task"] == "check", record
+    assert list(work.glob(f"{job_id}/*.lock")), "the killed check left its scratch (and the test sees it)"
+
+    second = service.api()  # the same machine comes back, with its consumer
+    with client(second.url) as api:
+        job = wait_for(api, job_id, {"ready", "rejected", "failed"}, timeout=120)
+    assert job["state"] == "ready" and job["checks"] == 2, f"{job}\n{second.output()}"
+    assert job["validation"]["accepted"] == 400
+    assert (store / job_id / "requeues" / "check-000001").is_file()
+    assert not [p for p in work.iterdir() if p.name != CACHE], sorted(work.rglob("*"))  # no scratch left

@@ -38,10 +38,10 @@ def test_two_workers_on_one_redis_queue_share_the_trainings_each_run_once(make_s
     ran_by: dict[str, int] = {}
     for job_id in ids:
         folder = service.job_folder(job_id)
-        leases = sorted(path.name for path in (folder / "leases").iterdir())
-        assert leases == ["000001"], f"job {job_id}: leases {leases}"  # one attempt, taken once
+        leases = sorted(path.name for path in (folder / "leases").glob("train-*"))
+        assert leases == ["train-000001"], f"job {job_id}: leases {leases}"  # one attempt, taken once
         assert not (folder / "requeues").exists(), f"job {job_id} was taken for dead and queued again"
-        ran_by[job_id] = int((folder / "leases" / "000001").read_text().split(":")[1])
+        ran_by[job_id] = int((folder / "leases" / "train-000001").read_text().split(":")[1])
         # ... and run by that worker alone: only its log reports the job's epoch.
         reported = {pid: worker.epochs_reported(job_id) for pid, worker in pids.items()}
         assert reported == {pid: [1] if pid == ran_by[job_id] else [] for pid in pids}, reported

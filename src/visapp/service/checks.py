@@ -149,13 +149,12 @@ def run_check(settings: ServiceSettings, store: JobStore, job_id: str, number: i
     if record is None:
         return None
     try:
-        with scratch.scratch(settings.work_dir, job_id, f"check-{number}") as folder:
-            with holder.beating():
-                state, fields, report = _check(settings, store, holder, record, folder)
-            ended = holder.finish(lambda r: r.move(state, **fields))
-            if ended is None:
-                raise LeaseLost(f"job {job_id}: check {number} was given to another process")
-            return CheckOutcome(ended, report)
+        with scratch.scratch(settings.work_dir, job_id, f"check-{number}") as folder, holder.beating():
+            state, fields, report = _check(settings, store, holder, record, folder)
+        ended = holder.finish(lambda r: r.move(state, **fields))  # once the scratch is gone
+        if ended is None:
+            raise LeaseLost(f"job {job_id}: check {number} was given to another process")
+        return CheckOutcome(ended, report)
     except LeaseLost as exc:
         log.warning("%s; another process checks it now", exc)
         return None

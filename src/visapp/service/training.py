@@ -225,9 +225,11 @@ class Training:
             self.holder.write(lambda r: setattr(r, "progress", Progress(phase="storing the model")))
             with self.holder.beating():
                 stored = self.store_model(how)
-            self.end(how, stored, child.returncode)
+            outcome = self.outcome(how, child.returncode)
+        self.end(stored, *outcome)  # once the scratch is gone
 
-    def end(self, how: str, stored: bool, returncode: int | None) -> None:
+    def outcome(self, how: str, returncode: int | None) -> tuple[State, dict[str, Any] | None, str | None, str | None]:
+        """How the training ended, read from its scratch: the state, the metrics, the error, the MLflow run."""
         metrics = None
         if how == "done":
             metrics = json.loads((self.folder / MODEL / "metrics.json").read_text(encoding="utf-8"))
@@ -240,8 +242,11 @@ class Training:
                 if told.is_file()
                 else f"the training stopped (exit status {returncode}); the job's log has the details"
             )
-        run_id = self.mlflow_run_id()
+        return state, metrics, error, self.mlflow_run_id()
 
+    def end(
+        self, stored: bool, state: State, metrics: dict[str, Any] | None, error: str | None, run_id: str | None
+    ) -> None:
         def change(record: JobRecord) -> JobRecord:
             current = record.current_attempt()
             if current is not None:
