@@ -92,8 +92,10 @@ class Service:
         self.procs.append(started)
         return started
 
-    def api(self, worker: bool = True, extra: dict[str, str] | None = None) -> Proc:
-        port = free_port()
+    def api(self, worker: bool = True, extra: dict[str, str] | None = None, port: int | None = None) -> Proc:
+        """`visapp serve` (with its own consumer unless `worker=False`), answering /health; on `port` when given
+        (a restart on the same address), else on a free one."""
+        port = port or free_port()
         args = ["serve", "--port", str(port)] + ([] if worker else ["--no-worker"])
         started = self._start(args, "api", extra)
         started.url = f"http://127.0.0.1:{port}"

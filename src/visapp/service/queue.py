@@ -21,19 +21,20 @@ CHECK_TASK, TRAIN_TASK = "visapp.check_upload", "visapp.train"
 
 
 def make_huey(settings: ServiceSettings) -> Any:
+    """Huey on the configured queue; the tasks' return values are not kept (the job store holds every outcome)."""
     from huey import RedisHuey, SqliteHuey
 
     url = settings.queue_url
     if url is None:
         settings.local_queue.parent.mkdir(parents=True, exist_ok=True)
-        return SqliteHuey("visapp", filename=str(settings.local_queue))
+        return SqliteHuey("visapp", filename=str(settings.local_queue), results=False)
     if url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisHuey("visapp", url=url)
+        return RedisHuey("visapp", url=url, results=False)
     if url.startswith("sqlite:///"):
         # A URL's path is absolute, as for file:///srv/queue.db: sqlite:///srv/queue.db is /srv/queue.db.
         path = Path("/" + url.removeprefix("sqlite:///").lstrip("/"))
         path.parent.mkdir(parents=True, exist_ok=True)
-        return SqliteHuey("visapp", filename=str(path))
+        return SqliteHuey("visapp", filename=str(path), results=False)
     raise VisError(f"VISAPP_QUEUE_URL {url!r}: use redis://host:port/db, or sqlite:///path, or leave it unset")
 
 

@@ -46,9 +46,13 @@ def reap(settings: ServiceSettings, store: JobStore, queue: JobQueue) -> list[st
             record = records.load(store, job_id)
         except Exception:  # a record being deleted, or unreadable: not the reaper's to judge
             continue
-        if record.state not in (State.validating, State.queued, State.running) or not _stale(record, settings):
+        if record.state not in (State.uploaded, State.validating, State.queued, State.running):
             continue
-        if record.lease is not None or record.state == State.running:
+        if not _stale(record, settings):
+            continue
+        if record.state == State.uploaded:
+            done = _interrupted_upload(store, record)
+        elif record.lease is not None or record.state == State.running:
             done = _take_over(settings, store, queue, record)
         else:
             if waiting is None:
@@ -57,6 +61,20 @@ def reap(settings: ServiceSettings, store: JobStore, queue: JobQueue) -> list[st
         if done:
             acted.append(job_id)
     return acted
+
+
+def _interrupted_upload(store: JobStore, record: JobRecord) -> bool:
+    """The process receiving an upload died after making its record, before the archive was stored whole."""
+    message = "the upload was interrupted before the archive was stored (the server restarted): upload it again"
+
+    def failed(r: JobRecord) -> JobRecord | None:
+        return r.move(State.failed, error=message) if r.state == State.uploaded else None
+
+    after = records.update(store, record.id, failed)
+    if after.state == State.failed:
+        store.remove(record.id, record.upload.stored_as)
+        log.warning("job %s: %s", record.id, message)
+    return after.state == State.failed
 
 
 def _take_over(settings: ServiceSettings, store: JobStore, queue: JobQueue, record: JobRecord) -> bool:

@@ -110,10 +110,12 @@ def _accept(ctx: Context, file: UploadFile, owner: str, job_id: str, wanted: lis
     with scratch.scratch(ctx.settings.work_dir, job_id, "upload") as folder:
         archive = _receive(file, folder, ctx.settings.max_upload)
         upload = Upload(filename=file.filename or "", bytes=archive.stat().st_size, stored_as=archive.name)
-        record = records.new_record(job_id, owner, upload, params, code_version(), on_error, wanted)
+        # The record first: a process killed while it stores the archive leaves a job the reaper ends (failed),
+        # not an archive nobody knows of.
+        record = records.save(ctx.store, records.new_record(job_id, owner, upload, params, code_version(), on_error,
+                                                            wanted))  # fmt: skip
         ctx.store.put(job_id, archive.name, archive)
-    record.move(State.validating, checks=1)
-    records.save(ctx.store, record)
+    record = records.save(ctx.store, record.move(State.validating, checks=1))
     if upload.bytes > ctx.settings.inline_limit:
         ctx.queue.check_upload(job_id, 1)
         return answer(record, 202, "a worker checks the upload: poll GET /jobs/{job_id}")
