@@ -228,6 +228,7 @@ def test_an_api_killed_while_it_checks_an_upload_leaves_the_job_to_be_checked_ag
             upload(api, data)
 
     threading.Thread(target=send, daemon=True).start()
+
     def checking() -> str | None:
         for path in store.glob("*/job.json"):
             with contextlib.suppress(OSError, ValueError):
@@ -249,3 +250,63 @@ def test_an_api_killed_while_it_checks_an_upload_leaves_the_job_to_be_checked_ag
     assert job["validation"]["accepted"] == 400
     assert (store / job_id / "requeues" / "check-000001").is_file()
     assert not [p for p in work.iterdir() if p.name != CACHE], sorted(work.rglob("*"))  # no scratch left
+
+
+# ---------------------------------------------------------------- lost messages, dead processes' scratch
+
+
+def test_a_queued_job_whose_message_was_lost_is_queued_again(make_service, dataset_zip):
+    """Huey hands a message over before its task runs: a consumer killed in between loses it. The reaper finds the
+    job waiting for a message that is no longer in the queue and queues it again."""
+    from visapp.service.queue import TRAIN_TASK, JobQueue
+    from visapp.service.settings import ServiceSettings
+    from visapp.service.store import JobStore
+
+    service = make_service()
+    api_proc = service.api(worker=False)
+    settings = ServiceSettings.from_env(api_proc.env)
+    queue = JobQueue(settings, JobStore(settings.store_url))
+    with client(api_proc.url) as api:
+        job_id = uploaded(api, dataset_zip)
+        assert api.post(f"/train-async/{job_id}", json=TINY_TRAINING).status_code == 202
+        assert queue.waiting() == {(TRAIN_TASK, job_id, 1)}
+        queue.huey.flush()  # the message is gone, as if a consumer took it and died
+        assert queue.waiting() == set()
+        wait_until(lambda: queue.waiting() == {(TRAIN_TASK, job_id, 1)}, 30, "the reaper to queue it again")
+        assert job_of(api, job_id)["state"] == "queued"
+    assert "its training message was lost" in api_proc.output()
+
+
+HOLD_SCRATCH = """
+import os, sys, time
+from pathlib import Path
+from visapp.service.scratch import scratch
+with scratch(Path(sys.argv[1]), sys.argv[2], "work") as folder:
+    (folder / "data").write_text("x")
+    print("ready", flush=True)
+    if sys.argv[3] == "die":
+        os._exit(9)  # killed: nothing of the block's cleanup runs
+    time.sleep(600)
+"""
+
+
+def test_a_sweep_removes_the_scratch_of_a_dead_process_and_never_that_of_a_live_one(tmp_path):
+    import subprocess
+    import sys
+
+    from visapp.service.scratch import sweep
+    from visapp.service.store import new_job_id
+
+    dead_job, live_job = new_job_id(), new_job_id()
+    dead = subprocess.run([sys.executable, "-c", HOLD_SCRATCH, str(tmp_path), dead_job, "die"], capture_output=True)
+    assert dead.returncode == 9 and (tmp_path / dead_job / "work" / "data").is_file()
+    live = subprocess.Popen([sys.executable, "-c", HOLD_SCRATCH, str(tmp_path), live_job, "live"],
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert live.stdout.readline().strip() == "ready"
+        assert sweep(tmp_path) == [tmp_path / dead_job / "work"]
+        assert not (tmp_path / dead_job).exists() and (tmp_path / live_job / "work" / "data").is_file()
+    finally:
+        live.kill()
+        live.wait()
+    assert sweep(tmp_path) == [tmp_path / live_job / "work"] and not any(tmp_path.iterdir())
