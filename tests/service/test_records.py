@@ -43,7 +43,7 @@ def test_the_params_of_an_upload_and_of_a_training_are_composed_and_checked_at_t
     with pytest.raises(ConfigError, match="more than once"):
         dataset_params(["a", "a"], OnError.fail)
     assert dataset_params(None, OnError.fail)["data"]["classes"] == []  # filled from the annotations later
-    with pytest.raises(ConfigError, match="data.classes is empty"):
+    with pytest.raises(ConfigError, match=r"data\.classes is empty"):
         with_classes(dataset_params(None, OnError.fail), [])
 
     trained = training_params(raw, {"epochs": 3, "extra": {"mixup": 0.1}})
