@@ -55,7 +55,8 @@ def test_the_image_installs_with_the_recipe_of_make_install():
     commands = [shlex.split(args.split(" ", 1)[1] if args.startswith("--mount") else args) for args in runs]
     assert commands == [
         ["bash", "scripts/install.sh", "/opt/venv/bin/python"],  # torch alone: the cached layer
-        ["bash", "scripts/install.sh", "/opt/venv/bin/python", "-e", "."],
+        ["bash", "scripts/install.sh", "/opt/venv/bin/python", "--dependencies-of", "pyproject.toml"],
+        ["bash", "scripts/install.sh", "/opt/venv/bin/python", "--no-deps", "-e", "."],
     ]
     makefile = (REPO_ROOT / "Makefile").read_text(encoding="utf-8")
     assert "bash scripts/install.sh $(PY) -e '.[dev]'" in makefile
@@ -72,7 +73,9 @@ def test_the_install_recipe_without_packages_stops_after_torch(tmp_path):
     subprocess.run(["bash", "scripts/install.sh", str(fake)], cwd=REPO_ROOT, env=env, check=True)
     lines = calls.read_text(encoding="utf-8").splitlines()
     assert lines[0] == "-m pip install --quiet --upgrade pip"
-    assert lines[1].startswith("-m pip install --quiet --index-url https://download.pytorch.org/whl/cpu torch==")
+    assert lines[1].startswith(
+        "-m pip install --progress-bar on --index-url https://download.pytorch.org/whl/cpu torch=="
+    )
     assert len(lines) == 2
 
 
@@ -108,14 +111,23 @@ def test_every_file_copied_is_in_the_build_context_and_nothing_else_of_note_is()
         assert not dockerignore_admits(kept_out), f"{kept_out} would reach the build context"
 
 
-def run_healthcheck(tmp_path: Path, argv: list[str]) -> subprocess.CompletedProcess:
-    cmdline = tmp_path / "cmdline"
-    cmdline.write_bytes(b"\0".join(part.encode() for part in argv) + b"\0")
-    code = f"import runpy, sys; from pathlib import Path; sys.exit(runpy.run_path({str(HEALTHCHECK)!r})['main'](Path({str(cmdline)!r})))"  # noqa: E501
+def fake_proc(root: Path, processes: dict[int, tuple[list[str], str]]) -> Path:
+    """A /proc with these processes, {pid: (argv, mount namespace)}; the check itself is in namespace "mnt:[1]"."""
+    proc = root / "proc"
+    for pid, (argv, namespace) in {**processes, "self": (["python", "healthcheck.py"], "mnt:[1]")}.items():
+        (proc / str(pid) / "ns").mkdir(parents=True)
+        (proc / str(pid) / "ns" / "mnt").symlink_to(namespace)
+        (proc / str(pid) / "cmdline").write_bytes(b"\0".join(part.encode() for part in argv) + b"\0")
+    return proc
+
+
+def run_healthcheck(tmp_path: Path, processes: dict[int, tuple[list[str], str]]) -> subprocess.CompletedProcess:
+    proc = fake_proc(tmp_path / f"case{len(list(tmp_path.glob('case*')))}", processes)
+    code = f"import runpy, sys; from pathlib import Path; sys.exit(runpy.run_path({str(HEALTHCHECK)!r})['main'](Path({str(proc)!r})))"  # noqa: E501
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60)
 
 
-def test_the_healthcheck_asks_a_real_visapp_serve_on_its_port(tmp_path):
+def test_the_healthcheck_asks_a_real_visapp_serve_on_its_port_wherever_it_runs_in_the_container(tmp_path):
     port = str(free_port())
     env = {
         **os.environ,
@@ -130,23 +142,37 @@ def test_the_healthcheck_asks_a_real_visapp_serve_on_its_port(tmp_path):
             [str(VENV_BIN / "visapp"), "serve", "--open", "--no-worker", "--port", port],
             cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
-    argv = ["/opt/venv/bin/python", "/opt/venv/bin/visapp", "serve", "--host", "0.0.0.0", "--port", port]
+    serve = ["/opt/venv/bin/python", "/opt/venv/bin/visapp", "serve", "--host", "0.0.0.0", "--port", port]
+    # PID 1 is an init (`docker run --init`), the server its child; another container's server, on a port where
+    # nothing answers, shares the PID namespace but not the mount namespace: it is not this container's.
+    container = {
+        1: (["/sbin/docker-init", "--", "visapp", "serve", f"--port={port}"], "mnt:[1]"),
+        7: (serve, "mnt:[1]"),
+        9: (["visapp", "serve", "--port", str(free_port())], "mnt:[2]"),
+    }
     try:
         deadline = time.monotonic() + 60
-        while (healthy := run_healthcheck(tmp_path, argv)).returncode != 0:
+        while (healthy := run_healthcheck(tmp_path, container)).returncode != 0:
             assert server.poll() is None, (tmp_path / "serve.log").read_text(errors="replace")
             assert time.monotonic() < deadline, f"no healthy answer in 60 s: {healthy.stderr}"
             time.sleep(0.5)
+        # A shell as PID 1 in front of the server: the same answer.
+        assert (
+            run_healthcheck(tmp_path, {1: (["sh", "-c", "visapp serve"], "mnt:[1]"), 5: (serve, "mnt:[1]")}).returncode
+            == 0
+        )
     finally:
         server.terminate()
         server.wait(timeout=60)
-    down = run_healthcheck(tmp_path, ["/opt/venv/bin/visapp", "serve", f"--port={port}"])
+    down = run_healthcheck(tmp_path, container)
     assert down.returncode == 1 and f"127.0.0.1:{port}/health" in down.stderr
 
 
 def test_the_healthcheck_of_a_worker_or_a_pipeline_is_its_process_running(tmp_path):
-    assert run_healthcheck(tmp_path, ["/opt/venv/bin/visapp", "worker"]).returncode == 0
-    assert run_healthcheck(tmp_path, ["dvc", "repro"]).returncode == 0
+    assert run_healthcheck(tmp_path, {1: (["/opt/venv/bin/visapp", "worker"], "mnt:[1]")}).returncode == 0
+    assert run_healthcheck(tmp_path, {1: (["dvc", "repro"], "mnt:[1]")}).returncode == 0
+    # `serve` as some other program's argument is not the server.
+    assert run_healthcheck(tmp_path, {1: (["grep", "visapp-serve", "serve"], "mnt:[1]")}).returncode == 0
 
 
 def test_the_suite_runs_in_an_environment_the_images_recipe_made(tmp_path):

@@ -235,7 +235,7 @@ def test_the_gpu_runners_train_config_refuses_to_train_on_the_cpu():
     from visapp.config import to_params
 
     gpu = to_params(compose(overrides=["train=gpu"]))
-    with pytest.raises(VisError, match="train.device=cuda"):
+    with pytest.raises(VisError, match=r"train\.device=cuda"):
         train.resolve_device(gpu.train.device, cuda_devices=0)
     assert train.resolve_device(gpu.train.device, cuda_devices=1) == "0"
 

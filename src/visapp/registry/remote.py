@@ -91,7 +91,7 @@ def check_remote(root: str | Path = ".") -> RemoteSettings:
     except FileNotFoundError:
         raise VisError(
             f"the bucket of {describe(remote)} does not exist: create it, or fix the url with "
-            f"`dvc remote modify {remote.name} url s3://BUCKET/PREFIX`"
+            f"`dvc remote modify {remote.name} url s3://BUCKET/dvc`"
         ) from None
     except Exception as exc:  # boto, aiohttp and DVC errors alike: say which, and how to fix it
         raise VisError(explain(_root_cause(exc), remote)) from None
