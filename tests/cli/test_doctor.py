@@ -203,5 +203,5 @@ def test_the_placeholder_is_the_remote_this_repository_ships_with():
 
     config = ConfigParser()
     config.read(REPO_ROOT / ".dvc" / "config")
-    assert config['\'remote "storage"\'']["url"] == remote.PLACEHOLDER_URL
+    assert config["'remote \"storage\"'"]["url"] == remote.PLACEHOLDER_URL
     assert config["core"]["remote"] == "storage"
