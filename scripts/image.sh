@@ -143,11 +143,20 @@ for variant in "${variants[@]}"; do
     continue
   fi
   made_images+=("$tag")
-  size=$(buildah inspect --type image --format '{{.Size}}' "$tag" 2>/dev/null || echo "?")
-  [[ "$size" =~ ^[0-9]+$ ]] || size=$(buildah images --format '{{.Size}}' "$tag" | head -n 1)
-  say "$variant: built in ${seconds} s"
+  size=$(buildah images --json "$tag" | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["size"])')
+  say "$variant: built in ${seconds} s, $(numfmt --to=iec "$size")"
 
-  health=$(buildah inspect --type image --format '{{json .Docker.Config.Healthcheck.Test}}' "$tag")
+  # The HEALTHCHECK as the image declares it (["CMD", ...]); none in an OCI-format image.
+  health=$(buildah inspect --type image "$tag" | python3 -c '
+import json, sys
+def find(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found = value.get("Test") if key == "Healthcheck" and isinstance(value, dict) else find(value)
+            if found:
+                return found
+    return None
+print(json.dumps(find(json.load(sys.stdin))))')
   [[ "$health" == *healthcheck.py* ]] || die "$tag has no HEALTHCHECK ($health): was it built with --format docker?"
   container=$(buildah from --pull=never "$tag")
   in_image() { buildah run --isolation chroot --user 10001:10001 "$container" -- "$@"; }
@@ -175,7 +184,7 @@ for variant in "${variants[@]}"; do
       $check && echo 'HEALTHCHECK: healthy' || { echo 'HEALTHCHECK: unhealthy'; exit 1; }
       kill %1; wait" || die "$tag: visapp serve or its HEALTHCHECK failed"
   buildah rm "$container" >/dev/null
-  report+=("$variant: built in ${seconds} s, $(numfmt --to=iec "$size" 2>/dev/null || echo "$size") ($tag); checks passed")
+  report+=("$variant: built in ${seconds} s, $(numfmt --to=iec "$size") ($size bytes, $tag); checks passed")
 done
 printf '%s\n' "${report[@]}"
 [[ "${report[*]}" != *FAILED* ]]
