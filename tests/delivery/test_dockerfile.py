@@ -62,6 +62,19 @@ def test_the_image_installs_with_the_recipe_of_make_install():
     assert "bash scripts/install.sh $(PY) -e '.[dev]'" in makefile
 
 
+def test_a_code_change_reinstalls_only_the_package():
+    # The build stage's layers in the order they change: torch, the dependencies, then the code.
+    build = instructions()[: next(i for i, (kw, args) in enumerate(instructions()) if kw == "FROM" and i > 1)]
+    order = [f"{kw} {args}" for kw, args in build if kw in ("COPY", "RUN")]
+    position = {what: next(i for i, line in enumerate(order) if what in line)
+                for what in ("COPY scripts/install.sh", "install.sh /opt/venv/bin/python", "COPY pyproject.toml",
+                             "--dependencies-of", "COPY src/", "--no-deps -e .")}  # fmt: skip
+    assert list(position) == sorted(position, key=position.get), order
+    # TORCH_INDEX_URL is a build argument (empty: pip's index), never an ENV fixed in the image
+    assert ("ARG", "TORCH_INDEX_URL=https://download.pytorch.org/whl/${TORCH_VARIANT}") in instructions()
+    assert not any(kw == "ENV" and "TORCH_INDEX_URL" in args for kw, args in instructions())
+
+
 def test_the_install_recipe_without_packages_stops_after_torch(tmp_path):
     # The Dockerfile's first install layer: the recipe given only a python installs torch and nothing else. A
     # stand-in python records what pip was asked.
@@ -70,13 +83,17 @@ def test_the_install_recipe_without_packages_stops_after_torch(tmp_path):
     fake.write_text(f'#!/bin/sh\necho "$@" >> {shlex.quote(str(calls))}\n', encoding="utf-8")
     fake.chmod(0o755)
     env = {"PATH": "/usr/bin:/bin", "TORCH_INDEX_URL": "https://download.pytorch.org/whl/cpu"}
-    subprocess.run(["bash", "scripts/install.sh", str(fake)], cwd=REPO_ROOT, env=env, check=True)
+    result = subprocess.run(
+        ["bash", "scripts/install.sh", str(fake)], cwd=REPO_ROOT, env=env, check=True, capture_output=True, text=True
+    )
     lines = calls.read_text(encoding="utf-8").splitlines()
     assert lines[0] == "-m pip install --quiet --upgrade pip"
     assert lines[1].startswith(
         "-m pip install --progress-bar on --index-url https://download.pytorch.org/whl/cpu torch=="
     )
     assert len(lines) == 2
+    steps = [line for line in result.stderr.splitlines() if line.startswith("install.sh [")]
+    assert len(steps) == 2 and "torch==" in steps[1], result.stderr  # a line per step: the install shows it is alive
 
 
 def dockerignore_admits(path: str) -> bool:
