@@ -173,6 +173,7 @@ print(json.dumps(find(json.load(sys.stdin))))')
   unshare --pid --fork --mount-proc buildah run --isolation chroot --user 10001:10001 \
     --env VISAPP_API_TOKEN=image-check-token "$container" -- sh -c "
       cd /tmp && visapp serve --host 127.0.0.1 --port $port --no-worker >/tmp/serve.log 2>&1 &
+      server=\$!
       ok=
       for i in \$(seq 1 90); do
         python -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' \
@@ -180,9 +181,9 @@ print(json.dumps(find(json.load(sys.stdin))))')
         sleep 2
       done
       [ -n \"\$ok\" ] || { echo 'no answer on /health:'; cat /tmp/serve.log; exit 1; }
-      echo \"PID 1 here: \$(tr '\\0' ' ' </proc/1/cmdline)\"
+      echo \"PID 1 here: \$(tr '\\0' ' ' </proc/1/cmdline | cut -c1-60)...; the server: \$server\"
       $check && echo 'HEALTHCHECK: healthy' || { echo 'HEALTHCHECK: unhealthy'; exit 1; }
-      kill %1; wait" || die "$tag: visapp serve or its HEALTHCHECK failed"
+      kill \$server; wait \$server; true" || die "$tag: visapp serve or its HEALTHCHECK failed"
   buildah rm "$container" >/dev/null
   report+=("$variant: built in ${seconds} s, $(numfmt --to=iec "$size") ($size bytes, $tag); checks passed")
 done
