@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export YOLO_OFFLINE := true
 
-.PHONY: help install services demo test test-fast lint lint-imports format params sample clean
+.PHONY: help install services demo test test-fast lint lint-imports format params sample image clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -63,6 +63,13 @@ params: install ## Recompose params.yaml from conf/ (as `dvc exp run` does; `dvc
 
 lint-imports: install ## Check the import rules of pyproject.toml (the layers of src/visapp)
 	lint-imports
+
+# The image built for real, with no daemon and no registry (buildah, chroot isolation, a debootstrap base), then
+# checked from inside: scripts/image.sh says how. Not part of `test`: it installs torch with its CUDA libraries.
+# IMAGE_VARIANTS: pypi (torch from pip's configured index), cpu, cu130 (from the PyTorch index).
+IMAGE_VARIANTS ?= pypi
+image: ## Build the Dockerfile with buildah and check it from inside (root; needs ~35 GB of disk)
+	bash scripts/image.sh $(IMAGE_VARIANTS)
 
 clean: ## Remove caches and training scratch (not data, not .venv)
 	rm -rf .pytest_cache .ruff_cache .hypothesis .cache

@@ -15,9 +15,13 @@
 #                           (e.g. /visapp/prod: VISAPP_API_TOKEN, VISAPP_QUEUE_URL, VISAPP_STORE_URL, ...)
 #   VISAPP_MODEL_VERSION    the promoted model version (yolo@vN.0.0), passed to the container
 #   VISAPP_GPUS             value of `docker run --gpus` for a worker (default all; empty: no GPU flag)
+#   VISAPP_SHM_SIZE         a worker's /dev/shm (default 8g): PyTorch's data loader workers pass batches through
+#                           shared memory, and Docker's default of 64 MB stops them ("bus error")
 #
-# Healthy: the API answers 2xx on /health with a top-level "ok": true (store, queue and tracking reachable);
-# a worker is still running, never restarted, after the grace period (VISAPP_HEALTH_TIMEOUT, at most 60 s).
+# Healthy: the API answers 2xx on /health with a top-level "ok": true (store, queue and tracking reachable)
+# and, when VISAPP_MODEL_VERSION is set, serves that version: /health's top-level "model" is
+# {"version": "yolo@vN.0.0", ...} (null while it serves none); a worker is still running, never restarted, after
+# the grace period (VISAPP_HEALTH_TIMEOUT, at most 60 s).
 # Unhealthy: the new container is removed, the previous one is renamed back and started, and the script
 # exits 1 (so the Run Command fails and the workflow stops before the next instance).
 set -euo pipefail
@@ -34,10 +38,15 @@ port=${VISAPP_PORT:-8000}
 timeout=${VISAPP_HEALTH_TIMEOUT:-180}
 interval=${VISAPP_HEALTH_INTERVAL:-3}
 gpus=${VISAPP_GPUS-all}
+shm_size=${VISAPP_SHM_SIZE:-8g}
+model_version=${VISAPP_MODEL_VERSION:-}
 
 case "$role" in api | worker) ;; *) die "VISAPP_ROLE must be api or worker, not '$role'" ;; esac
 [[ "$image" =~ ^[A-Za-z0-9.:/_-]+@sha256:[a-f0-9]{64}$ ]] || die "VISAPP_IMAGE must name an image by digest (...@sha256:<64 hex>), not '$image'"
 [[ "$port" =~ ^[0-9]{1,5}$ && "$timeout" =~ ^[0-9]+$ && "$interval" =~ ^[0-9]+$ ]] || die "port and timeouts are whole numbers"
+[[ "$shm_size" =~ ^[0-9]+[bkmg]?$ ]] || die "VISAPP_SHM_SIZE must be a size such as 8g, not '$shm_size'"
+[[ -z "$model_version" || "$model_version" =~ ^yolo@v[0-9]+\.[0-9]+\.[0-9]+$ ]] ||
+  die "VISAPP_MODEL_VERSION must be a version such as yolo@v3.0.0, not '$model_version'"
 
 name="visapp-$role"
 previous="$name-previous"
@@ -64,8 +73,8 @@ if [[ -n "${VISAPP_CONFIG_PATH:-}" ]]; then
     --query 'Parameters[].[Name,Value]' --output text |
     while IFS=$'\t' read -r key value; do printf '%s=%s\n' "${key##*/}" "$value"; done >"$env_file"
 fi
-if [[ -n "${VISAPP_MODEL_VERSION:-}" ]]; then
-  printf 'VISAPP_MODEL_VERSION=%s\n' "$VISAPP_MODEL_VERSION" >>"$env_file"
+if [[ -n "$model_version" ]]; then
+  printf 'VISAPP_MODEL_VERSION=%s\n' "$model_version" >>"$env_file"
 fi
 
 # --- 3. set the running container aside (stopped, kept for a rollback) -------------------------------------------
@@ -102,16 +111,26 @@ if [[ "$role" == api ]]; then
   command=(serve --host 0.0.0.0 --port 8000 --no-worker)
 else
   [[ -n "$gpus" ]] && args+=(--gpus "$gpus")
+  args+=(--shm-size "$shm_size")
   command=(worker)
 fi
 log "starting $name from $image"
 docker run "${args[@]}" "$image" "${command[@]}" >/dev/null || rollback "docker run failed"
 
 # --- 5. healthy, or back to the previous container --------------------------------------------------------------
-healthy_api() {
+served=
+healthy_api() { # /health answers "ok": true, and serves the promoted version when there is one
   local body
   body=$(curl --silent --show-error --fail --max-time 5 "http://127.0.0.1:$port/health" 2>/dev/null) || return 1
-  [[ "$(tr -d ' \t\r\n' <<<"$body")" == '{"ok":true'* ]]
+  served=$(python3 -c '
+import json, sys
+body = json.loads(sys.argv[1])
+model = body.get("model") if isinstance(body, dict) else None
+version = model.get("version") if isinstance(model, dict) else None
+print("ok" if isinstance(body, dict) and body.get("ok") is True else "not-ok", version or "none")
+' "$body" 2>/dev/null) || return 1
+  [[ "$served" == "ok "* ]] || return 1
+  [[ -z "$model_version" || "$served" == "ok $model_version" ]]
 }
 
 running() { [[ "$(docker inspect --format '{{.State.Running}} {{.RestartCount}}' "$name" 2>/dev/null)" == "true 0" ]]; }
@@ -120,7 +139,11 @@ deadline=$((SECONDS + timeout))
 if [[ "$role" == api ]]; then
   until healthy_api; do
     running || rollback "$name stopped or restarted before it was healthy"
-    ((SECONDS < deadline)) || rollback "$name not healthy on :$port/health within ${timeout}s"
+    if ((SECONDS >= deadline)); then
+      [[ "$served" == "ok "* && -n "$model_version" ]] &&
+        rollback "$name serves model ${served#ok }, not the promoted $model_version, after ${timeout}s"
+      rollback "$name not healthy on :$port/health within ${timeout}s"
+    fi
     sleep "$interval"
   done
 else

@@ -145,8 +145,14 @@ def _cmd_params(args: argparse.Namespace) -> int:
         print(f"wrote {PARAMS_FILE} from {composition.conf_dir()}")
         return 0
     if args.params_command == "sync":
+        from visapp.integrations import dvc
+
         changes = composition.sync()
         print("\n".join(f"conf/{change}" for change in changes) or "conf/ already gives params.yaml: nothing to do")
+        # The params stage depends on conf/: after `dvc exp apply` it is the only stage the edit makes stale, and
+        # rerunning it (it checks the params, its output does not change) keeps the pipeline up to date.
+        if changes and Path(".dvc").is_dir() and dvc.rerun_if_stale(Path(), "params"):
+            print("dvc.lock: the params stage rerun against the new conf/ (`dvc repro params`): commit them together")
         return 0
     raw = read_params_file(PARAMS_FILE)
     to_params(apply_overrides(raw, args.overrides) if args.overrides else raw)  # keys, types, ranges

@@ -4,7 +4,7 @@
 | --- | --- |
 | `ok` | works |
 | `FAIL` | broken: the detail says what to fix; `visapp doctor` exits 1 |
-| `warn` | works, worth knowing: uncommitted changes, a stale pipeline, an unreachable but optional tracking server |
+| `warn` | worth knowing: uncommitted changes, a stale pipeline, an optional tracker down, a placeholder remote |
 | `skip` | not configured here (no DVC remote, no `VISAPP_STORE_URL`, ...), with the reason |
 
 Every check runs what the library itself runs, never a second implementation: the remote check of `visapp release
@@ -132,11 +132,7 @@ def cuda_check(require_gpu: bool = False) -> Check:
     what = f"torch built for CUDA {build}" if build else "a CPU-only torch"
     if not require_gpu:
         return Check("cuda", OK, f"none: CPU ({what})")
-    if build is None:
-        fix = "install a CUDA build of torch (the image: `docker build --build-arg TORCH_VARIANT=cu130`)"
-    else:
-        fix = "run where an NVIDIA GPU and its driver are (`nvidia-smi` lists it; a container: `docker run --gpus all`)"
-    return Check("cuda", FAIL, f"no CUDA device visible ({what}), and --require-gpu: {fix}")
+    return Check("cuda", FAIL, f"no CUDA device, and --require-gpu: {cuda.why_none()}")
 
 
 # ---------------------------------------------------------------- the project
@@ -180,7 +176,10 @@ def dvc_remote_check(root: Path) -> Check:
         return Check("dvc remote", SKIP, "not a DVC repository here (run from the project root)")
     if dvc.remote_settings(root) is None:
         return Check("dvc remote", SKIP, f"no default remote: {remote.SETUP_HINT}")
-    found = remote.check_remote(root)  # VisError: the reason and the fix
+    try:
+        found = remote.check_remote(root)  # VisError: the reason and the fix
+    except remote.RemoteNotConfigured as exc:
+        return Check("dvc remote", WARN, str(exc))  # a fresh clone: nothing is broken, something is to be set
     return Check("dvc remote", OK, f"{remote.describe(found)} answers with these credentials")
 
 

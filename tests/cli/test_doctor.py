@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import _cuda_available, free_port, run
+from conftest import REPO_ROOT, _cuda_available, free_port, run
 from visapp import doctor
+from visapp.registry import remote
 
 pytestmark = pytest.mark.integration
 
@@ -120,6 +121,15 @@ def test_require_gpu_fails_without_a_cuda_device_and_says_what_to_do(tmp_path):
         assert "--gpus all" in detail or "TORCH_VARIANT" in detail, detail
 
 
+def test_require_gpu_with_cuda_hidden_fails_naming_what_hides_it(tmp_path):
+    # What the train workflow runs first on its GPU runner: a runner whose GPU torch cannot use fails here.
+    status, checks = run_doctor(tmp_path, {"CUDA_VISIBLE_DEVICES": ""}, "--require-gpu")
+
+    verdict, detail = checks["cuda"]
+    assert (status, verdict) == (1, "FAIL"), checks["cuda"]
+    assert "CUDA_VISIBLE_DEVICES='' hides every GPU" in detail or "CPU-only build" in detail, detail
+
+
 def test_outside_a_project_the_project_checks_are_skipped_with_the_reason(tmp_path):
     """As in the image's /app without a mounted checkout: nothing fails for want of a repository."""
     status, checks = run_doctor(tmp_path)
@@ -171,3 +181,27 @@ def test_passwords_in_urls_are_hidden():
     assert doctor._redact("redis://:secret@host:6379/0") == "redis://:***@host:6379/0"
     assert doctor._redact("https://user:secret@mlflow.example/x") == "https://user:***@mlflow.example/x"
     assert doctor._redact("s3://bucket/prefix") == "s3://bucket/prefix"
+
+
+def test_a_fresh_clones_placeholder_remote_is_a_warning_that_says_how_to_set_it(make_project):
+    # The remote .dvc/config ships with: a fresh clone has nothing broken, only something to set.
+    project = make_project()
+    project.run("dvc", "remote", "add", "-d", "storage", remote.PLACEHOLDER_URL)
+    project.commit("the placeholder remote")
+
+    status, checks = run_doctor(project.root)
+
+    verdict, detail = checks["dvc remote"]
+    assert verdict == "warn", checks["dvc remote"]
+    assert "placeholder" in detail and "dvc remote modify storage url s3://BUCKET/dvc" in detail, detail
+    assert status == 0, checks
+
+
+@pytest.mark.unit
+def test_the_placeholder_is_the_remote_this_repository_ships_with():
+    from configparser import ConfigParser
+
+    config = ConfigParser()
+    config.read(REPO_ROOT / ".dvc" / "config")
+    assert config["'remote \"storage\"'"]["url"] == remote.PLACEHOLDER_URL
+    assert config["core"]["remote"] == "storage"

@@ -68,6 +68,20 @@ elif (service, command) == ("ssm", "describe-document"):
     print(scenario["latest_version"])
 elif (service, command) == ("ssm", "get-document"):
     print(scenario["documents"][option("--document-version")])
+elif (service, command) == ("ec2", "describe-instances") and "--instance-ids" in args:
+    print(scenario["state_reasons"].get(option("--instance-ids"), "None"))
+elif (service, command) == ("ecr", "batch-get-image"):
+    digest = option("--image-ids").removeprefix("imageDigest=")
+    field = "imageManifestMediaType" if "MediaType" in option("--query") else "imageManifest"
+    print(scenario["manifests"][digest][field])
+elif (service, command) == ("ecr", "put-image"):
+    tag = option("--image-tag")
+    digest = next(d for d, m in scenario["manifests"].items() if m["imageManifest"] == option("--image-manifest"))
+    assert option("--image-manifest-media-type") == scenario["manifests"][digest]["imageManifestMediaType"]
+    if tag in scenario["images"]:  # an immutable repository
+        fail(f"ImageTagAlreadyExistsException: The image tag '{tag}' already exists")
+    scenario["images"][tag] = digest
+    save()
 elif (service, command) == ("ec2", "describe-instances"):
     filters = dict(f.removeprefix("Name=").split(",Values=") for f in args if f.startswith("Name="))
     if "tag:vis-service" in filters:
@@ -115,6 +129,12 @@ class FakeAws:
     def calls(self) -> list[list[str]]:
         log = self.root / "aws.log"
         return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+    def add_tool(self, name: str, source: str) -> None:
+        """Another fake beside `aws` (e.g. `docker`), reading and writing the same scenario."""
+        tool = self.root / "bin" / name
+        tool.write_text(f"#!{sys.executable}\n{source}")
+        tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
 
     def run(self, script: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
         environment = {
@@ -169,6 +189,8 @@ def deploy_scenario(commit: str, **changes) -> dict:
         "sent": [],
         "runners": [],
         "terminated": [],
+        "state_reasons": {},
+        "manifests": {},
     }
     scenario.update(changes)
     return scenario
@@ -324,3 +346,161 @@ def test_janitor_with_nothing_to_do(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "no stale runner" in proc.stdout
     assert not any(c[1] == "terminate-instances" for c in aws.calls())
+
+
+# --- train/verdict.sh ------------------------------------------------------------------------------------------
+
+
+def verdict(tmp_path: Path, state_reasons: dict[str, str] | None = None, **env: str) -> tuple[int, str, str]:
+    """deploy/train/verdict.sh with the train workflow's variables: (exit status, retry, output)."""
+    aws = FakeAws(tmp_path, deploy_scenario("x", state_reasons=state_reasons or {}))
+    output = tmp_path / "github_output"
+    proc = aws.run("train/verdict.sh", tmp_path, GITHUB_OUTPUT=str(output), **env)
+    retry = dict(line.split("=", 1) for line in output.read_text().splitlines())["retry"]
+    return proc.returncode, retry, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "reasons", "expected"),
+    [
+        ({"FINISHED": "true", "SPOT": "true", "READY": "true"}, {}, (0, "false")),
+        # no spot capacity: no runner, no instance; not the training failing, the on-demand resume decides
+        ({"FINISHED": "", "SPOT": "true", "READY": "", "INSTANCE_ID": ""}, {}, (0, "true")),
+        (
+            {"FINISHED": "", "SPOT": "true", "READY": "true", "INSTANCE_ID": "i-1"},
+            {"i-1": "Server.SpotInstanceTermination"},
+            (0, "true"),
+        ),
+        # a failed training on a spot runner that is still there, or on demand: red
+        ({"FINISHED": "", "SPOT": "true", "READY": "true", "INSTANCE_ID": "i-1"}, {"i-1": "None"}, (1, "false")),
+        ({"FINISHED": "", "SPOT": "false", "READY": "true", "INSTANCE_ID": "i-1"}, {}, (1, "false")),
+        ({"FINISHED": "", "SPOT": "false", "READY": "", "INSTANCE_ID": ""}, {}, (1, "false")),
+    ],
+    ids=["finished", "no-spot-capacity", "spot-reclaimed", "failed-on-spot", "failed-on-demand", "no-on-demand-runner"],
+)
+def test_the_verdict_turns_only_a_failed_training_red(tmp_path, env, reasons, expected):
+    status, retry, output = verdict(tmp_path, reasons, **env)
+
+    assert (status, retry) == expected, output
+    if expected == (1, "false"):
+        assert "::error::" in output
+
+
+# --- ecr-image.sh ------------------------------------------------------------------------------------------------
+
+FAKE_DOCKER = r"""
+import json, os, sys
+from pathlib import Path
+
+scenario_path = Path(os.environ["FAKE_AWS_SCENARIO"])
+scenario = json.loads(scenario_path.read_text())
+args = sys.argv[1:]
+with open(os.environ["FAKE_AWS_LOG"], "a") as log:
+    log.write(json.dumps(["docker", *args]) + "\n")
+if args[:2] == ["buildx", "inspect"]:
+    sys.exit(0 if scenario.get("builder") else 1)
+if args[:2] == ["buildx", "create"]:
+    scenario["builder"] = True
+elif args[:2] == ["buildx", "build"]:
+    tag = args[args.index("--tag") + 1].rsplit(":", 1)[1]
+    if scenario.get("pushed_meanwhile"):  # another run pushed the tag while this one built
+        scenario["images"][tag] = scenario["pushed_meanwhile"]
+        scenario_path.write_text(json.dumps(scenario))
+        sys.stderr.write("ImageTagAlreadyExistsException\n")
+        sys.exit(1)
+    if scenario.get("build_fails"):
+        sys.exit(1)
+    digest = scenario["built_digest"]
+    scenario["images"][tag] = digest
+    scenario["manifests"][digest] = {"imageManifest": '{"config": "built"}',
+                                     "imageManifestMediaType": "application/vnd.oci.image.manifest.v1+json"}
+    Path(args[args.index("--metadata-file") + 1]).write_text(json.dumps({"containerimage.digest": digest}))
+else:
+    sys.exit(f"fake docker: unsupported {args}")
+scenario_path.write_text(json.dumps(scenario))
+"""
+SHA = "c0ffee" * 6 + "c0ff"
+BUILT, OTHER = "sha256:" + "3" * 64, "sha256:" + "4" * 64
+
+
+def ecr_image(tmp_path: Path, ref: str = "refs/heads/main", **scenario) -> tuple[subprocess.CompletedProcess, FakeAws]:
+    aws = FakeAws(tmp_path, deploy_scenario(SHA, **{"images": {}, "built_digest": BUILT, **scenario}))
+    aws.add_tool("docker", FAKE_DOCKER)
+    env = {"REGISTRY": "registry.invalid", "VARIANT": "cpu", "GITHUB_SHA": SHA, "GITHUB_REF": ref,
+           "GITHUB_REF_NAME": ref.rsplit("/", 1)[-1]}  # fmt: skip
+    return aws.run("ecr-image.sh", tmp_path, **env), aws
+
+
+def builds(aws: FakeAws) -> list[list[str]]:
+    return [call for call in aws.calls() if call[:3] == ["docker", "buildx", "build"]]
+
+
+def test_ecr_builds_and_pushes_the_commits_image_once_with_the_layer_cache(tmp_path):
+    proc, aws = ecr_image(tmp_path)
+
+    assert proc.returncode == 0, proc.stderr
+    assert aws.scenario["images"] == {f"{SHA}-cpu": BUILT}
+    (build,) = builds(aws)
+    assert "--push" in build and build[build.index("--tag") + 1] == f"registry.invalid/visapp:{SHA}-cpu"
+    assert "type=registry,ref=registry.invalid/visapp-cache:cpu" in build
+    cache_to = build[build.index("--cache-to") + 1]
+    assert cache_to.startswith("type=registry,ref=registry.invalid/visapp-cache:cpu,mode=max,image-manifest=true")
+    assert f"| - | {SHA}-cpu | {BUILT} |" in (tmp_path / "summary.md").read_text()
+
+
+def test_ecr_a_rerun_finds_the_image_and_pushes_nothing(tmp_path):
+    proc, aws = ecr_image(tmp_path, images={f"{SHA}-cpu": BUILT})
+
+    assert proc.returncode == 0, proc.stderr
+    assert builds(aws) == [] and not any(call[1] == "put-image" for call in aws.calls())
+    assert "exists" in proc.stderr and "not built again" in proc.stderr
+
+
+def test_ecr_a_version_tag_names_the_commits_image_without_building_it_again(tmp_path):
+    manifest = {
+        "imageManifest": '{"config": "main"}',
+        "imageManifestMediaType": "application/vnd.oci.image.manifest.v1+json",
+    }
+    proc, aws = ecr_image(tmp_path, "refs/tags/yolo@v3.0.0", images={f"{SHA}-cpu": OTHER}, manifests={OTHER: manifest})
+
+    assert proc.returncode == 0, proc.stderr
+    assert aws.scenario["images"] == {f"{SHA}-cpu": OTHER, "yolo-v3.0.0-cpu": OTHER}
+    assert builds(aws) == []
+
+    (tmp_path / "again").mkdir()
+    tagged = aws.scenario["images"]
+    again, aws = ecr_image(tmp_path / "again", "refs/tags/yolo@v3.0.0", images=tagged, manifests={OTHER: manifest})
+    assert again.returncode == 0, again.stderr
+    assert "already names" in again.stderr and not any(call[1] == "put-image" for call in aws.calls())
+
+
+def test_ecr_a_version_tag_that_names_another_image_fails_clearly(tmp_path):
+    manifest = {"imageManifest": "{}", "imageManifestMediaType": "application/vnd.oci.image.manifest.v1+json"}
+    images = {f"{SHA}-cpu": BUILT, "yolo-v3.0.0-cpu": OTHER}
+    proc, aws = ecr_image(tmp_path, "refs/tags/yolo@v3.0.0", images=images, manifests={BUILT: manifest})
+
+    assert proc.returncode == 1
+    assert f"yolo-v3.0.0-cpu already names {OTHER}, not {BUILT}" in proc.stderr and "immutable" in proc.stderr
+    assert aws.scenario["images"] == images
+
+
+def test_ecr_an_image_pushed_meanwhile_by_another_run_is_taken_as_it_is(tmp_path):
+    proc, aws = ecr_image(tmp_path, pushed_meanwhile=OTHER)
+
+    assert proc.returncode == 0, proc.stderr
+    assert "pushed by another run meanwhile" in proc.stderr and len(builds(aws)) == 1
+    assert f"| - | {SHA}-cpu | {OTHER} |" in (tmp_path / "summary.md").read_text()
+
+
+def test_ecr_a_failed_build_fails_the_job(tmp_path):
+    proc, aws = ecr_image(tmp_path, build_fails=True)
+
+    assert proc.returncode == 1 and "failed" in proc.stderr
+    assert aws.scenario["images"] == {}
+
+
+def test_ecr_refuses_a_tag_that_is_not_a_version(tmp_path):
+    proc, aws = ecr_image(tmp_path, "refs/tags/yolo#prod#3")
+
+    assert proc.returncode == 1 and "not a version tag" in proc.stderr
+    assert aws.calls() == []

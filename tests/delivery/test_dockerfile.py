@@ -55,10 +55,24 @@ def test_the_image_installs_with_the_recipe_of_make_install():
     commands = [shlex.split(args.split(" ", 1)[1] if args.startswith("--mount") else args) for args in runs]
     assert commands == [
         ["bash", "scripts/install.sh", "/opt/venv/bin/python"],  # torch alone: the cached layer
-        ["bash", "scripts/install.sh", "/opt/venv/bin/python", "-e", "."],
+        ["bash", "scripts/install.sh", "/opt/venv/bin/python", "--dependencies-of", "pyproject.toml"],
+        ["bash", "scripts/install.sh", "/opt/venv/bin/python", "--no-deps", "-e", "."],
     ]
     makefile = (REPO_ROOT / "Makefile").read_text(encoding="utf-8")
     assert "bash scripts/install.sh $(PY) -e '.[dev]'" in makefile
+
+
+def test_a_code_change_reinstalls_only_the_package():
+    # The build stage's layers in the order they change: torch, the dependencies, then the code.
+    build = instructions()[: next(i for i, (kw, args) in enumerate(instructions()) if kw == "FROM" and i > 1)]
+    order = [f"{kw} {args}" for kw, args in build if kw in ("COPY", "RUN")]
+    position = {what: next(i for i, line in enumerate(order) if what in line)
+                for what in ("COPY scripts/install.sh", "install.sh /opt/venv/bin/python", "COPY pyproject.toml",
+                             "--dependencies-of", "COPY src/", "--no-deps -e .")}  # fmt: skip
+    assert list(position) == sorted(position, key=position.get), order
+    # TORCH_INDEX_URL is a build argument (empty: pip's index), never an ENV fixed in the image
+    assert ("ARG", "TORCH_INDEX_URL=https://download.pytorch.org/whl/${TORCH_VARIANT}") in instructions()
+    assert not any(kw == "ENV" and "TORCH_INDEX_URL" in args for kw, args in instructions())
 
 
 def test_the_install_recipe_without_packages_stops_after_torch(tmp_path):
@@ -69,11 +83,17 @@ def test_the_install_recipe_without_packages_stops_after_torch(tmp_path):
     fake.write_text(f'#!/bin/sh\necho "$@" >> {shlex.quote(str(calls))}\n', encoding="utf-8")
     fake.chmod(0o755)
     env = {"PATH": "/usr/bin:/bin", "TORCH_INDEX_URL": "https://download.pytorch.org/whl/cpu"}
-    subprocess.run(["bash", "scripts/install.sh", str(fake)], cwd=REPO_ROOT, env=env, check=True)
+    result = subprocess.run(
+        ["bash", "scripts/install.sh", str(fake)], cwd=REPO_ROOT, env=env, check=True, capture_output=True, text=True
+    )
     lines = calls.read_text(encoding="utf-8").splitlines()
     assert lines[0] == "-m pip install --quiet --upgrade pip"
-    assert lines[1].startswith("-m pip install --quiet --index-url https://download.pytorch.org/whl/cpu torch==")
+    assert lines[1].startswith(
+        "-m pip install --progress-bar on --index-url https://download.pytorch.org/whl/cpu torch=="
+    )
     assert len(lines) == 2
+    steps = [line for line in result.stderr.splitlines() if line.startswith("install.sh [")]
+    assert len(steps) == 2 and "torch==" in steps[1], result.stderr  # a line per step: the install shows it is alive
 
 
 def dockerignore_admits(path: str) -> bool:
@@ -108,14 +128,23 @@ def test_every_file_copied_is_in_the_build_context_and_nothing_else_of_note_is()
         assert not dockerignore_admits(kept_out), f"{kept_out} would reach the build context"
 
 
-def run_healthcheck(tmp_path: Path, argv: list[str]) -> subprocess.CompletedProcess:
-    cmdline = tmp_path / "cmdline"
-    cmdline.write_bytes(b"\0".join(part.encode() for part in argv) + b"\0")
-    code = f"import runpy, sys; from pathlib import Path; sys.exit(runpy.run_path({str(HEALTHCHECK)!r})['main'](Path({str(cmdline)!r})))"  # noqa: E501
+def fake_proc(root: Path, processes: dict[int, tuple[list[str], str]]) -> Path:
+    """A /proc with these processes, {pid: (argv, mount namespace)}; the check itself is in namespace "mnt:[1]"."""
+    proc = root / "proc"
+    for pid, (argv, namespace) in {**processes, "self": (["python", "healthcheck.py"], "mnt:[1]")}.items():
+        (proc / str(pid) / "ns").mkdir(parents=True)
+        (proc / str(pid) / "ns" / "mnt").symlink_to(namespace)
+        (proc / str(pid) / "cmdline").write_bytes(b"\0".join(part.encode() for part in argv) + b"\0")
+    return proc
+
+
+def run_healthcheck(tmp_path: Path, processes: dict[int, tuple[list[str], str]]) -> subprocess.CompletedProcess:
+    proc = fake_proc(tmp_path / f"case{len(list(tmp_path.glob('case*')))}", processes)
+    code = f"import runpy, sys; from pathlib import Path; sys.exit(runpy.run_path({str(HEALTHCHECK)!r})['main'](Path({str(proc)!r})))"  # noqa: E501
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60)
 
 
-def test_the_healthcheck_asks_a_real_visapp_serve_on_its_port(tmp_path):
+def test_the_healthcheck_asks_a_real_visapp_serve_on_its_port_wherever_it_runs_in_the_container(tmp_path):
     port = str(free_port())
     env = {
         **os.environ,
@@ -130,23 +159,37 @@ def test_the_healthcheck_asks_a_real_visapp_serve_on_its_port(tmp_path):
             [str(VENV_BIN / "visapp"), "serve", "--open", "--no-worker", "--port", port],
             cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
-    argv = ["/opt/venv/bin/python", "/opt/venv/bin/visapp", "serve", "--host", "0.0.0.0", "--port", port]
+    serve = ["/opt/venv/bin/python", "/opt/venv/bin/visapp", "serve", "--host", "0.0.0.0", "--port", port]
+    # PID 1 is an init (`docker run --init`), the server its child; another container's server, on a port where
+    # nothing answers, shares the PID namespace but not the mount namespace: it is not this container's.
+    container = {
+        1: (["/sbin/docker-init", "--", "visapp", "serve", f"--port={port}"], "mnt:[1]"),
+        7: (serve, "mnt:[1]"),
+        9: (["visapp", "serve", "--port", str(free_port())], "mnt:[2]"),
+    }
     try:
         deadline = time.monotonic() + 60
-        while (healthy := run_healthcheck(tmp_path, argv)).returncode != 0:
+        while (healthy := run_healthcheck(tmp_path, container)).returncode != 0:
             assert server.poll() is None, (tmp_path / "serve.log").read_text(errors="replace")
             assert time.monotonic() < deadline, f"no healthy answer in 60 s: {healthy.stderr}"
             time.sleep(0.5)
+        # A shell as PID 1 in front of the server: the same answer.
+        assert (
+            run_healthcheck(tmp_path, {1: (["sh", "-c", "visapp serve"], "mnt:[1]"), 5: (serve, "mnt:[1]")}).returncode
+            == 0
+        )
     finally:
         server.terminate()
         server.wait(timeout=60)
-    down = run_healthcheck(tmp_path, ["/opt/venv/bin/visapp", "serve", f"--port={port}"])
+    down = run_healthcheck(tmp_path, container)
     assert down.returncode == 1 and f"127.0.0.1:{port}/health" in down.stderr
 
 
 def test_the_healthcheck_of_a_worker_or_a_pipeline_is_its_process_running(tmp_path):
-    assert run_healthcheck(tmp_path, ["/opt/venv/bin/visapp", "worker"]).returncode == 0
-    assert run_healthcheck(tmp_path, ["dvc", "repro"]).returncode == 0
+    assert run_healthcheck(tmp_path, {1: (["/opt/venv/bin/visapp", "worker"], "mnt:[1]")}).returncode == 0
+    assert run_healthcheck(tmp_path, {1: (["dvc", "repro"], "mnt:[1]")}).returncode == 0
+    # `serve` as some other program's argument is not the server.
+    assert run_healthcheck(tmp_path, {1: (["grep", "visapp-serve", "serve"], "mnt:[1]")}).returncode == 0
 
 
 def test_the_suite_runs_in_an_environment_the_images_recipe_made(tmp_path):

@@ -1,8 +1,10 @@
 """deploy/rollout.sh against a stand-in container runtime: a fake `docker` (and `aws`) on PATH, and a loopback
 HTTP server that answers /health for whichever fake container publishes its port, as the real one would.
 
-Images are named by digest; the digest says how the fake container behaves: GOOD answers {"ok": true},
-BAD answers {"ok": false} (the API's answer when its store or queue is unreachable), CRASH exits at start.
+Images are named by digest; the digest says how the fake container behaves: GOOD answers {"ok": true} and serves
+the model version its environment names (VISAPP_MODEL_VERSION, as the service is to do: `"model": {"version": ...}`,
+null without one), BAD answers {"ok": false} (the API's answer when its store or queue is unreachable), STALE
+answers {"ok": true} but serves another version than the one promoted, CRASH exits at start.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ pytestmark = pytest.mark.integration
 
 ROLLOUT = REPO_ROOT / "deploy" / "rollout.sh"
 REGISTRY = "registry.invalid/vis/visapp"
-GOOD, BAD, CRASH, OLD = ("a" * 64, "b" * 64, "c" * 64, "d" * 64)
-HEALTHY_DIGESTS = {GOOD, OLD}
+GOOD, BAD, CRASH, OLD, STALE = ("a" * 64, "b" * 64, "c" * 64, "d" * 64, "e" * 64)
+HEALTHY_DIGESTS = {GOOD, OLD, STALE}
 
 # The fake runtime: containers in a JSON file, every call appended to a log. It implements exactly the
 # subcommands and options rollout.sh uses, and refuses anything else (so the script cannot drift unnoticed).
@@ -130,7 +132,8 @@ elif command == "ps":
         if c["running"] or "-a" in rest:
             print(name)
 elif command == "run":
-    opts = {"--name": None, "--restart": None, "--env-file": None, "--publish": None, "--gpus": None}
+    opts = {"--name": None, "--restart": None, "--env-file": None, "--publish": None, "--gpus": None,
+            "--shm-size": None}
     labels, flags = [], []
     i = 0
     while rest[i].startswith("-"):
@@ -161,7 +164,8 @@ elif command == "run":
     crash = image.rsplit(":", 1)[-1] == CRASH
     containers[name] = {
         "name": name, "image": image, "command": cmd, "port": port, "env": env, "labels": labels,
-        "restart": opts["--restart"], "gpus": opts["--gpus"], "detach": "--detach" in flags,
+        "restart": opts["--restart"], "gpus": opts["--gpus"], "shm_size": opts["--shm-size"],
+        "detach": "--detach" in flags,
         "running": not crash, "restarts": 1 if crash else 0,
     }
     save(state)
@@ -271,8 +275,12 @@ def runtime(tmp_path: Path) -> Iterator[Runtime]:
             if self.path != "/health" or not running:
                 self.send_error(404 if running else 502)
                 return
-            ok = running[0]["image"].rsplit(":", 1)[-1] in HEALTHY_DIGESTS
-            body = json.dumps({"ok": ok, "store": {"ok": ok, "detail": "fake"}}).encode()
+            container = running[0]
+            digest = container["image"].rsplit(":", 1)[-1]
+            ok = digest in HEALTHY_DIGESTS
+            version = "yolo@v1.0.0" if digest == STALE else container["env"].get("VISAPP_MODEL_VERSION")
+            model = {"version": version, "weights": "best.pt"} if version else None
+            body = json.dumps({"ok": ok, "store": {"ok": ok, "detail": "fake"}, "model": model}).encode()
             self.send_response(200)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(body)))
@@ -344,6 +352,22 @@ def test_unhealthy_first_deployment_leaves_nothing_running_and_fails(runtime: Ru
     assert "no previous container" in proc.stderr
 
 
+def test_an_api_serving_another_model_than_the_promoted_one_is_rolled_back(runtime: Runtime):
+    runtime.existing("visapp-api", OLD, port=str(runtime.port))
+
+    proc = runtime.rollout(image(STALE), timeout=3, VISAPP_MODEL_VERSION="yolo@v3.0.0")
+
+    assert proc.returncode == 1, proc.stderr
+    assert runtime.state()["containers"]["visapp-api"]["image"] == image(OLD)
+    assert "serves model yolo@v1.0.0, not the promoted yolo@v3.0.0" in proc.stderr
+
+
+def test_without_a_promoted_version_the_model_served_is_not_asked(runtime: Runtime):
+    proc = runtime.rollout(image(STALE))
+
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_container_that_exits_at_start_is_rolled_back_without_waiting_for_the_timeout(runtime: Runtime):
     runtime.existing("visapp-api", OLD, port=str(runtime.port))
 
@@ -371,6 +395,7 @@ def test_worker_rollout_and_rollback(runtime: Runtime):
     assert ok.returncode == 0, ok.stderr
     worker = runtime.state()["containers"]["visapp-worker"]
     assert worker["command"] == ["worker"] and worker["gpus"] == "all" and worker["port"] is None
+    assert worker["shm_size"] == "8g", "PyTorch's data loader workers need more than Docker's 64 MB of /dev/shm"
 
     crashed = runtime.rollout(image(CRASH), role="worker", timeout=2)
     assert crashed.returncode == 1
@@ -403,6 +428,8 @@ def test_ecr_login_uses_the_instance_role_and_the_config_comes_from_parameter_st
         ({"VISAPP_IMAGE": f"{REGISTRY}:latest"}, "by digest"),
         ({"VISAPP_ROLE": "db"}, "api or worker"),
         ({"VISAPP_PORT": "80; reboot"}, "whole numbers"),
+        ({"VISAPP_SHM_SIZE": "8g --privileged"}, "a size such as 8g"),
+        ({"VISAPP_MODEL_VERSION": "latest"}, "a version such as yolo@v3.0.0"),
     ],
 )
 def test_bad_arguments_are_refused_before_anything_runs(runtime: Runtime, env: dict, message: str):

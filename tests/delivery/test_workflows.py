@@ -227,6 +227,93 @@ def test_no_expression_reaches_a_shell_and_checkouts_keep_no_credentials():
                 assert step.get("with", {}).get("persist-credentials") is False, f"{path.name}:{job}"
 
 
+# --- every action input against the pinned action.yml ----------------------------------------------------------
+
+PINNED_ACTIONS_DIR = REPO_ROOT / ".github" / "pinned-actions"
+
+
+def pinned_action(uses: str) -> dict[str, Any]:
+    """The inputs and outputs kept for `owner/name@sha` (.github/pinned-actions), checked to be of that very sha."""
+    name, _, sha = uses.partition("@")
+    path = PINNED_ACTIONS_DIR / f"{name.replace('/', '--')}.yml"
+    assert path.is_file(), f"{uses}: no {path.relative_to(REPO_ROOT)}: keep its action.yml's inputs there"
+    kept = load(path)
+    assert kept["action"] == name, path.name
+    assert kept["sha"] == sha, (
+        f"{uses}: {path.relative_to(REPO_ROOT)} holds the inputs of {kept['sha']} ({kept['version']}): copy them "
+        "from action.yml at the pinned commit"
+    )
+    return kept
+
+
+def action_uses() -> list[tuple[str, str, dict[str, Any]]]:
+    """(where, uses, step) of every step that runs a pinned action."""
+    return [
+        (f"{path.name}:{job}:{step.get('id') or step['uses']}", step["uses"], step)
+        for path in WORKFLOWS
+        for job, step in steps(path)
+        if "uses" in step and not step["uses"].startswith("./")
+    ]
+
+
+def input_problems(given: set[str], declared: dict[str, dict[str, bool]]) -> list[str]:
+    """What is wrong with the inputs a step gives: names the action does not declare, required ones missing."""
+    unknown = [f"unknown input {name!r}" for name in sorted(given - set(declared))]
+    missing = [
+        f"required input {name!r} not given"
+        for name, spec in sorted(declared.items())
+        if spec["required"] and not spec["default"] and name not in given
+    ]
+    return unknown + missing
+
+
+def test_every_action_input_exists_in_the_pinned_version_and_every_required_one_is_given():
+    assert {uses.partition("@")[0] for _, uses, _ in action_uses()} == {
+        load(path)["action"] for path in PINNED_ACTIONS_DIR.glob("*.yml")
+    }, "one kept action.yml per pinned action, no more"
+    problems = []
+    for where, uses, step in action_uses():
+        declared = pinned_action(uses)["inputs"]
+        problems += [f"{where}: {problem}" for problem in input_problems(set(step.get("with", {})), declared)]
+    assert problems == []
+
+
+def test_every_action_output_read_exists_in_the_pinned_version():
+    problems = []
+    for path in WORKFLOWS:
+        for job_name, job in jobs(path).items():
+            outputs_of = {step["id"]: pinned_action(step["uses"])["outputs"]
+                          for step in job.get("steps", []) if "id" in step and "uses" in step}  # fmt: skip
+            for step_id, output in re.findall(r"steps\.([\w-]+)\.outputs\.([\w-]+)", yaml.safe_dump(job)):
+                if step_id in outputs_of and output not in outputs_of[step_id]:
+                    problems.append(f"{path.name}:{job_name}: steps.{step_id}.outputs.{output}")
+    assert problems == []
+
+
+def test_every_reusable_workflow_call_gives_inputs_and_secrets_it_declares():
+    problems = []
+    for path in WORKFLOWS:
+        for name, job in jobs(path).items():
+            if not str(job.get("uses", "")).startswith("./"):
+                continue
+            called = triggers(load(REPO_ROOT / job["uses"]))["workflow_call"]
+            inputs = {key: {"required": bool(spec.get("required")), "default": "default" in spec}
+                      for key, spec in called.get("inputs", {}).items()}  # fmt: skip
+            secrets = {key: {"required": bool((spec or {}).get("required")), "default": False}
+                       for key, spec in (called.get("secrets") or {}).items()}  # fmt: skip
+            problems += [f"{path.name}:{name}: {p}" for p in input_problems(set(job.get("with", {})), inputs)]
+            problems += [
+                f"{path.name}:{name}: secret: {p}" for p in input_problems(set(job.get("secrets", {})), secrets)
+            ]
+    assert problems == []
+
+
+def test_the_input_check_finds_a_misspelt_input_and_a_missing_required_one():
+    declared = pinned_action("machulav/ec2-github-runner@343a1b2ae682e681c3cec9a235d882da17ff04ef")["inputs"]
+    assert input_problems({"mode", "github-token", "startup-timeout"}, declared) == ["unknown input 'startup-timeout'"]
+    assert input_problems({"mode"}, declared) == ["required input 'github-token' not given"]
+
+
 # --- what each workflow does -------------------------------------------------------------------------------------
 
 
@@ -284,8 +371,11 @@ def test_a_training_attempt_starts_a_jit_runner_trains_on_it_and_always_stops_it
     assert "id-token" not in train["permissions"], "the training uses the instance role, not the OIDC session"
     assert train["env"]["VISAPP_CHECKPOINT_DIR"]
     commands = "\n".join(step.get("run", "") for step in train["steps"])
-    for command in ("visapp doctor", "dvc pull", "deploy/train/run-point.sh", "dvc push", "dvc exp push"):
+    for command in ("visapp doctor --require-gpu", "deploy/train/pull.sh", "deploy/train/run-point.sh", "dvc push",
+                    "dvc exp push"):  # fmt: skip
         assert command in commands, command
+    # no usable GPU stops the run before the data is pulled
+    assert commands.index("visapp doctor --require-gpu") < commands.index("deploy/train/pull.sh")
     assert "dvc metrics show --md" in commands and "visapp experiments" in commands
     assert "$GITHUB_STEP_SUMMARY" in commands
     run_point = (REPO_ROOT / "deploy" / "train" / "run-point.sh").read_text()
@@ -294,10 +384,33 @@ def test_a_training_attempt_starts_a_jit_runner_trains_on_it_and_always_stops_it
     # The dataset view holds folder links into data/raw: the copy on S3 must not follow them.
     assert "--no-follow-symlinks" in sync and "--exclude '*/data/*'" in sync
 
+    # A runner that boots slowly still registers; an on-demand runner that halts terminates (not only stops).
+    assert int(start["startup-timeout-minutes"]) >= 10
+    assert int(start["startup-timeout-minutes"]) < attempt["start-runner"]["timeout-minutes"]
+    set_up = next(s for s in attempt["start-runner"]["steps"] if "modify-instance-attribute" in s.get("run", ""))
+    assert "--attribute instanceInitiatedShutdownBehavior --value terminate" in set_up["run"]
+    assert set_up["if"] == "${{ !inputs.spot }}"
+    assert attempt["start-runner"]["outputs"]["ready"] == "${{ steps.ready.outputs.ready }}"
+    assert attempt["start-runner"]["steps"][-1]["id"] == "ready"
+
     stop = attempt["stop-runner"]
     assert stop["if"] == "always()"
     assert set(stop["needs"]) >= {"start-runner", "train"}
     assert any(s.get("with", {}).get("mode") == "stop" for s in stop["steps"])
+
+
+def test_only_a_failed_training_turns_an_attempt_red():
+    attempt = jobs(WORKFLOWS_DIR / "train-attempt.yml")
+    # A spot runner that never starts (no capacity) is allowed to fail: the on-demand resume decides the colour.
+    assert attempt["start-runner"]["continue-on-error"] == "${{ inputs.spot }}"
+    assert attempt["train"]["continue-on-error"] is True
+    assert attempt["train"]["if"] == "${{ !cancelled() && needs.start-runner.outputs.ready == 'true' }}"
+    verdict = attempt["verdict"]
+    assert verdict["if"] == "always()" and "continue-on-error" not in verdict
+    judge = next(step for step in verdict["steps"] if step.get("id") == "judge")
+    assert judge["run"] == "deploy/train/verdict.sh"
+    assert judge["env"]["READY"] == "${{ needs.start-runner.outputs.ready }}"
+    assert judge["env"]["FINISHED"] == "${{ needs.train.outputs.finished }}"
 
 
 def test_janitor_is_scheduled_and_terminates_only_tagged_runners():
@@ -316,7 +429,12 @@ def test_ecr_builds_on_main_and_version_tags_with_the_torch_variant():
     uses = [step.get("uses", "") for step in job["steps"]]
     assert any(u.startswith("aws-actions/amazon-ecr-login@") for u in uses)
     build = "\n".join(step.get("run", "") for step in job["steps"])
-    assert '--build-arg "TORCH_VARIANT=$VARIANT"' in build and "$GITHUB_SHA-$VARIANT" in build
+    assert "deploy/ecr-image.sh" in build
+    script = (REPO_ROOT / "deploy" / "ecr-image.sh").read_text()
+    assert '--build-arg "TORCH_VARIANT=$variant"' in script and 'commit_tag="$commit-$variant"' in script
+    assert "--cache-from" in script and "--cache-to" in script, "BuildKit's layer cache"
+    # the main push and a version tag of one commit never build at once (ECR's tags are immutable)
+    assert data["concurrency"] == {"group": "ecr-${{ github.sha }}", "cancel-in-progress": False}
 
 
 def test_deploy_runs_on_promotion_tags_through_ssm_one_instance_at_a_time():
@@ -410,6 +528,76 @@ def test_policies_name_placeholders_not_real_resources():
             account = arn.split(":")[4]
             assert account in ("", "<ACCOUNT_ID>"), f"{path.name}: {arn}"
         assert "vis-artifacts" not in text, path.name
+
+
+# Stand-ins for the placeholders, for parliament: it checks ARNs' shapes too. (The account id is built, not
+# written: the scan below refuses twelve digits in a file.)
+PLACEHOLDER_VALUES = {
+    "<ACCOUNT_ID>": "0" * 12,
+    "<REGION>": "eu-west-1",
+    "<BUCKET>": "example-bucket",
+    "<ECR_REPOSITORY>": "visapp",
+    "<ORG>": "example-org",
+    "<REPO>": "vis",
+    "<AMI_ID>": "ami-0123456789abcdef0",
+    "<SUBNET_ID>": "subnet-0123456789abcdef0",
+    "<SECURITY_GROUP_ID>": "sg-0123456789abcdef0",
+    "<KMS_KEY_ID>": "1234abcd-12ab-34cd-56ef-1234567890ab",
+}
+# What parliament reports that is not an unknown action, condition key or operator, and why it is fine here:
+EXPECTED_FINDINGS = {
+    # a statement per kind of resource (RunInstances' instance apart from its image, subnet, ...; SendCommand's
+    # document apart from its instances, which carry the tag condition): parliament wants every kind in each
+    "RESOURCE_MISMATCH",
+    # trust policies have no Resource, and GitHub's OIDC provider is not one parliament knows
+    "MALFORMED",
+    "UNKNOWN_FEDERATION_SOURCE",
+}
+
+
+def parliament_findings(policy: str) -> list[tuple[str, str]]:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its pkg_resources import warns
+        from parliament import analyze_policy_string
+
+    for placeholder, value in PLACEHOLDER_VALUES.items():
+        policy = policy.replace(placeholder, value)
+    return [(f.issue, str(f.detail)) for f in analyze_policy_string(policy).findings]
+
+
+@pytest.mark.parametrize("path", IAM_POLICIES, ids=lambda p: p.name)
+def test_every_iam_action_and_condition_key_is_one_aws_defines(path: Path):
+    findings = parliament_findings(path.read_text())
+    assert [f for f in findings if f[0] not in EXPECTED_FINDINGS] == []
+    if not path.stem.startswith("trust-"):
+        assert not [f for f in findings if f[0] != "RESOURCE_MISMATCH"], findings
+
+
+def test_parliament_finds_an_unknown_action_and_an_unknown_condition_key():
+    def policy(action: str, key: str) -> str:
+        statement = {"Effect": "Allow", "Action": action, "Resource": "arn:aws:ec2:<REGION>:<ACCOUNT_ID>:instance/*",
+                     "Condition": {"StringEquals": {key: "x"}}}  # fmt: skip
+        return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+
+    assert parliament_findings(policy("ec2:TerminateInstances", "ec2:ResourceTag/vis-role")) == []
+    assert [f[0] for f in parliament_findings(policy("ec2:TerminateInstance", "ec2:ResourceTag/x"))] == [
+        "UNKNOWN_ACTION"
+    ]
+    found = parliament_findings(policy("ec2:TerminateInstances", "ec2:InstanceTypes"))
+    assert [f[0] for f in found] == ["UNKNOWN_CONDITION_FOR_ACTION"]
+
+
+def test_the_placeholders_of_the_policies_are_those_docs_aws_md_says_to_replace():
+    used = set()
+    for path in IAM_POLICIES:
+        used |= set(re.findall(r"<[A-Z_]+>", path.read_text()))
+    docs = (REPO_ROOT / "docs" / "aws.md").read_text()
+    sentence = re.search(r"with placeholders to replace: (.*?)\.\s+The repository", docs, re.DOTALL)
+    assert sentence, "docs/aws.md: the sentence that lists the placeholders"
+    assert set(re.findall(r"<[A-Z_]+>", sentence.group(1))) == used
+    assert set(PLACEHOLDER_VALUES) == used
 
 
 # --- no credential anywhere ----------------------------------------------------------------------------------------

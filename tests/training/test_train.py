@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -216,6 +217,27 @@ def test_device_auto_picks_cuda_when_present():
     assert train.resolve_device("cpu", cuda_devices=2) == "cpu"
     assert train.resolve_device("0,1", cuda_devices=4) == "0,1"
     assert [train.is_ddp(d) for d in ("cpu", "0", "0,1", "0, 2")] == [False, False, True, True]
+
+
+def test_device_cuda_takes_every_gpu_and_never_falls_back_to_the_cpu():
+    assert train.resolve_device("cuda", cuda_devices=2) == "0,1"
+    assert train.resolve_device("cuda:1", cuda_devices=2) == "cuda:1"
+    with pytest.raises(VisError, match=r"train.device=cuda needs a CUDA device, and torch sees none: driver\?"):
+        train.resolve_device("cuda", cuda_devices=0, why_none=lambda: "driver?")
+    with pytest.raises(VisError, match=r"train.device=0 needs CUDA device 0, and torch sees none: driver\?"):
+        train.resolve_device("0", cuda_devices=0, why_none=lambda: "driver?")
+    with pytest.raises(VisError, match=r"torch sees 2 CUDA device\(s\), numbered from 0: 2, 3 is not one"):
+        train.resolve_device("0,2,3", cuda_devices=2)
+
+
+def test_the_gpu_runners_train_config_refuses_to_train_on_the_cpu():
+    from visapp.composition import compose
+    from visapp.config import to_params
+
+    gpu = to_params(compose(overrides=["train=gpu"]))
+    with pytest.raises(VisError, match=r"train\.device=cuda"):
+        train.resolve_device(gpu.train.device, cuda_devices=0)
+    assert train.resolve_device(gpu.train.device, cuda_devices=1) == "0"
 
 
 def test_checkpoint_key_follows_training_params_and_data_but_not_resume_or_tracking():
@@ -631,3 +653,25 @@ def test_dvc_repro_trains_keeps_raw_data_and_cache_byte_identical_then_reruns_no
     assert {"mAP", "loss", "precision-recall", "models/yolo/plots/results.png"} <= set(plots)
     values = plots["mAP"][0]["content"]["data"]["values"]
     assert {(v["epoch"], v["field"]) for v in values} == {("1", "metrics/mAP50"), ("1", "metrics/mAP50-95")}
+
+
+@pytest.mark.integration
+def test_a_gpu_training_with_cuda_hidden_stops_at_once_naming_what_is_missing(tmp_path: Path):
+    # The GPU runners' config (train=gpu) where torch sees no GPU: the stage must fail before anything else (no
+    # data, an unreachable tracking server: either would be the error if the device were checked later).
+    from visapp.composition import compose_params_yaml
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "params.yaml").write_text(compose_params_yaml(overrides=["train=gpu"]))
+    env = {"CUDA_VISIBLE_DEVICES": "", "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
+    started = time.monotonic()
+
+    result = stage(work, env=env, timeout=120)
+
+    assert result.returncode == 2, result.stderr
+    assert time.monotonic() - started < 60
+    assert "train.device=cuda needs a CUDA device, and torch sees none" in result.stderr, result.stderr
+    assert "CUDA_VISIBLE_DEVICES='' hides every GPU" in result.stderr or "CPU-only build" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert [p.name for p in work.iterdir()] == ["params.yaml"], "nothing was started: no folder, no tracking store"

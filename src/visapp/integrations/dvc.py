@@ -134,6 +134,20 @@ def pipeline_status(root: Path) -> dict[str, Any]:
         return dict(repo.status())
 
 
+def rerun_if_stale(root: Path, stage: str) -> bool:
+    """`dvc repro STAGE`, that stage alone, when dvc.lock records it and `dvc status` finds it stale; whether it ran."""
+    import yaml
+
+    lock = root / "dvc.lock"
+    if not lock.is_file() or stage not in (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages", {}):
+        return False
+    with open_repo(root) as repo:
+        if stage not in repo.status(targets=[stage]):
+            return False
+        repo.reproduce(targets=[stage], single_item=True)
+    return True
+
+
 # ---------------------------------------------------------------- revisions (history)
 
 

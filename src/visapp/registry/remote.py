@@ -12,7 +12,13 @@ from visapp.errors import VisError
 from visapp.integrations import dvc
 from visapp.integrations.dvc import RemoteSettings
 
-SETUP_HINT = "set it with `dvc remote add -d storage s3://BUCKET/PREFIX` (README, 'Model versions and the S3 remote')"
+SETUP_HINT = "set it with `dvc remote add -d storage s3://BUCKET/dvc` (README, 'Model versions and the S3 remote')"
+# The url .dvc/config ships with: a remote nobody has pointed at a bucket yet (a fresh clone), not a broken one.
+PLACEHOLDER_URL = "s3://vis-artifacts/dvc"
+
+
+class RemoteNotConfigured(VisError):
+    """The default remote is still the placeholder this repository ships with: nothing to reach yet."""
 
 
 def describe(remote: RemoteSettings) -> str:
@@ -66,8 +72,18 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 
 def check_remote(root: str | Path = ".") -> RemoteSettings:
-    """Raise `VisError` saying why, unless the default remote's bucket answers with these credentials."""
+    """Raise `VisError` saying why, unless the default remote's bucket answers with these credentials.
+
+    Raises:
+        RemoteNotConfigured: the remote is still the placeholder of a fresh clone (the message says how to set it).
+        VisError: the bucket does not answer: the reason and the fix.
+    """
     remote = remote_info(root)
+    if remote.url.rstrip("/") == PLACEHOLDER_URL:
+        raise RemoteNotConfigured(
+            f"{describe(remote)} is the placeholder this repository ships with: point it at your bucket with "
+            f"`dvc remote modify {remote.name} url s3://BUCKET/dvc` (README, 'Model versions and the S3 remote')"
+        )
     try:
         dvc.head_bucket(Path(root), remote.name)
     except VisError:
@@ -75,7 +91,7 @@ def check_remote(root: str | Path = ".") -> RemoteSettings:
     except FileNotFoundError:
         raise VisError(
             f"the bucket of {describe(remote)} does not exist: create it, or fix the url with "
-            f"`dvc remote modify {remote.name} url s3://BUCKET/PREFIX`"
+            f"`dvc remote modify {remote.name} url s3://BUCKET/dvc`"
         ) from None
     except Exception as exc:  # boto, aiohttp and DVC errors alike: say which, and how to fix it
         raise VisError(explain(_root_cause(exc), remote)) from None

@@ -28,6 +28,7 @@ import enum
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from visapp.errors import VisError
 from visapp.formats.metadata import METADATA_FILE, read_metadata
 from visapp.formats.yolo import DATA_YAML
 from visapp.fsio import atomic_path, write_json, write_text
-from visapp.integrations import ultralytics
+from visapp.integrations import cuda, ultralytics
 from visapp.integrations.dvc import repository_root
 from visapp.progress import Progress, ProgressCallback
 from visapp.training import tracking
@@ -74,12 +75,35 @@ def reserved_args() -> frozenset[str]:
     return CONTROLLED_ARGS | {f.name for f in fields(TrainConfig) if f.name != "extra"}
 
 
-def resolve_device(device: str, cuda_devices: int) -> str:
-    """`auto` -> every visible CUDA device ("0", "0,1", ...: several train as one DDP job), else "cpu";
-    anything else as given (a list such as "0,2" selects some)."""
-    if str(device).lower() != "auto":
-        return str(device)
-    return ",".join(str(index) for index in range(cuda_devices)) if cuda_devices else "cpu"
+def resolve_device(device: str, cuda_devices: int, why_none: Callable[[], str] = lambda: "") -> str:
+    """The device Ultralytics trains on, from `train.device`.
+
+    `auto` -> every visible CUDA device ("0", "0,1", ...: several train as one DDP job), else "cpu"; `cuda` ->
+    every visible CUDA device, never the CPU; GPU indices ("0", "0,2", "cuda:1") as given; anything else ("cpu",
+    "mps") as given.
+
+    Raises:
+        VisError: CUDA is asked for (`cuda` or indices) and torch sees none, or fewer; `why_none()` says what is
+            missing. A GPU training stops here, at its start, instead of training on the CPU for hours.
+    """
+    text = str(device).strip().lower()
+    visible = ",".join(str(index) for index in range(cuda_devices))
+    if text == "auto":
+        return visible or "cpu"
+    if text == "cuda":
+        if not cuda_devices:
+            raise VisError(f"train.device=cuda needs a CUDA device, and torch sees none: {why_none()}")
+        return visible
+    indices = [part.strip().removeprefix("cuda:") for part in text.split(",") if part.strip()]
+    if indices and all(index.isdigit() for index in indices):
+        absent = [index for index in indices if int(index) >= cuda_devices]
+        if absent and not cuda_devices:
+            raise VisError(f"train.device={device} needs CUDA device {', '.join(absent)}, and torch sees none: "
+                           f"{why_none()}")  # fmt: skip
+        if absent:
+            raise VisError(f"train.device={device}: torch sees {cuda_devices} CUDA device(s), numbered from 0: "
+                           f"{', '.join(absent)} is not one of them")  # fmt: skip
+    return str(device)
 
 
 def is_ddp(device: str) -> bool:
@@ -272,6 +296,7 @@ def _weights_path(params: Params, weights_dir: Path) -> Path | None:
 
 def _fit(
     params: Params,
+    device: str,
     resume: bool,
     data_yaml: Path,
     ckpt_dir: Path,
@@ -279,7 +304,6 @@ def _fit(
 ) -> dict[str, Any]:
     """Run Ultralytics' training (or its resume) in `<ckpt_dir>/run`; return the metrics.json values."""
     run_dir = ckpt_dir / "run"
-    device = resolve_device(params.train.device, ultralytics.cuda_device_count())
     weights = _weights_path(params, repository_root() / ULTRALYTICS_CACHE / "weights")
     try:
         model = ultralytics.load_model(params.model.arch, weights, run_dir / "weights" / "last.pt" if resume else None)
@@ -321,6 +345,8 @@ def train_model(
         progress: told after each epoch (task "train", unit "epoch", with the epoch's losses and metrics).
         verbose: let Ultralytics print as it does on a terminal (argument dump, layer table, bars).
     """
+    # A GPU training without a usable GPU stops here, in its first seconds, not hours later on the CPU.
+    device = resolve_device(params.train.device, ultralytics.cuda_device_count(), cuda.why_none)
     yolo_dir, raw_dir = Path(params.paths.yolo), Path(params.paths.raw)
     metadata_path = Path(params.paths.metadata) / METADATA_FILE
     if not (yolo_dir / DATA_YAML).is_file():
@@ -351,7 +377,7 @@ def train_model(
                 if mode == "resume":
                     _backfill_epochs(run, run_dir / "results.csv", resume_epoch or 0)
                 reporter = _EpochReporter(run, ckpt_dir, state, params.train.epochs, progress)
-                state["metrics"] = _fit(params, mode == "resume", data_yaml, ckpt_dir, reporter)
+                state["metrics"] = _fit(params, device, mode == "resume", data_yaml, ckpt_dir, reporter)
                 state["status"] = "trained"
                 save_state(ckpt_dir, state)
             outputs = _write_outputs(run_dir, Path(params.paths.model), state["metrics"], run)
