@@ -345,13 +345,13 @@ def train_model(
         progress: told after each epoch (task "train", unit "epoch", with the epoch's losses and metrics).
         verbose: let Ultralytics print as it does on a terminal (argument dump, layer table, bars).
     """
-    # A GPU training without a usable GPU stops here, in its first seconds, not hours later on the CPU.
-    device = resolve_device(params.train.device, ultralytics.cuda_device_count(), cuda.why_none)
     yolo_dir, raw_dir = Path(params.paths.yolo), Path(params.paths.raw)
     metadata_path = Path(params.paths.metadata) / METADATA_FILE
     if not (yolo_dir / DATA_YAML).is_file():
         raise VisError(f"{yolo_dir / DATA_YAML} not found: run the convert stage first (`dvc repro convert`)")
     metadata = read_metadata(metadata_path)
+    # A GPU training without a usable GPU stops here, in its first seconds, not hours later on the CPU.
+    device = resolve_device(params.train.device, ultralytics.cuda_device_count(), cuda.why_none)
     train_args(params, Path(DATA_YAML), Path("run"), "cpu")  # refuse a bad train.extra before anything runs
     uri = _tracking_uri(params)  # an unreachable server fails here, before any training or folder
     key = checkpoint_key(params, metadata["fingerprint"])
