@@ -11,12 +11,13 @@ seconds rather than two trainings.
 from __future__ import annotations
 
 import hashlib
+import subprocess
 import urllib.parse
 from pathlib import Path
 
 import pytest
 
-from conftest import Project
+from conftest import VENV_BIN, Project, free_port
 from service.conftest import OTHER_TOKEN, TOKEN, client
 
 pytestmark = pytest.mark.integration
@@ -121,3 +122,31 @@ def test_released_versions_are_listed_and_downloaded_byte_identical(make_service
     assert Project(clone).run("git", "status", "--porcelain").stdout == ""
     assert not list(Path(service.base).glob("visapp-model-*")), list(Path(service.base).iterdir())
     assert TOKEN not in api_proc.output()
+
+
+def test_the_promoted_version_is_fetched_at_start_reported_and_served_as_prod(make_service, released):
+    """A promotion rolls the service out with VISAPP_MODEL_VERSION: it fetches that version's weights from the
+    remote when it starts, says which version it serves in /health (what the rollout compares), and serves them at
+    /models/prod/download. A version it cannot fetch stops the start, naming it: the rollout then rolls back."""
+    clone, weights = released
+    service = make_service(VISAPP_MODEL_VERSION="yolo@v1.0.0")
+    service.cwd = clone
+    api_proc = service.api(worker=False)
+    with client(api_proc.url) as api:
+        served = api.get("/health").json()["model"]
+        assert served["version"] == "yolo@v1.0.0"
+        assert served["sha256"] == hashlib.sha256(weights["yolo@v1.0.0"]).hexdigest()
+        assert api.get("/models/prod/download").content == weights["yolo@v1.0.0"]
+    assert Project(clone).run("git", "status", "--porcelain").stdout == ""
+
+    env = {**api_proc.env, "VISAPP_MODEL_VERSION": "yolo@v9.0.0", "VISAPP_WORK_DIR": str(service.base / "w2")}
+    refused = subprocess.run([str(VENV_BIN / "visapp"), "serve", "--port", str(free_port())], cwd=clone, env=env,
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert refused.returncode != 0 and "VISAPP_MODEL_VERSION=yolo@v9.0.0" in refused.stderr + refused.stdout
+    assert "Traceback" not in refused.stderr
+
+
+def test_without_a_promoted_version_health_says_no_model_is_served(make_service):
+    api_proc = make_service().api(worker=False)
+    with client(api_proc.url, token=None) as anyone:
+        assert anyone.get("/health").json()["model"] is None

@@ -1,64 +1,77 @@
 """The service's settings, all from the environment (a container or an EC2 instance sets them; no file).
 
-| variable | default | meaning |
-|---|---|---|
-| `VISAPP_STORE_URL` | `file://<cwd>/.visapp/jobs` | the job store: a folder, or `s3://bucket/prefix` |
-| `VISAPP_QUEUE_URL` | SQLite at `<cwd>/.visapp/queue.db` | `redis://host:6379/0` shares the queue between machines |
-| `VISAPP_WORK_DIR` | `<cwd>/.visapp/work` | a worker's local scratch (datasets, checkpoints while training) |
-| `VISAPP_API_TOKEN` | none | bearer token(s), comma-separated; without one the API refuses to start |
-| `VISAPP_MAX_UPLOAD` | `2G` | largest accepted upload (bytes, or with K/M/G) |
-| `VISAPP_MAX_CONCURRENT_UPLOADS` | `4` | uploads received at once (more get 429) |
-| `VISAPP_MAX_QUEUED_JOBS` | `20` | queued or running trainings per token (more get 429) |
-| `VISAPP_HEARTBEAT_S` | `10` | how often a worker renews its lease on a running job |
-| `VISAPP_STALE_AFTER_S` | `60` | a lease not renewed for this long is taken over by the reaper |
-| `VISAPP_INLINE_LIMIT` | `64M` | uploads up to this size are checked in the request; larger ones by a worker |
+Each setting is declared once, below: its field, its variable, its default and what it means. `from_env` reads
+them, and docs/service.md's table of variables is checked against this declaration by the tests.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from visapp.errors import VisError
 from visapp.ingest.archive import parse_size
 
+HOME = ".visapp"  # under the working folder: the defaults of the store, the queue and the scratch
+HERE = Path()  # a placeholder: `from_env` puts the scratch under HOME
+
+
+def _setting(env: str, default: Any, meaning: str, parse: Callable[[str], Any] = str, shown: str = "") -> Any:
+    """A field read from `env` (parsed by `parse`), `default` when unset; `shown`: the default as the docs say it."""
+    metadata = {"env": env, "parse": parse, "meaning": meaning, "shown": shown or f"`{default}`"}
+    return field(default=default, metadata=metadata)
+
+
+def _tokens(text: str) -> tuple[str, ...]:
+    return tuple(token.strip() for token in text.split(",") if token.strip())
+
 
 @dataclass(frozen=True)
 class ServiceSettings:
-    store_url: str
-    queue_url: str | None
-    work_dir: Path
-    tokens: tuple[str, ...] = ()
-    max_upload: int = 2 * 1024**3
-    max_concurrent_uploads: int = 4
-    max_queued_jobs: int = 20
-    heartbeat_s: float = 10.0
-    stale_after_s: float = 60.0
-    inline_limit: int = 64 * 1024**2
-    environ: Mapping[str, str] = field(default_factory=dict, repr=False)
+    store_url: str = _setting("VISAPP_STORE_URL", "", "the job store: a folder, or `s3://bucket/prefix`",
+                              shown=f"`file://<cwd>/{HOME}/jobs`")  # fmt: skip
+    queue_url: str | None = _setting("VISAPP_QUEUE_URL", None, "`redis://host:6379/0` shares the queue between "
+                                     "machines; `sqlite:///path` (an absolute path)",
+                                     shown=f"SQLite at `<cwd>/{HOME}/queue.db`")  # fmt: skip
+    work_dir: Path = _setting("VISAPP_WORK_DIR", HERE, "a machine's scratch (an upload being checked, a training's "  # noqa: RUF009
+                              "dataset and checkpoint) and its caches", Path, shown=f"`<cwd>/{HOME}/work`")  # fmt: skip
+    tokens: tuple[str, ...] = _setting("VISAPP_API_TOKEN", (), "bearer token(s), comma-separated; without one "
+                                       "`visapp serve` refuses to start (but `--open` on loopback)", _tokens,
+                                       shown="none")  # fmt: skip
+    max_upload: int = _setting("VISAPP_MAX_UPLOAD", 2 * 1024**3, "largest upload (413 beyond)", parse_size, "`2G`")
+    max_concurrent_uploads: int = _setting("VISAPP_MAX_CONCURRENT_UPLOADS", 4, "uploads received at once (429 "
+                                           "beyond, before the body is read)", int)  # fmt: skip
+    max_queued_jobs: int = _setting("VISAPP_MAX_QUEUED_JOBS", 20, "jobs of a token being checked, queued or running "
+                                    "(429 beyond)", int)  # fmt: skip
+    inline_limit: int = _setting("VISAPP_INLINE_LIMIT", 64 * 1024**2, "uploads up to this size are checked in the "
+                                 "request (201); larger ones by a worker (202)", parse_size, "`64M`")  # fmt: skip
+    heartbeat_s: float = _setting("VISAPP_HEARTBEAT_S", 10.0, "how often the process checking an upload or training "
+                                  "a job renews its lease", float, "`10`")  # fmt: skip
+    stale_after_s: float = _setting("VISAPP_STALE_AFTER_S", 60.0, "a lease older than this is taken over by the "
+                                    "reaper (must exceed twice the heartbeat)", float, "`60`")  # fmt: skip
+    model_version: str | None = _setting("VISAPP_MODEL_VERSION", None, "the promoted model version the service "
+                                         "serves (`yolo@v3.0.0`), fetched from the DVC remote at start; in "
+                                         "`/health`, served at `/models/prod/download`", shown="none")  # fmt: skip
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> ServiceSettings:
         env = os.environ if environ is None else environ
-        home = (cwd or Path.cwd()).resolve() / ".visapp"
-        try:
-            settings = cls(
-                store_url=env.get("VISAPP_STORE_URL") or (home / "jobs").as_uri(),
-                queue_url=env.get("VISAPP_QUEUE_URL") or None,
-                work_dir=Path(env.get("VISAPP_WORK_DIR") or home / "work"),
-                tokens=tuple(t.strip() for t in env.get("VISAPP_API_TOKEN", "").split(",") if t.strip()),
-                max_upload=parse_size(env.get("VISAPP_MAX_UPLOAD", "2G")),
-                max_concurrent_uploads=int(env.get("VISAPP_MAX_CONCURRENT_UPLOADS", "4")),
-                max_queued_jobs=int(env.get("VISAPP_MAX_QUEUED_JOBS", "20")),
-                heartbeat_s=float(env.get("VISAPP_HEARTBEAT_S", "10")),
-                stale_after_s=float(env.get("VISAPP_STALE_AFTER_S", "60")),
-                inline_limit=parse_size(env.get("VISAPP_INLINE_LIMIT", "64M")),
-                environ=dict(env),
-            )
-        except ValueError as exc:
-            raise VisError(f"a VISAPP_* setting is not a number: {exc}") from None
+        home = (cwd or Path.cwd()).resolve() / HOME
+        values: dict[str, Any] = {}
+        for setting in fields(cls):
+            text = env.get(setting.metadata["env"], "")
+            if not text.strip():
+                continue
+            try:
+                values[setting.name] = setting.metadata["parse"](text)
+            except ValueError as exc:
+                raise VisError(f"{setting.metadata['env']}={text!r} cannot be used: {exc}") from None
+        values.setdefault("store_url", (home / "jobs").as_uri())
+        values.setdefault("work_dir", home / "work")
+        settings = cls(**values)
         if settings.stale_after_s <= 2 * settings.heartbeat_s:
             raise VisError(
                 f"VISAPP_STALE_AFTER_S ({settings.stale_after_s:g}) must exceed twice VISAPP_HEARTBEAT_S "
@@ -70,3 +83,8 @@ class ServiceSettings:
     def local_queue(self) -> Path:
         """The embedded queue's SQLite file (when no VISAPP_QUEUE_URL is set)."""
         return self.work_dir.parent / "queue.db"
+
+
+def documented() -> list[tuple[str, str, str]]:
+    """(variable, default as said, meaning) of every setting: the rows of docs/service.md's table."""
+    return [(f.metadata["env"], f.metadata["shown"], f.metadata["meaning"]) for f in fields(ServiceSettings)]

@@ -111,6 +111,7 @@ def create_app(settings: ServiceSettings | None = None, open_access: bool = Fals
 
     from visapp.service.queue import JobQueue
     from visapp.service.reaper import Reaper
+    from visapp.service.serving import load_promoted
     from visapp.service.store import JobStore
 
     settings = settings or ServiceSettings.from_env()
@@ -148,6 +149,9 @@ def create_app(settings: ServiceSettings | None = None, open_access: bool = Fals
         generate_unique_id_function=lambda route: route.name,  # operation ids are the functions' names (links)
     )
     app.state.context = Context(settings, store, queue, tokens, open_access)
+    promoted = load_promoted(settings)  # a version it cannot serve stops the start, with the reason
+    if promoted is not None:
+        app.state.context.served, app.state.context.served_weights = promoted
     # The last added runs first: the token is checked before an upload takes a slot.
     app.add_middleware(UploadGate, limit=settings.max_concurrent_uploads, max_upload=settings.max_upload)
     app.add_middleware(Authenticate, tokens=tokens, open_access=open_access)

@@ -33,6 +33,7 @@ from visapp.service.records import (
     Upload,
     ValidationSummary,
 )
+from visapp.service.serving import ServedModel
 from visapp.service.settings import ServiceSettings
 from visapp.service.store import JobStore, UnknownJob
 
@@ -43,7 +44,7 @@ STATUS_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: 
                 429: "too_many_requests"}  # fmt: skip
 
 
-@dataclass(frozen=True)
+@dataclass
 class Context:
     """The service's parts, made once per app (`app.state.context`)."""
 
@@ -52,6 +53,8 @@ class Context:
     queue: JobQueue
     tokens: tuple[bytes, ...]
     open_access: bool
+    served: ServedModel | None = None  # the promoted model, once loaded (`visapp.service.serving`)
+    served_weights: Path | None = None
 
 
 def context(request: Request) -> Context:

@@ -1,4 +1,5 @@
-"""GET /health: the store, the queue and the tracking server, each with a verdict (no token needed)."""
+"""GET /health: the store, the queue and the tracking server, each with a verdict, and the model served (no token
+needed)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from visapp.service.api.common import Context, Ctx
+from visapp.service.serving import ServedModel
 
 router = APIRouter()
 
@@ -22,6 +24,7 @@ class Health(BaseModel):
     store: Check
     queue: Check
     tracking: Check
+    model: ServedModel | None  # the promoted model served (VISAPP_MODEL_VERSION), or none
 
 
 def _check(probe: Callable[[], object]) -> Check:
@@ -42,6 +45,6 @@ def _tracking() -> str:
 
 @router.get("/health", response_model=Health)
 def health(ctx: Context = Ctx) -> Health:
-    """The store, the queue and the tracking server, each with a verdict."""
+    """The store, the queue and the tracking server, each with a verdict; the promoted model served, if any."""
     checks = {"store": _check(ctx.store.check), "queue": _check(ctx.queue.health), "tracking": _check(_tracking)}
-    return Health(ok=all(c.ok for c in checks.values()), **checks)
+    return Health(ok=all(c.ok for c in checks.values()), model=ctx.served, **checks)

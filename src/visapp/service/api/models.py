@@ -53,9 +53,11 @@ def models(owner: str = Caller) -> list[ModelVersion]:
 )
 def download_version(version: str, owner: str = Caller, ctx: Context = Ctx) -> StreamingResponse:
     """A released version's weights (`v1.2.0`, `yolo@v1.2.0`, or a stage's: `yolo#prod`, `yolo%23prod` in the
-    URL), from the DVC cache or remote."""
+    URL), from the DVC cache or remote; `prod`: the promoted model this service serves (VISAPP_MODEL_VERSION)."""
     from visapp.registry.versions import get_model
 
+    if version == "prod" and ctx.served is not None and ctx.served_weights is not None:  # the promoted one, loaded
+        return stream(ctx.served_weights.open("rb"), f"{ctx.served.version.replace('@', '-')}-best.pt")
     registry()
     ctx.settings.work_dir.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="model-", dir=ctx.settings.work_dir))
