@@ -80,3 +80,12 @@ def test_a_training_s_error_names_no_path_of_the_server():
     scratch = Path("/srv/work/job/attempt-1")
     text = "cannot read /srv/work/job/attempt-1/data/x.yaml (see /opt/venv/lib/python3.11/site.py)"
     assert scrub(text, scratch) == "cannot read data/x.yaml (see site.py)"
+
+
+def test_the_docs_table_of_settings_is_the_declaration():
+    from conftest import REPO_ROOT
+    from visapp.service.settings import documented
+
+    text = (REPO_ROOT / "docs" / "service.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| `VISAPP_")]
+    assert rows == [f"| `{env}` | {shown} | {meaning} |" for env, shown, meaning in documented()]
