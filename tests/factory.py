@@ -36,7 +36,7 @@ from visapp.dataset.validate import validate_dataset
 from visapp.formats.images import FORMAT_SUFFIX
 from visapp.formats.manifest import ManifestObject, ManifestRow
 from visapp.formats.manifest import write_manifest as write_rows
-from visapp.formats.voc import image_set_text
+from visapp.formats.voc_image_sets import image_set_text
 
 
 def params(**sections) -> Params:

@@ -16,15 +16,10 @@ from factory import (
     write_image_sets,
     write_sample,
 )
-from visapp.formats.voc import (
-    AnnotationError,
-    SampleFiles,
-    base_name,
-    discover_samples,
-    parse_annotation,
-    read_image_sets,
-    sample_id,
-)
+from visapp.formats.voc import AnnotationError, base_name, parse_annotation
+from visapp.formats.voc_ids import sample_id
+from visapp.formats.voc_image_sets import read_image_sets
+from visapp.formats.voc_layout import SampleFiles, discover_samples
 
 pytestmark = pytest.mark.unit
 

@@ -33,7 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from visapp.formats.voc import AnnotationError, discover_samples, parse_annotation, sample_id
+from visapp.formats.voc import AnnotationError, parse_annotation
+from visapp.formats.voc_ids import sample_id
+from visapp.formats.voc_layout import discover_samples
 
 log = logging.getLogger(__name__)
 

@@ -46,18 +46,10 @@ from visapp.formats import SPLITS
 from visapp.formats.images import ImageInfo, displayed_size, inspect_image
 from visapp.formats.manifest import MANIFEST_FILE, ManifestObject, ManifestRow, write_manifest
 from visapp.formats.report import ERROR, REPORT_FILE, Issue, build_report, has_errors, has_odd_bytes, printable
-from visapp.formats.voc import (
-    ANNOTATION_DIRS,
-    BOX_KEYS,
-    Annotation,
-    ImageSet,
-    SampleFiles,
-    discover_samples,
-    listed_id,
-    parse_annotation,
-    read_image_sets,
-    sample_id,
-)
+from visapp.formats.voc import BOX_KEYS, Annotation, parse_annotation
+from visapp.formats.voc_ids import listed_id, sample_id
+from visapp.formats.voc_image_sets import ImageSet, read_image_sets
+from visapp.formats.voc_layout import ANNOTATION_DIRS, SampleFiles, discover_samples
 from visapp.fsio import unreadable, write_json
 from visapp.progress import Counter, ProgressCallback
 
@@ -772,7 +764,7 @@ def validate_dataset(
     """Check every sample of a VOC folder against the issue codes of `visapp.formats.report`.
 
     Args:
-        raw_dir: the dataset folder (any layout of `visapp.formats.voc`).
+        raw_dir: the dataset folder (any layout of `visapp.formats.voc_layout`).
         data: classes (empty: every name is accepted, class ids follow the sorted names found),
             allow_background, bbox_tolerance_px.
         progress: told after each sample (task "validate").

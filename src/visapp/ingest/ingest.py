@@ -33,7 +33,8 @@ from typing import Literal
 
 from visapp.errors import DataError, VisError
 from visapp.formats.dvcfile import DvcOut, dvc_file_for, parse_dvc_file, read_dvc_out
-from visapp.formats.voc import discover_samples, parse_annotation
+from visapp.formats.voc import parse_annotation
+from visapp.formats.voc_layout import discover_samples
 from visapp.fsio import atomic_path, os_error
 from visapp.ingest import swap
 from visapp.ingest.archive import ArchiveLimits, litter_kind, shown_path

@@ -15,7 +15,8 @@ import shutil
 from pathlib import Path
 
 from visapp.errors import VisError
-from visapp.formats.voc import ANNOTATION_DIRS, IMAGE_DIRS
+from visapp.formats.voc_ids import IMAGE_DIRS
+from visapp.formats.voc_layout import ANNOTATION_DIRS
 from visapp.fsio import os_error
 
 MAX_LISTED = 10

@@ -18,7 +18,8 @@ from pathlib import Path, PurePosixPath
 
 from visapp.errors import VisError
 from visapp.formats.images import has_image_suffix
-from visapp.formats.voc import IMAGE_DIRS, NAMED_ANNOTATION_DIRS
+from visapp.formats.voc_ids import IMAGE_DIRS
+from visapp.formats.voc_layout import NAMED_ANNOTATION_DIRS
 from visapp.fsio import os_error
 from visapp.ingest.archive import (
     ArchiveLimits,

@@ -26,7 +26,7 @@ from visapp.config import PARAMS_FILE, read_params_file, to_params
 from visapp.dataset.diff import DatasetDiff, SampleSet, diff_samples, format_diff, gate, headline, read_samples
 from visapp.errors import VisError
 from visapp.formats.images import has_image_suffix
-from visapp.formats.voc import IMAGE_SETS_DIR
+from visapp.formats.voc_layout import IMAGE_SETS_DIR
 from visapp.integrations import git
 from visapp.integrations.dvc import Revision
 from visapp.registry.history import Snapshot, lookup, snapshot
