@@ -615,7 +615,7 @@ def test_validation_imports_no_torch_ultralytics_or_mlflow(tmp_path):
 @pytest.mark.integration
 def test_a_process_pool_gives_the_same_report_and_manifest_as_one_process(tmp_path, monkeypatch):
     """Samples of every kind, clean and broken, in numbers that start a pool: outputs byte-identical."""
-    from visapp.dataset.validate import worker_count
+    from visapp.dataset.sample_pool import worker_count
 
     raw = tmp_path / "raw"
     for n in range(150):

@@ -1,0 +1,223 @@
+"""The reuse store: each sample's outcome of earlier runs, by a key of everything it depends on, in
+`<folder>/outcomes.sqlite`, with each file's SHA-256 by its stat signature. Safe to delete at any time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from visapp.config import DataConfig
+from visapp.dataset.sample_checks import FileDigest, SampleOutcome
+from visapp.formats import SPLITS
+from visapp.formats.voc_ids import listed_id, sample_id
+from visapp.formats.voc_image_sets import ImageSet
+from visapp.formats.voc_layout import SampleFiles
+
+log = logging.getLogger(__name__)
+
+# What decides a sample's outcome besides its bytes: bump when a check changes what it reports.
+VALIDATOR_VERSION = "2026.12.3"
+
+
+def outcome_key(
+    files: SampleFiles,
+    data: DataConfig,
+    listed: list[str],
+    conflict: str | None,
+    image_sha256: str | None,
+    xml_sha256: str | None,
+    measure: bool = False,
+) -> str:
+    """Everything a sample's outcome depends on, hashed: the validator's version, the data params, the paths,
+    the ImageSets lists naming it, its id conflict, whether its image is measured for the quality checks, and
+    the content of its image and annotation (their SHA-256, hex)."""
+    digest = hashlib.sha256()
+    head = [VALIDATOR_VERSION, _params_json(data), _files_json(files), listed, conflict, measure, image_sha256]
+    digest.update(json.dumps(head).encode("utf-8", "surrogateescape"))
+    digest.update(b"\0" if xml_sha256 is None else bytes.fromhex(xml_sha256))
+    return digest.hexdigest()
+
+
+def _files_json(files: SampleFiles) -> str:
+    return json.dumps([files.image, files.annotation, files.rivals, files.hint])
+
+
+def lists_naming(files: SampleFiles, splits: dict[str, ImageSet]) -> list[str]:
+    """The ImageSets lists that name the sample's image."""
+    return [split for split in SPLITS if files.image and split in splits and _in(files.image, splits[split])]
+
+
+_params_seen: tuple[DataConfig, str] | None = None
+
+
+def _params_json(data: DataConfig) -> str:
+    """The data params as JSON: the same for every sample of a run, so made once per process, not per sample."""
+    global _params_seen
+    if _params_seen is None or _params_seen[0] is not data:
+        _params_seen = (data, json.dumps(asdict(data), sort_keys=True, default=str))
+    return _params_seen[1]
+
+
+# A file changed this recently may change again within its timestamps' granularity without them showing it.
+_SETTLED_NS = 2_000_000_000
+
+
+def _signature(stat: os.stat_result) -> str | None:
+    """What tells a file unchanged since its digest was taken, as git's and DVC's caches do: device, inode,
+    size, modification and change times (a change time cannot be set back). None for a file changed in the
+    last 2 s, whose digest is not kept: a second change within the timestamps' granularity would not show."""
+    if time.time_ns() - max(stat.st_mtime_ns, stat.st_ctime_ns) < _SETTLED_NS:
+        return None
+    return f"{stat.st_dev}:{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}"
+
+
+def file_digests(
+    files: SampleFiles, image: tuple[str | None, str | None] | None, xml: tuple[str | None, str | None] | None
+) -> list[FileDigest]:
+    """The digests a sample's files leave for the next run: (path, signature, SHA-256) of each file that has
+    both (`image`, `xml`: (signature, SHA-256) or None)."""
+    return [
+        (rel, signature, sha)
+        for rel, (signature, sha) in ((files.image, image or (None, None)), (files.annotation, xml or (None, None)))
+        if rel and signature and sha
+    ]
+
+
+class Reuse:
+    """Outcomes of earlier runs by `outcome_key`, in `folder/outcomes.sqlite`: safe to delete at any time.
+
+    The store also keeps each file's SHA-256 with its stat signature (`_signature`), so that the main process
+    finds an unchanged sample's outcome without reading its files (`lookup`), before the pool starts. The pool
+    reads the other samples' files and looks their outcome up by content (`get`): a file whose stat changed but
+    whose bytes did not (a fresh `dvc checkout` relinks every file) is read and hashed, not checked again.
+    Each process opens its own connection; the main process writes once a run is done. After a run the store
+    keeps only that run's outcomes and files, so it does not grow with every dataset version.
+    """
+
+    FILE = "outcomes.sqlite"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self._db: Any = None
+        self._pid = 0
+        self._keys: set[str] = set()
+        self._digests: dict[str, tuple[str, str]] | None = None  # path -> (stat signature, SHA-256)
+        self._outcomes: dict[str, str] | None = None  # key -> outcome (JSON), for `lookup`
+
+    def _connect(self) -> Any:
+        import sqlite3
+
+        if self._db is None or self._pid != os.getpid():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.folder / self.FILE, timeout=60)
+            self._db.execute("CREATE TABLE IF NOT EXISTS outcomes (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, stat TEXT NOT NULL, sha256 TEXT NOT NULL)"
+            )
+            self._pid = os.getpid()
+            # Every key, read once: most lookups of a run that checks new files miss, and a miss then costs no query.
+            self._keys = {row[0] for row in self._db.execute("SELECT key FROM outcomes")}
+        return self._db
+
+    def get(self, key: str) -> SampleOutcome | None:
+        """The stored outcome of a key, None when there is none."""
+        import sqlite3
+
+        try:
+            db = self._connect()
+            if key not in self._keys:
+                return None
+            found = db.execute("SELECT value FROM outcomes WHERE key = ?", (key,)).fetchone()
+            return SampleOutcome.from_json(found[0]) if found else None
+        except (sqlite3.Error, ValueError, TypeError, KeyError):  # a damaged store is only a slower run
+            return None
+
+    def _digest(self, raw_dir: Path, rel: str, digests: dict[str, tuple[str, str]]) -> tuple[str, str] | None:
+        """(stat signature, SHA-256) of the file as kept, when its signature is unchanged."""
+        kept = digests.get(rel)
+        if kept is None:
+            return None
+        try:
+            signature = _signature(os.stat(f"{raw_dir}/{rel}"))  # noqa: PTH116  per file: no Path built
+        except OSError:
+            return None
+        return kept if signature == kept[0] else None
+
+    def lookup(
+        self,
+        raw_dir: Path,
+        files: SampleFiles,
+        data: DataConfig,
+        splits: dict[str, ImageSet],
+        conflict: str | None,
+        measure: bool,
+    ) -> SampleOutcome | None:
+        """The earlier outcome of a sample whose files are unchanged (by their stat signatures) and whose key
+        is stored; None: it is checked."""
+        import sqlite3
+
+        try:
+            if self._digests is None or self._outcomes is None:
+                # Read at once: most samples are looked up, and one query each would cost more.
+                db = self._connect()
+                self._digests = {path: (stat, sha) for path, stat, sha in db.execute("SELECT * FROM files")}
+                self._outcomes = dict(db.execute("SELECT key, value FROM outcomes"))
+        except sqlite3.Error:  # a damaged store is only a slower run
+            return None
+        image = self._digest(raw_dir, files.image, self._digests) if files.image else None
+        xml = self._digest(raw_dir, files.annotation, self._digests) if files.annotation else None
+        if (files.image and image is None) or (files.annotation and xml is None):
+            return None
+        image_sha256, xml_sha256 = image[1] if image else None, xml[1] if xml else None
+        key = outcome_key(files, data, lists_naming(files, splits), conflict, image_sha256, xml_sha256, measure)
+        if key not in self._outcomes:
+            return None
+        try:
+            earlier = SampleOutcome.from_json(self._outcomes[key])
+        except (ValueError, TypeError, KeyError):  # a damaged outcome: the sample is checked again
+            return None
+        earlier.key, earlier.reused, earlier.digests = key, True, file_digests(files, image, xml)
+        return earlier
+
+    def keep(self, outcomes: dict[str, str], used: set[str], digests: list[FileDigest]) -> None:
+        """Store this run's new outcomes and files' digests; forget outcomes of keys this run did not use and
+        files it did not read."""
+        import sqlite3
+
+        try:
+            db = self._connect()
+            with db:
+                db.executemany("INSERT OR REPLACE INTO outcomes VALUES (?, ?)", list(outcomes.items()))
+                db.execute("CREATE TEMP TABLE IF NOT EXISTS used (key TEXT PRIMARY KEY)")
+                db.execute("DELETE FROM used")
+                db.executemany("INSERT OR IGNORE INTO used VALUES (?)", [(k,) for k in used])
+                db.execute("DELETE FROM outcomes WHERE key NOT IN (SELECT key FROM used)")
+                db.execute("DELETE FROM files")
+                db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?)", digests)
+        except sqlite3.Error as exc:
+            log.warning(
+                "could not keep validation outcomes for reuse in %s (%s); the next run checks everything",
+                self.folder,
+                exc,
+            )
+
+
+def read_with_signature(raw_dir: Path, rel: str) -> tuple[bytes | OSError, str | None]:
+    """A file's bytes (or why it cannot be read) and its stat signature, taken before it is read."""
+    try:
+        with open(f"{raw_dir}/{rel}", "rb") as handle:  # noqa: PTH123  per file: no Path built
+            signature = _signature(os.fstat(handle.fileno()))
+            return handle.read(), signature
+    except OSError as exc:
+        return exc, None
+
+
+def _in(image: str, image_set: ImageSet) -> bool:
+    return listed_id(sample_id(image)) in image_set.ids
