@@ -33,10 +33,17 @@ from pathlib import Path
 from typing import Any
 
 from visapp.config import DataConfig, OnError
-from visapp.dataset.dataset_checks import id_conflicts, nothing_accepted, unknown_listed_ids
+from visapp.dataset.dataset_checks import (
+    ByteTwins,
+    absent_classes,
+    id_conflicts,
+    nothing_accepted,
+    number_classes_found,
+    unknown_listed_ids,
+)
 from visapp.dataset.quality import ImageMeasurement, QualityRules, check_dataset
 from visapp.dataset.reuse_store import Reuse
-from visapp.dataset.sample_checks import CLASSES_HOME, FileDigest
+from visapp.dataset.sample_checks import FileDigest
 from visapp.dataset.sample_pool import check_all
 from visapp.errors import VisError
 from visapp.formats.manifest import MANIFEST_FILE, ManifestRow, write_manifest
@@ -109,8 +116,7 @@ def validate_dataset(
     issues += unknown_listed_ids(samples, splits)
     rows: dict[str, ManifestRow] = {}  # image -> manifest row
     rejected: set[str] = set()
-    first_by_sha: dict[str, tuple[str, str | None]] = {}  # sha256 -> (first image, its split)
-    twins: dict[str, list[tuple[str, str | None]]] = {}  # sha256 -> every (image, split); duplicates only
+    twins = ByteTwins()
     counter = Counter(progress, "validate", len(samples), "samples")
     fresh: dict[str, str] = {}  # new outcomes, serialised before the dataset-level passes add to them
     used: set[str] = set()
@@ -126,11 +132,9 @@ def validate_dataset(
             digests += out.digests
             if not out.reused:
                 fresh[out.key] = out.to_json()
-        if out.sha256 is not None:
-            first = first_by_sha.setdefault(out.sha256, (key, out.split))
-            if first[0] != key:
-                twins.setdefault(out.sha256, [first]).append((key, out.split))
-                out.add(key, "duplicate_image", f"byte-identical to {first[0]}: remove one of the two")
+        first = twins.first_of(key, out.sha256, out.split) if out.sha256 is not None else None
+        if first is not None:
+            out.add(key, "duplicate_image", f"byte-identical to {first}: remove one of the two")
         issues.extend(out.issues)
         if out.row is None:
             rejected.add(key)
@@ -140,18 +144,7 @@ def validate_dataset(
                 measurements[key] = out.measurement
         counter.advance()
 
-    for members in twins.values():
-        listed = sorted({split for _, split in members if split})
-        if len(listed) > 1:
-            names = ", ".join(f"{image} ({split or 'not listed'})" for image, split in members)
-            for image, _ in members:
-                issues.append(Issue.of(image, "split_leak", f"identical images in different splits: {names}"))
-                rejected.add(image)
-                rows.pop(image, None)
-        elif listed:  # an unlisted copy follows its listed twin, so that identical bytes share a split
-            for image, _ in members:
-                if image in rows:
-                    rows[image].split = listed[0]
+    issues += twins.settle_splits(rows, rejected)
 
     if reuse is not None:
         reuse.keep(fresh, used, digests)
@@ -161,25 +154,11 @@ def validate_dataset(
             len(samples),
         )
     manifest = [rows[image] for image in sorted(rows)]
-    seen = {obj.name for row in manifest for obj in row.objects}
-    for name in data.classes:
-        if name not in seen:
-            issues.append(
-                Issue.of(
-                    ".",
-                    "class_absent",
-                    f"data.classes lists {name!r}, but no accepted sample has an object of it: training cannot "
-                    f"learn it; remove it from {CLASSES_HOME}, or add samples of it",
-                )
-            )
+    issues += absent_classes(data.classes, manifest)
     if not manifest:
         issues.append(Issue.of(".", "dataset_empty", nothing_accepted(raw_dir, len(samples), issues)))
     if not data.classes:
-        names = sorted({obj.name for row in manifest for obj in row.objects})
-        ids = {name: index for index, name in enumerate(names)}
-        for row in manifest:
-            for obj in row.objects:
-                obj.class_id = ids[obj.name]
+        number_classes_found(manifest)
     if quality is not None:
         issues += check_dataset(manifest, measurements, data, quality)
     return ValidationResult(report=build_report(len(samples), len(rejected), issues), rows=manifest)
