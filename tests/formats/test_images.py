@@ -6,7 +6,7 @@ import pytest
 from PIL import ImageFile
 
 from factory import image_bytes, truncated_jpeg
-from visapp.formats.images import ImageError, displayed_size, inspect_image, sniff_format
+from visapp.formats.images import ImageError, displayed_size, inspect_image, pillow_displayed, sniff_format
 
 pytestmark = pytest.mark.unit
 
@@ -33,6 +33,20 @@ def test_grayscale_palette_and_rgba_images_are_valid(fmt, mode):
 def test_valid_exif_orientation_is_reported_and_size_stays_the_stored_one(fmt):
     info = inspect_image(image_bytes(fmt, (40, 30), exif_orientation=6))
     assert (info.width, info.height, info.orientation) == (40, 30, 6)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_the_figures_pillow_transpose_shows_what_validation_and_opencv_show(orientation):
+    """Figures turn Pillow images, validation numpy arrays: both must show one displayed frame per orientation."""
+    import numpy as np
+    from PIL import Image
+
+    from visapp.formats.images import _orient
+
+    stored = np.arange(5 * 3, dtype=np.uint8).reshape(5, 3)  # no symmetry: every orientation differs
+    shown = np.asarray(pillow_displayed(Image.fromarray(stored), orientation))
+    assert np.array_equal(shown, _orient(stored, orientation))
+    assert shown.shape[::-1] == displayed_size(3, 5, orientation)
 
 
 @pytest.mark.parametrize("value", [0, 9, 255, 65535])

@@ -2,25 +2,21 @@
 a reduced scale (down to 1/8), other formats at full size and then reduced, in the frame training sees (EXIF
 orientation applied). An image that would cost more (a 13,000 x 13,000 PNG, a large progressive JPEG) is not
 decoded. Pillow's decompression-bomb check is off for these reads: validate has already checked every image
-against data.max_image_pixels.
+against data.max_image_pixels. What an EXIF orientation shows is `visapp.formats.images`' to say.
 """
 
 from __future__ import annotations
 
-import contextlib
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from visapp.formats.images import displayed_size, exif_orientation, pillow_displayed, pillow_unchecked
 
 # Decoding one example image may cost about this much memory; a larger one is left out of the grid. A JPEG
 # decodes at up to 1/8 scale, so this admits any baseline JPEG (a progressive one up to ~16 MP: its decoder
 # keeps every DCT coefficient); other formats decode at full size: up to 100 MP of grey, 25 MP of RGB (Pillow
 # holds 4 bytes a pixel), fewer where a full-size copy is needed to reduce it, ~6 MP of WebP.
 DRAW_MAX_BYTES = 100_000_000
-# Stored orientation -> the Pillow transpose that shows it (as `ImageOps.exif_transpose` does).
-_EXIF_TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_270"}
-_EXIF_TRANSPOSE |= {7: "TRANSVERSE", 8: "ROTATE_90"}
 # Modes Pillow's `reduce` works on without a full-size copy; others are converted to RGB first (as they are
 # for the grid anyway).
 _REDUCIBLE_MODES = frozenset({"L", "RGB", "RGBX", "CMYK", "YCbCr", "I", "F"})
@@ -28,21 +24,6 @@ _REDUCIBLE_MODES = frozenset({"L", "RGB", "RGBX", "CMYK", "YCbCr", "I", "F"})
 _MODE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
 # Bytes a pixel that Pillow's WebP decoder holds (its RGBA canvas, the frame it returns, the image).
 _WEBP_BYTES = 16
-
-
-@contextlib.contextmanager
-def _pillow_reading() -> Iterator[Any]:
-    """Pillow without its decompression-bomb check (validate checked the size) and without warnings (broken EXIF)."""
-    from PIL import Image
-
-    saved = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield Image
-    finally:
-        Image.MAX_IMAGE_PIXELS = saved
 
 
 def drawable(fmt: str, width: int, height: int) -> bool:
@@ -69,25 +50,17 @@ def _decode_cost(image: Any, stored: tuple[int, int]) -> int:
 def shown_reduced(image_path: Path, cell: int) -> tuple[Any, tuple[int, int]] | None:
     """The image at about twice `cell` (px, its longer side), in RGB, in the frame training sees, and the frame
     Pillow sees; None when decoding it would cost more than `DRAW_MAX_BYTES`."""
-    with _pillow_reading() as Image, Image.open(image_path) as opened:
+    with pillow_unchecked() as Image, Image.open(image_path) as opened:
         stored = opened.size
         if opened.format == "JPEG":
             opened.draft("RGB", (cell, cell))  # decode at a reduced scale (1/2 to 1/8)
         if _decode_cost(opened, stored) > DRAW_MAX_BYTES:
             return None
-        exif_orientation = opened.getexif().get(0x0112, 1)  # may decode a PNG: within the budget
-        orientation = exif_orientation if exif_orientation in range(1, 9) else 1
+        orientation = exif_orientation(opened)  # may decode a PNG: within the budget
         factor = max(1, max(opened.size) // (2 * cell))
         image = opened
         if factor > 1:
             image = image if image.mode in _REDUCIBLE_MODES else image.convert("RGB")
             image = image.reduce(factor)
-        if orientation in _EXIF_TRANSPOSE:
-            image = image.transpose(Image.Transpose[_EXIF_TRANSPOSE[orientation]])
-        return image.convert("RGB"), _displayed(stored, orientation)
-
-
-def _displayed(size: tuple[int, int], orientation: int) -> tuple[int, int]:
-    from visapp.formats.images import displayed_size
-
-    return displayed_size(*size, orientation)
+        image = pillow_displayed(image, orientation)
+        return image.convert("RGB"), displayed_size(*stored, orientation)

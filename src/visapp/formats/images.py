@@ -248,8 +248,9 @@ _CONTAINER_END = {"jpeg": _jpeg_end, "png": _png_end, "webp": _riff_end, "bmp": 
 
 
 @contextlib.contextmanager
-def _header_only() -> Iterator[Any]:
-    """Pillow, for reading headers: its decompression-bomb check is ours to make (by pixel count, with a code)."""
+def pillow_unchecked() -> Iterator[Any]:
+    """Pillow without its decompression-bomb check, which is ours to make (by pixel count, with a code: validate
+    refuses an image above data.max_image_pixels from its header), and without warnings."""
     from PIL import Image
 
     saved = Image.MAX_IMAGE_PIXELS
@@ -262,8 +263,9 @@ def _header_only() -> Iterator[Any]:
         Image.MAX_IMAGE_PIXELS = saved
 
 
-def _orientation(image: Any) -> int:
-    """EXIF orientation 1..8, or 1 for a missing, invalid or unparsable tag (valid input, not an issue)."""
+def exif_orientation(image: Any) -> int:
+    """An opened Pillow image's EXIF orientation 1..8, or 1 for a missing, invalid or unparsable tag (valid
+    input, not an issue)."""
     try:
         value = image.getexif().get(_ORIENTATION_TAG)
     except Exception:  # broken EXIF comes in endless shapes (struct, value, key, syntax errors)
@@ -301,18 +303,18 @@ def _png_stand_in(data: bytes) -> bytes:
 
 def _header(data: bytes, fmt: str) -> tuple[int, int, int]:
     """(width, height, EXIF orientation) from the header, without decoding the pixels."""
-    with _header_only() as Image:
+    with pillow_unchecked() as Image:
         try:
             with Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[fmt]]) as image:
                 width, height = image.size
                 if fmt != "png":
-                    orientation = _orientation(image)
+                    orientation = exif_orientation(image)
         except Exception as exc:  # Pillow raises many types for a broken header
             raise ImageError("image_unreadable", f"{fmt.upper()} header cannot be read ({_exc_text(exc)})") from None
         if fmt == "png":
             try:
                 with Image.open(io.BytesIO(_png_stand_in(data)), formats=["PNG"]) as stand_in:
-                    orientation = _orientation(stand_in)
+                    orientation = exif_orientation(stand_in)
             except Exception:  # a chunk Pillow cannot read: no usable EXIF, as for a broken tag
                 orientation = 1
     if width <= 0 or height <= 0:
@@ -342,6 +344,20 @@ def _orient(pixels: Any, orientation: int) -> Any:
     if orientation == 8:
         return np.rot90(pixels, 1)
     return pixels
+
+
+# EXIF orientation -> the Pillow transpose that shows the stored pixels as displayed (`ImageOps.exif_transpose`'s).
+_PILLOW_TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_270"}
+_PILLOW_TRANSPOSE |= {7: "TRANSVERSE", 8: "ROTATE_90"}
+
+
+def pillow_displayed(image: Any, orientation: int) -> Any:
+    """A Pillow image of stored pixels -> as shown for an EXIF orientation (the frame `_orient` gives)."""
+    from PIL import Image
+
+    if orientation not in _PILLOW_TRANSPOSE:
+        return image
+    return image.transpose(Image.Transpose[_PILLOW_TRANSPOSE[orientation]])
 
 
 def _decode(data: bytes, fmt: str, width: int, height: int, orientation: int) -> Any:
