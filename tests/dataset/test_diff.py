@@ -15,7 +15,6 @@ from visapp.dataset.diff import (
     DiffSample,
     SampleChange,
     diff_samples,
-    format_diff,
     gate,
     headline,
     iou,
@@ -25,6 +24,7 @@ from visapp.dataset.diff import (
     read_samples,
     total_variation,
 )
+from visapp.dataset.diff_report import format_diff
 
 pytestmark = pytest.mark.unit
 

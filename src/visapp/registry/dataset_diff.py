@@ -23,7 +23,8 @@ from typing import Any
 
 from visapp.composition import compose
 from visapp.config import PARAMS_FILE, read_params_file, to_params
-from visapp.dataset.diff import DatasetDiff, SampleSet, diff_samples, format_diff, gate, headline, read_samples
+from visapp.dataset.diff import DatasetDiff, SampleSet, diff_samples, gate, headline, read_samples
+from visapp.dataset.diff_report import format_diff
 from visapp.errors import VisError
 from visapp.formats.images import has_image_suffix
 from visapp.formats.voc_layout import IMAGE_SETS_DIR
