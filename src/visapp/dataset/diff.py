@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from visapp.formats.voc import AnnotationError, parse_annotation
+from visapp.errors import DataError
+from visapp.formats.voc import AnnotationError, box_corners, object_label, parse_annotation
 from visapp.formats.voc_ids import sample_id
 from visapp.formats.voc_layout import discover_samples
 
@@ -101,15 +102,12 @@ def md5_file(path: Path) -> str:
 def _boxes(annotation: bytes, path: str, skipped: list[tuple[str, str]]) -> tuple[Box, ...]:
     boxes = []
     for number, obj in enumerate(parse_annotation(annotation).objects, start=1):
-        corners = [obj.bndbox.get(key) for key in ("xmin", "ymin", "xmax", "ymax")]
-        if not all(isinstance(value, float) for value in corners):
-            skipped.append((path, f"object {number} ({obj.name}) has a missing or non-numeric coordinate"))
+        try:
+            corners = box_corners(obj, object_label(number, obj))
+        except DataError as exc:  # what validation rejects as bbox_invalid
+            skipped.append((path, exc.message))
             continue
-        xmin, ymin, xmax, ymax = corners  # type: ignore[misc]
-        if xmin >= xmax or ymin >= ymax:
-            skipped.append((path, f"object {number} ({obj.name}) has an empty box"))
-            continue
-        boxes.append(Box(obj.name, xmin, ymin, xmax, ymax))
+        boxes.append(Box(obj.name, *corners))
     return tuple(boxes)
 
 

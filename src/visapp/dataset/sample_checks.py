@@ -20,7 +20,7 @@ from visapp.formats import SPLITS
 from visapp.formats.images import ImageInfo, displayed_size, inspect_image
 from visapp.formats.manifest import ManifestObject, ManifestRow
 from visapp.formats.report import ERROR, Issue, has_odd_bytes
-from visapp.formats.voc import BOX_KEYS, Annotation, parse_annotation
+from visapp.formats.voc import Annotation, box_corners, object_label, parse_annotation
 from visapp.formats.voc_ids import listed_id, sample_id
 from visapp.formats.voc_image_sets import ImageSet
 from visapp.formats.voc_layout import SampleFiles
@@ -145,26 +145,15 @@ def _check_objects(
     known = {name: index for index, name in enumerate(data.classes)}
     tolerance = float(data.bbox_tolerance_px)
     for index, obj in enumerate(ann.objects, 1):
-        label = f"object {index} ({obj.name})" if obj.name else f"object {index}"
+        label = object_label(index, obj)
         if not obj.name:
             out.add(rel, "class_unknown", f"{label} has no <name>: add the class name")
         elif known and obj.name not in known:
             out.add(rel, "class_unknown", f"{label}: {_unknown_class(obj.name, data.classes)}")
-        box = obj.bndbox
-        missing = [key for key in BOX_KEYS if key not in box]
-        if len(missing) == len(BOX_KEYS):
-            out.add(rel, "bbox_invalid", f"{label} has no <bndbox> coordinates")
-            continue
-        if missing:
-            out.add(rel, "bbox_invalid", f"{label}: <bndbox> lacks {', '.join(f'<{k}>' for k in missing)}")
-            continue
-        bad = [f"<{key}> {box[key]!r}" for key in BOX_KEYS if isinstance(box[key], str)]
-        if bad:
-            out.add(rel, "bbox_invalid", f"{label}: not a number: {', '.join(bad)}")
-            continue
-        xmin, ymin, xmax, ymax = (float(box[key]) for key in BOX_KEYS)
-        if xmin >= xmax or ymin >= ymax:
-            out.add(rel, "bbox_invalid", f"{label}: empty box ({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}); need min < max")
+        try:
+            xmin, ymin, xmax, ymax = box_corners(obj, label)
+        except DataError as exc:
+            out.add(rel, exc.code, exc.message)
             continue
         if frame is None:
             continue

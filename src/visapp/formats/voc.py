@@ -267,6 +267,34 @@ def _element_tree(document: bytes | str) -> _Element:
     return root.children[0]
 
 
+def object_label(index: int, obj: VocObject) -> str:
+    """How messages name an annotation's object: `object 2 (dog)`, 1-based, in the order of the file."""
+    return f"object {index} ({obj.name})" if obj.name else f"object {index}"
+
+
+def box_corners(obj: VocObject, label: str) -> tuple[float, float, float, float]:
+    """An object's box as (xmin, ymin, xmax, ymax): the one rule for a usable box, that validation
+    (`bbox_invalid`) and the dataset diff both apply.
+
+    Raises:
+        DataError: `bbox_invalid`, its message starting with `label`: no coordinates, one missing or not a
+            number, or an empty box (min >= max on either axis).
+    """
+    box = obj.bndbox
+    missing = [key for key in BOX_KEYS if key not in box]
+    if len(missing) == len(BOX_KEYS):
+        raise DataError("bbox_invalid", f"{label} has no <bndbox> coordinates")
+    if missing:
+        raise DataError("bbox_invalid", f"{label}: <bndbox> lacks {', '.join(f'<{k}>' for k in missing)}")
+    bad = [f"<{key}> {box[key]!r}" for key in BOX_KEYS if isinstance(box[key], str)]
+    if bad:
+        raise DataError("bbox_invalid", f"{label}: not a number: {', '.join(bad)}")
+    xmin, ymin, xmax, ymax = (float(box[key]) for key in BOX_KEYS)
+    if xmin >= xmax or ymin >= ymax:
+        raise DataError("bbox_invalid", f"{label}: empty box ({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}); need min < max")
+    return xmin, ymin, xmax, ymax
+
+
 def base_name(filename: str) -> str:
     """The file name at the end of a `<filename>`, which may be a Windows or POSIX path (`C:\\data\\a.jpg`)."""
     return re.split(r"[\\/]", filename.strip())[-1]
