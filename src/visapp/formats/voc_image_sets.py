@@ -24,19 +24,21 @@ class ImageSet:
     ids: frozenset[str]
 
 
+def line_id(line: str) -> str | None:
+    """The id a list's line names (see `listed_id`); None for a blank line or a comment (a line starting with
+    `#`: `dog#1` is an id). VOC's class lists (`000005 -1`) give their first word."""
+    line = line.strip()
+    if not line or line.startswith("#"):
+        return None
+    words = line.split()
+    if len(words) == 2 and words[1] in ("-1", "0", "1"):
+        line = words[0]
+    return listed_id(line)
+
+
 def _list_ids(text: str) -> frozenset[str]:
-    """The ids of one list: one a line; a line starting with `#` is a comment (`dog#1` is an id); VOC's class
-    lists (`000005 -1`) give their first word."""
-    ids = set()
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        words = line.split()
-        if len(words) == 2 and words[1] in ("-1", "0", "1"):
-            line = words[0]
-        ids.add(listed_id(line))
-    return frozenset(ids)
+    """The ids of one list, one a line."""
+    return frozenset(ident for ident in map(line_id, text.splitlines()) if ident is not None)
 
 
 def read_image_sets(raw_dir: Path, problems: Problems | None = None) -> dict[str, ImageSet]:

@@ -23,6 +23,7 @@ import os
 import re
 import unicodedata
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -158,7 +159,7 @@ def _loose(rel: str) -> str:
 
 
 @dataclass
-class _Layout:
+class Layout:
     """Where annotations and images live: `annotations` is None for the flat layout."""
 
     annotations: str | None
@@ -196,18 +197,44 @@ class _Layout:
         return f"{self.annotations}/{inside}".rstrip("/")
 
 
-def _layout(tree: _Tree) -> _Layout:
-    """The layout, from folder names at the top (an unreadable `Annotations/` still makes the paired layout)."""
-    tops = sorted(folder for folder in tree.folders if "/" not in folder)
-    holds_xml = {rel.split("/", 1)[0] for rel in tree.files if "/" in rel and rel.lower().endswith(".xml")}
+def layout_of(files: Iterable[str], folders: Iterable[str] = ()) -> Layout:
+    """The layout of a dataset folder, from the relative POSIX paths of its files, and of its folders (which
+    count even when empty or unreadable: an unreadable `Annotations/` still makes the paired layout).
+
+    The one place that decides it: discovery (`discover_samples`, for validation and the dataset diff) and
+    ingest's append (`visapp.ingest.merge`) ask here.
+    """
+    files = list(files)
+    tops = {folder for folder in folders if "/" not in folder} | {rel.split("/", 1)[0] for rel in files if "/" in rel}
+    holds_xml = {rel.split("/", 1)[0] for rel in files if "/" in rel and rel.lower().endswith(".xml")}
     annotations = None
     for name in ANNOTATION_DIRS:
-        found = [top for top in tops if top.lower() == name and (name in NAMED_ANNOTATION_DIRS or top in holds_xml)]
+        found = [
+            top for top in sorted(tops) if top.lower() == name and (name in NAMED_ANNOTATION_DIRS or top in holds_xml)
+        ]
         if found:
             annotations = found[0]
             break
     image_tops = sorted((t for t in tops if t.lower() in IMAGE_DIRS), key=lambda t: (IMAGE_DIRS.index(t.lower()), t))
-    return _Layout(annotations, image_tops)
+    return Layout(annotations, image_tops)
+
+
+# A child folder of these names shows that its parent is a VOC dataset (`images/` or `labels/` alone does not:
+# many unrelated folders hold one).
+_DATASET_MARKERS = frozenset({*NAMED_ANNOTATION_DIRS, IMAGE_DIRS[0]})
+
+
+def dataset_roots(paths: Iterable[str]) -> set[str]:
+    """The folders ('' for the top) that a VOC dataset's folders show to be one, from the relative POSIX paths of
+    the files under them: a folder with an `Annotations/` (`Annotation/`) or `JPEGImages/` child, any case."""
+    roots = set()
+    for path in paths:
+        parts = path.split("/")
+        for depth, part in enumerate(parts[:-1]):
+            if part.casefold() in _DATASET_MARKERS:
+                roots.add("/".join(parts[:depth]))
+                break
+    return roots
 
 
 def discover_samples(raw_dir: Path, problems: Problems | None = None) -> list[SampleFiles]:
@@ -221,7 +248,7 @@ def discover_samples(raw_dir: Path, problems: Problems | None = None) -> list[Sa
     raw_dir = Path(raw_dir)
     problems = [] if problems is None else problems
     tree = _walk(raw_dir, problems)
-    layout = _layout(tree)
+    layout = layout_of(tree.files, tree.folders)
     xml_keys: dict[str, str] = {}  # annotation -> its key
     image_keys: dict[str, str] = {}
     for rel in tree.files:
