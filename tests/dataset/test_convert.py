@@ -16,7 +16,8 @@ from PIL import Image
 
 from factory import DATA, data_config, obj, row, voc_manifest, write_manifest
 from visapp.config import SplitConfig
-from visapp.dataset.convert import assign_split, convert
+from visapp.dataset.convert import convert
+from visapp.dataset.splits import assign_split
 from visapp.dataset.synthetic import CLASSES, write_synthetic
 from visapp.errors import VisError
 from visapp.formats.images import displayed_size

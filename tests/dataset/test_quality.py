@@ -15,7 +15,8 @@ from PIL import Image
 
 from factory import DATA, Obj, data_config, write_image_sets, write_sample
 from visapp.composition import default_params
-from visapp.dataset.quality import ImageMeasurement, QualityRules, first_neighbours, measure_image
+from visapp.dataset.image_measures import ImageMeasurement, measure_image
+from visapp.dataset.quality import QualityRules, first_neighbours
 from visapp.dataset.validate import validate_dataset, write_validation
 from visapp.formats.manifest import MANIFEST_FILE
 from visapp.formats.report import CODES, QUALITY_CODES, WARNING, has_errors

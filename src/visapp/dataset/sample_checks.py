@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from visapp.config import DataConfig
-from visapp.dataset.quality import ImageMeasurement, measure_image
+from visapp.dataset.image_measures import ImageMeasurement, measure_image
 from visapp.errors import DataError
 from visapp.formats import SPLITS
 from visapp.formats.images import ImageInfo, displayed_size, inspect_image

@@ -41,7 +41,8 @@ from visapp.dataset.dataset_checks import (
     number_classes_found,
     unknown_listed_ids,
 )
-from visapp.dataset.quality import ImageMeasurement, QualityRules, check_dataset
+from visapp.dataset.image_measures import ImageMeasurement
+from visapp.dataset.quality import QualityRules, check_dataset
 from visapp.dataset.reuse_store import Reuse
 from visapp.dataset.sample_checks import FileDigest
 from visapp.dataset.sample_pool import check_all
