@@ -4,10 +4,12 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
+import sqlite3
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -22,8 +24,47 @@ from visapp.formats.voc_layout import SampleFiles
 
 log = logging.getLogger(__name__)
 
-# What decides a sample's outcome besides its bytes: bump when a check changes what it reports.
-VALIDATOR_VERSION = "2026.12.3"
+# The code that decides a sample's outcome: `visapp.dataset.sample_checks` and what it imports of ours (a test
+# holds this list to those imports). Its source is part of every key, so an edit to any of these modules makes
+# the next run check every sample again: no version number to remember to bump.
+OUTCOME_MODULES = (
+    "visapp",
+    "visapp.dataset",
+    "visapp.dataset.image_measures",
+    "visapp.dataset.sample_checks",
+    "visapp.errors",
+    "visapp.formats",
+    "visapp.formats.images",
+    "visapp.formats.manifest",
+    "visapp.formats.report",
+    "visapp.formats.voc",
+    "visapp.formats.voc_ids",
+    "visapp.fsio",
+)
+# The layout of outcomes.sqlite (its `user_version`): a store of another layout is emptied, not read.
+SCHEMA_VERSION = 2
+
+
+@functools.cache
+def code_digest() -> str:
+    """SHA-256 (hex) of the source of `OUTCOME_MODULES`: the same in every process of one checkout."""
+    digest = hashlib.sha256()
+    for name in OUTCOME_MODULES:
+        digest.update(f"{name}\0".encode() + _module_code(name) + b"\0")
+    return digest.hexdigest()
+
+
+def _module_code(name: str) -> bytes:
+    """A module's source, or its compiled code where no source ships."""
+    import importlib.util
+    import marshal
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{name} is not importable: the reuse store's key cannot be made")
+    loader: Any = spec.loader
+    source = loader.get_source(name)
+    return source.encode("utf-8") if source is not None else marshal.dumps(loader.get_code(name))
 
 
 def outcome_key(
@@ -35,11 +76,11 @@ def outcome_key(
     xml_sha256: str | None,
     measure: bool = False,
 ) -> str:
-    """Everything a sample's outcome depends on, hashed: the validator's version, the data params, the paths,
-    the ImageSets lists naming it, its id conflict, whether its image is measured for the quality checks, and
-    the content of its image and annotation (their SHA-256, hex)."""
+    """Everything a sample's outcome depends on, hashed: the validation code (`code_digest`), the data params,
+    the paths, the ImageSets lists naming it, its id conflict, whether its image is measured for the quality
+    checks, and the content of its image and annotation (their SHA-256, hex)."""
     digest = hashlib.sha256()
-    head = [VALIDATOR_VERSION, _params_json(data), _files_json(files), listed, conflict, measure, image_sha256]
+    head = [code_digest(), _params_json(data), _files_json(files), listed, conflict, measure, image_sha256]
     digest.update(json.dumps(head).encode("utf-8", "surrogateescape"))
     digest.update(b"\0" if xml_sha256 is None else bytes.fromhex(xml_sha256))
     return digest.hexdigest()
@@ -90,6 +131,18 @@ def file_digests(
     ]
 
 
+_STORE_ERRORS = (sqlite3.Error, OSError)
+
+
+def _path_bytes(rel: str) -> bytes:
+    """A path as the file system spells it: the bytes `os.fsdecode` made it from (a name need not be UTF-8)."""
+    return rel.encode("utf-8", "surrogateescape")
+
+
+def _path_of(stored: bytes) -> str:
+    return stored.decode("utf-8", "surrogateescape")
+
+
 class Reuse:
     """Outcomes of earlier runs by `outcome_key`, in `folder/outcomes.sqlite`: safe to delete at any time.
 
@@ -99,6 +152,10 @@ class Reuse:
     whose bytes did not (a fresh `dvc checkout` relinks every file) is read and hashed, not checked again.
     Each process opens its own connection; the main process writes once a run is done. After a run the store
     keeps only that run's outcomes and files, so it does not grow with every dataset version.
+
+    Paths are kept as their bytes (a file name need not be UTF-8: `name_not_utf8` is reported, never a crash).
+    A store that cannot be opened, read or written (damaged, another layout, a read-only folder) only makes the
+    run check everything.
     """
 
     FILE = "outcomes.sqlite"
@@ -112,31 +169,32 @@ class Reuse:
         self._outcomes: dict[str, str] | None = None  # key -> outcome (JSON), for `lookup`
 
     def _connect(self) -> Any:
-        import sqlite3
-
         if self._db is None or self._pid != os.getpid():
             self.folder.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.folder / self.FILE, timeout=60)
-            self._db.execute("CREATE TABLE IF NOT EXISTS outcomes (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, stat TEXT NOT NULL, sha256 TEXT NOT NULL)"
-            )
-            self._pid = os.getpid()
+            db = sqlite3.connect(self.folder / self.FILE, timeout=60)
+            with db:
+                if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                    db.execute("DROP TABLE IF EXISTS outcomes")
+                    db.execute("DROP TABLE IF EXISTS files")
+                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                db.execute("CREATE TABLE IF NOT EXISTS outcomes (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS files (path BLOB PRIMARY KEY, stat TEXT NOT NULL, sha256 TEXT NOT NULL)"
+                )
+            self._db, self._pid = db, os.getpid()
             # Every key, read once: most lookups of a run that checks new files miss, and a miss then costs no query.
             self._keys = {row[0] for row in self._db.execute("SELECT key FROM outcomes")}
         return self._db
 
     def get(self, key: str) -> SampleOutcome | None:
         """The stored outcome of a key, None when there is none."""
-        import sqlite3
-
         try:
             db = self._connect()
             if key not in self._keys:
                 return None
             found = db.execute("SELECT value FROM outcomes WHERE key = ?", (key,)).fetchone()
             return SampleOutcome.from_json(found[0]) if found else None
-        except (sqlite3.Error, ValueError, TypeError, KeyError):  # a damaged store is only a slower run
+        except (*_STORE_ERRORS, ValueError, TypeError, KeyError):  # a damaged store is only a slower run
             return None
 
     def _digest(self, raw_dir: Path, rel: str, digests: dict[str, tuple[str, str]]) -> tuple[str, str] | None:
@@ -161,15 +219,16 @@ class Reuse:
     ) -> SampleOutcome | None:
         """The earlier outcome of a sample whose files are unchanged (by their stat signatures) and whose key
         is stored; None: it is checked."""
-        import sqlite3
-
         try:
             if self._digests is None or self._outcomes is None:
                 # Read at once: most samples are looked up, and one query each would cost more.
                 db = self._connect()
-                self._digests = {path: (stat, sha) for path, stat, sha in db.execute("SELECT * FROM files")}
+                self._digests = {
+                    _path_of(path): (stat, sha)
+                    for path, stat, sha in db.execute("SELECT path, stat, sha256 FROM files")
+                }
                 self._outcomes = dict(db.execute("SELECT key, value FROM outcomes"))
-        except sqlite3.Error:  # a damaged store is only a slower run
+        except _STORE_ERRORS:  # a damaged store is only a slower run
             return None
         image = self._digest(raw_dir, files.image, self._digests) if files.image else None
         xml = self._digest(raw_dir, files.annotation, self._digests) if files.annotation else None
@@ -189,8 +248,6 @@ class Reuse:
     def keep(self, outcomes: dict[str, str], used: set[str], digests: list[FileDigest]) -> None:
         """Store this run's new outcomes and files' digests; forget outcomes of keys this run did not use and
         files it did not read."""
-        import sqlite3
-
         try:
             db = self._connect()
             with db:
@@ -200,8 +257,11 @@ class Reuse:
                 db.executemany("INSERT OR IGNORE INTO used VALUES (?)", [(k,) for k in used])
                 db.execute("DELETE FROM outcomes WHERE key NOT IN (SELECT key FROM used)")
                 db.execute("DELETE FROM files")
-                db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?)", digests)
-        except sqlite3.Error as exc:
+                db.executemany(
+                    "INSERT OR REPLACE INTO files VALUES (?, ?, ?)",
+                    [(_path_bytes(rel), stat, sha) for rel, stat, sha in digests],
+                )
+        except _STORE_ERRORS as exc:
             log.warning(
                 "could not keep validation outcomes for reuse in %s (%s); the next run checks everything",
                 self.folder,

@@ -11,9 +11,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from visapp.config import DataConfig
 from visapp.dataset.image_measures import ImageMeasurement, measure_image
 from visapp.errors import DataError
 from visapp.formats import SPLITS
@@ -22,9 +21,12 @@ from visapp.formats.manifest import ManifestObject, ManifestRow
 from visapp.formats.report import ERROR, Issue, has_odd_bytes
 from visapp.formats.voc import Annotation, box_corners, object_label, parse_annotation
 from visapp.formats.voc_ids import listed_id, sample_id
-from visapp.formats.voc_image_sets import ImageSet
-from visapp.formats.voc_layout import SampleFiles
 from visapp.fsio import unreadable
+
+if TYPE_CHECKING:  # types only: what decides an outcome is the code imported above (`reuse_store.OUTCOME_MODULES`)
+    from visapp.config import DataConfig
+    from visapp.formats.voc_image_sets import ImageSet
+    from visapp.formats.voc_layout import SampleFiles
 
 T = TypeVar("T")
 
