@@ -377,7 +377,13 @@ def _decode(data: bytes, fmt: str, width: int, height: int, orientation: int) ->
     if _EXIF_MARK.search(data, 0, _metadata_end(data, fmt)) is None:
         return shown  # no EXIF that OpenCV could apply
     stored = cv2.imdecode(buffer, flags | cv2.IMREAD_IGNORE_ORIENTATION)
-    if stored is None or not np.array_equal(_orient(stored, orientation), shown):
+    same = stored is not None and np.array_equal(_orient(stored, orientation), shown)
+    if same and shown.shape[0] == shown.shape[1] and width != height:
+        # A reduced decode can be square, and its few pixels look the same turned, where the image is not square:
+        # its full-size frame tells whether OpenCV turned it (one more decode, for such images only).
+        full = cv2.imdecode(buffer, cv2.IMREAD_GRAYSCALE)
+        same = full is not None and full.shape[::-1] == displayed_size(width, height, orientation)
+    if not same:
         raise ImageError(
             "image_unreadable",
             f"{name} EXIF orientation reads as {orientation}, but OpenCV, which training reads images with, shows the "

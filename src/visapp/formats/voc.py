@@ -47,9 +47,11 @@ class Annotation:
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 # The XML declaration's encoding (the declaration is ASCII in every ASCII-compatible encoding).
 _DECLARED_ENCODING = re.compile(rb"""\A\s*<\?xml[^>]*?\bencoding\s*=\s*["']([^"']*)["']""")
-# The encodings expat reads itself; any other declared encoding is decoded here first (expat cannot read
-# multi-byte ones such as GBK, Shift_JIS or EUC-KR).
-_EXPAT_ENCODINGS = frozenset({"utf-8", "utf-16", "utf-16-le", "utf-16-be", "iso8859-1", "ascii"})
+# The encoding names expat knows itself (in any case); a document declaring any other name, Python's aliases of
+# these included (`utf8`, `utf16`, `latin1`), is decoded here first: expat reads only single-byte encodings by
+# other names, so `encoding="utf8"` fails at the first non-ASCII character, and GBK or Shift_JIS at once.
+_EXPAT_NAMES = frozenset({"utf-8", "utf-16", "utf-16be", "utf-16le", "iso-8859-1", "us-ascii"})
+_BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 
 
 class _Element:
@@ -138,12 +140,18 @@ def _decoded(data: bytes) -> bytes | str:
 
     Raises:
         AnnotationError: `xml_malformed` for an unknown declared encoding, bytes that are not valid in the
-            declared encoding, or bytes that are not UTF-8 when no encoding is declared.
+            declared encoding (or the one their byte order mark says), or bytes that are not UTF-8 when no
+            encoding is declared.
     """
-    if data.startswith((codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return data  # expat reads these by their byte order mark
-    match = _DECLARED_ENCODING.match(data)
+    bom = next((codec for mark, codec in _BOMS if data.startswith(mark)), None)
+    if bom == "utf-16":  # the declaration, if any, is in UTF-16 too
+        head = data[:512].decode("utf-16", "replace").encode("utf-8", "replace")
+    else:
+        head = data[len(codecs.BOM_UTF8) :] if bom else data
+    match = _DECLARED_ENCODING.match(head)
     declared = match.group(1).decode("ascii", "replace").strip() if match else ""
+    if bom is not None:  # the byte order mark says what the bytes are
+        return data if declared.lower() in {"", *_EXPAT_NAMES} else _decode(data, bom, declared or bom)
     if not declared:
         try:
             data.decode("utf-8")
@@ -163,10 +171,13 @@ def _decoded(data: bytes) -> bytes | str:
             f"declares the encoding {declared!r}, which is unknown: re-save it as UTF-8 and declare "
             'encoding="UTF-8" (e.g. `iconv -f <its real encoding> -t UTF-8`)',
         ) from None
-    if codec in _EXPAT_ENCODINGS:
-        return data
+    return data if declared.lower() in _EXPAT_NAMES else _decode(data, codec, declared)
+
+
+def _decode(data: bytes, codec: str, declared: str) -> str:
+    """The document decoded here; expat reads text as UTF-8 whatever its declaration says."""
     try:
-        text = data.decode(codec)
+        return data.decode(codec)
     except UnicodeDecodeError as exc:
         raise AnnotationError(
             "xml_malformed",
@@ -174,7 +185,6 @@ def _decoded(data: bytes) -> bytes | str:
             f"{_line_of(data, exc.start)} is not valid {declared}: re-save it in that encoding, or as UTF-8 with "
             'encoding="UTF-8"',
         ) from None
-    return text  # expat reads text as UTF-8 whatever the declaration says
 
 
 def parse_annotation(data: bytes) -> Annotation:

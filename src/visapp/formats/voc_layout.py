@@ -19,6 +19,7 @@ with an image extension, or any other file whose first bytes are JPEG/PNG/BMP/We
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import unicodedata
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from visapp.formats.images import has_image_suffix, sniff_format
+from visapp.formats.report import has_odd_bytes
 from visapp.formats.voc import annotation_filename, base_name
 from visapp.formats.voc_ids import IMAGE_DIRS, strip_suffix
 from visapp.fsio import is_plain_relpath, unreadable
@@ -151,11 +153,35 @@ def fold(name: str) -> str:
 _COPY_MARK = re.compile(r"(?:\s*\(\d+\)|[\s_-]*(?:-\s*)?copy(?:\s*\d+)?)$", re.IGNORECASE)
 
 
-def _loose(rel: str) -> str:
-    """A name reduced to what a person would call "the same name": stem only, letters and digits, without a
-    copy mark (`IMG_0001 (1).JPG`, `img-0001 - Copy.jpeg` -> `img0001`)."""
-    stem = _COPY_MARK.sub("", _name(strip_suffix(rel)))
-    return "".join(ch for ch in unicodedata.normalize("NFKC", stem).casefold() if ch.isalnum())
+# Code pages a Windows archive's names come in (`unzip` leaves their bytes): a name that is not UTF-8 is read in
+# each, so `Se\xf1al.xml` (Windows-1252) or `Se\xa4al.xml` (DOS) still looks like `Señal.jpg`.
+_CODE_PAGES = (
+    "cp1252", "cp1250", "cp1251", "cp1253", "cp1254", "cp1257", "cp437", "cp850", "cp852", "cp866",
+    "shift_jis", "gbk", "big5", "euc_kr",
+)  # fmt: skip
+
+
+def _loose(stem: str) -> str:
+    """A name reduced to what a person would call "the same name": without a copy mark, its letters and digits
+    (`IMG_0001 (1)`, `img-0001 - Copy` -> `img0001`), else its other visible characters (`🙂 (1)` -> `🙂`);
+    "" when it has none."""
+    bare = unicodedata.normalize("NFKC", _COPY_MARK.sub("", stem)).casefold()
+    kept = "".join(ch for ch in bare if ch.isalnum())
+    return kept or "".join(ch for ch in bare if unicodedata.category(ch)[0] not in "PZC")
+
+
+def _loose_keys(rel: str) -> set[str]:
+    """The look-alike keys of a file's stem (`_loose`): one, or one per code page its bytes may be in when its
+    name is not UTF-8. A name with none looks like nothing."""
+    stem = _name(strip_suffix(rel))
+    spellings = [stem]
+    if has_odd_bytes(stem):
+        raw = stem.encode("utf-8", "surrogateescape")
+        spellings = []
+        for codec in _CODE_PAGES:
+            with contextlib.suppress(UnicodeDecodeError):
+                spellings.append(raw.decode(codec))
+    return {key for spelling in spellings if (key := _loose(spelling))}
 
 
 @dataclass
@@ -299,7 +325,7 @@ def discover_samples(raw_dir: Path, problems: Problems | None = None) -> list[Sa
     for rel in image_keys:
         if rel not in used:
             free_by_name[fold(_name(rel))].append(rel)
-    paired_by_name = {fold(_name(rel)): rel for rel in sorted(used, reverse=True)}
+    paired_by_name = {fold(_name(rel)): rel for rel in sorted(used, reverse=True)}  # also those paired below
     leftovers = [xml for xml in xml_keys if xml not in pairs and xml not in rival_xmls]
     for xml in leftovers:
         wanted = named(xml) if image_keys else None
@@ -309,6 +335,7 @@ def discover_samples(raw_dir: Path, problems: Problems | None = None) -> list[Sa
         if candidates:
             pairs[xml] = candidates[0]
             used[candidates[0]] = xml
+            paired_by_name.setdefault(fold(wanted), candidates[0])  # a later <filename> naming it is a rival
         elif wanted and fold(wanted) in paired_by_name:
             rivals[paired_by_name[fold(wanted)]].append(xml)
             rival_xmls.add(xml)
@@ -317,22 +344,27 @@ def discover_samples(raw_dir: Path, problems: Problems | None = None) -> list[Sa
 
     # A lone annotation and a lone image that look alike, or a partner's folder that cannot be read.
     lone_images = {rel for rel in image_keys if rel not in used}
-    by_loose: dict[str, list[str]] = defaultdict(list)
+    by_loose: dict[str, list[str]] = defaultdict(list)  # look-alike key -> lone images
+    by_named: dict[str, list[str]] = defaultdict(list)  # folded file name -> lone images (what <filename> names)
     for rel in sorted(lone_images):
-        by_loose[_loose(rel)].append(rel)
-        by_loose[fold(_name(rel))].append(rel)
+        for key in _loose_keys(rel):
+            by_loose[key].append(rel)
+        by_named[fold(_name(rel))].append(rel)
     for xml in leftovers:
         if pairs.get(xml, "") is not None:
             continue
         wanted = names.get(xml)
-        alike = by_loose.get(_loose(xml), []) + (by_loose.get(fold(wanted), []) if wanted else [])
+        found = [image for key in sorted(_loose_keys(xml)) for image in by_loose.get(key, [])]
+        alike = list(dict.fromkeys(found + (by_named.get(fold(wanted), []) if wanted else [])))
         blocked = [b for folder in layout.image_folders(xml) if (b := tree.blocked(folder))]
         if alike:
-            hints[xml] = f"{alike[0]} looks like its image, but their names do not pair: rename one to match the other"
-            hints[alike[0]] = (
-                f"{xml} looks like its annotation, but their names do not pair: rename one to match the other "
-                "(until then this image cannot be a background: its objects would be taught as background)"
-            )
+            which = f"{alike[0]} looks" if len(alike) == 1 else f"{', '.join(alike[:-1])} and {alike[-1]} look"
+            hints[xml] = f"{which} like its image, but their names do not pair: rename one to match the other"
+            for image in alike:  # every one: any of them may hold this annotation's objects
+                hints[image] = (
+                    f"{xml} looks like its annotation, but their names do not pair: rename one to match the other "
+                    "(until then this image cannot be a background: its objects would be taught as background)"
+                )
         elif blocked:
             hints[xml] = f"the image folder {blocked[0]} cannot be read (path_unreadable): fix its permissions"
     for rel in lone_images:
