@@ -1,25 +1,17 @@
 """DVC stage `validate`: data/raw (VOC) -> data/validated/{manifest.jsonl, report.json}."""
 
 import logging
-import os
 import sys
 from pathlib import Path
 
 from visapp import console
 from visapp.config import OnError, load_params
 from visapp.dataset.quality import QualityRules
+from visapp.dataset.reuse_store import default_folder
 from visapp.dataset.validate import validate_dataset, write_validation
 from visapp.formats.report import REPORT_FILE, format_summary, has_errors
 
 log = logging.getLogger("visapp.stages.validate")
-
-
-def reuse_dir() -> Path:
-    """Outcomes of earlier runs, reused for unchanged samples: outside the outputs, in the repository (also for
-    a queued experiment, whose temporary copy DVC deletes), safe to delete. `VISAPP_VALIDATE_CACHE` moves it."""
-    if os.environ.get("VISAPP_VALIDATE_CACHE"):
-        return Path(os.environ["VISAPP_VALIDATE_CACHE"])
-    return Path(os.environ.get("DVC_ROOT") or ".") / ".cache" / "validate"
 
 
 def main() -> int:
@@ -29,7 +21,7 @@ def main() -> int:
         Path(params.paths.raw),
         params.data,
         progress=console.progress_display(),
-        reuse_dir=reuse_dir(),
+        reuse_dir=default_folder(),  # earlier runs' outcomes, reused for unchanged samples
         quality=QualityRules.from_params(params),
     )
     write_validation(result, out_dir, on_error=params.data.on_error)

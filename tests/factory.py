@@ -54,6 +54,7 @@ def data_config(split: SplitConfig | tuple[float, float, float] | None = None, *
 
 
 DATA = data_config(classes=list(CLASSES))  # the built-in sample's classes
+MAX_PIXELS = DATA.max_image_pixels  # data.max_image_pixels as conf/ sets it
 
 
 # ---------------------------------------------------------------- manifest rows (through the library's writer)

@@ -37,7 +37,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from factory import data_config, image_bytes
+from factory import MAX_PIXELS, data_config, image_bytes
 from visapp.config import DataConfig
 from visapp.dataset import reuse_store
 from visapp.dataset.convert import convert
@@ -648,7 +648,7 @@ def images(draw) -> FuzzImage:
 def inspect_or_issue(data: bytes) -> ImageInfo | ImageError:
     """inspect_image's contract: an ImageInfo of the documented shape, or an ImageError with a code."""
     try:
-        info = inspect_image(data)
+        info = inspect_image(data, MAX_PIXELS)
     except ImageError as exc:
         assert exc.code in IMAGE_CODES, exc.code
         assert isinstance(exc.message, str) and exc.message.strip()
@@ -1344,7 +1344,7 @@ def test_a_png_with_rows_missing_is_refused_although_pillow_decodes_it():
     Image.open(io.BytesIO(taller)).load()  # Pillow is fine with it
     assert cv2.imdecode(np.frombuffer(taller, np.uint8), cv2.IMREAD_COLOR) is None
     with pytest.raises(ImageError) as caught:
-        inspect_image(taller)
+        inspect_image(taller, MAX_PIXELS)
     assert caught.value.code == "image_unreadable" and "OpenCV" in caught.value.message
 
 
@@ -1357,7 +1357,7 @@ def test_a_png_whose_image_data_fails_its_crc_is_refused():
     Image.open(io.BytesIO(bytes(data))).load()  # Pillow is fine with it
     assert cv2.imdecode(np.frombuffer(bytes(data), np.uint8), cv2.IMREAD_COLOR) is None
     with pytest.raises(ImageError) as caught:
-        inspect_image(bytes(data))
+        inspect_image(bytes(data), MAX_PIXELS)
     assert caught.value.code == "image_unreadable" and "'IDAT' fails its checksum" in caught.value.message
 
 
@@ -1367,7 +1367,7 @@ def test_a_bmp_whose_palette_size_opencv_refuses_is_refused():
     data[46:50] = (23).to_bytes(4, "little")  # biClrUsed
     assert cv2.imdecode(np.frombuffer(bytes(data), np.uint8), cv2.IMREAD_COLOR) is None
     with pytest.raises(ImageError) as caught:
-        inspect_image(bytes(data))
+        inspect_image(bytes(data), MAX_PIXELS)
     assert caught.value.code == "image_unreadable" and "OpenCV" in caught.value.message
 
 
@@ -1379,7 +1379,7 @@ def test_a_jpeg_whose_exif_readers_disagree_is_refused():
     shown = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     assert shown.shape[:2] == (40, 30), "OpenCV applies orientation 6"
     with pytest.raises(ImageError) as caught:
-        inspect_image(data)
+        inspect_image(data, MAX_PIXELS)
     assert caught.value.code == "image_unreadable" and "orientation" in caught.value.message
 
 
@@ -1392,5 +1392,5 @@ def test_a_tiny_jpeg_that_opencv_turns_by_an_exif_entry_pillow_ignores_is_refuse
     shown = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     assert shown.shape[:2] == (16, 12), "OpenCV shows it transposed: 12 wide, 16 high"
     with pytest.raises(ImageError) as caught:
-        inspect_image(data)
+        inspect_image(data, MAX_PIXELS)
     assert caught.value.code == "image_unreadable" and "orientation reads as 1" in caught.value.message

@@ -11,6 +11,7 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,11 @@ from visapp.formats import SPLITS
 from visapp.formats.voc_ids import listed_id, sample_id
 from visapp.formats.voc_image_sets import ImageSet
 from visapp.formats.voc_layout import SampleFiles
+from visapp.integrations.dvc_env import repository_root
 
 log = logging.getLogger(__name__)
+
+CACHE_ENV = "VISAPP_VALIDATE_CACHE"
 
 # The code that decides a sample's outcome: `visapp.dataset.sample_checks` and what it imports of ours (a test
 # holds this list to those imports). Its source is part of every key, so an edit to any of these modules makes
@@ -281,3 +285,13 @@ def read_with_signature(raw_dir: Path, rel: str) -> tuple[bytes | OSError, str |
 
 def _in(image: str, image_set: ImageSet) -> bool:
     return listed_id(sample_id(image)) in image_set.ids
+
+
+def default_folder(environ: Mapping[str, str] | None = None) -> Path:
+    """Where the validate stage keeps outcomes: `$VISAPP_VALIDATE_CACHE`, else `.cache/validate` in the
+    repository (`visapp.integrations.dvc_env.repository_root`: also for a queued experiment, whose temporary copy
+    DVC deletes), outside every stage output."""
+    environ = os.environ if environ is None else environ
+    return (
+        Path(environ[CACHE_ENV]) if environ.get(CACHE_ENV) else repository_root(environ=environ) / ".cache" / "validate"
+    )

@@ -40,7 +40,6 @@ REPORTED_SUFFIXES = IMAGE_SUFFIXES | {".gif", ".tif", ".tiff", ".heic", ".heif",
 # decodes by content, so a PNG named .jpg reads fine. An image with another suffix gets its format's own.
 TRAINABLE_SUFFIXES = frozenset({".bmp", ".jpeg", ".jpg", ".mpo", ".png", ".webp"})
 FORMAT_SUFFIX = {"jpeg": ".jpg", "png": ".png", "bmp": ".bmp", "webp": ".webp"}
-DEFAULT_MAX_PIXELS = 100_000_000
 # Above this many pixels a PNG is checked as a stream rather than decoded (1 byte a pixel in grey).
 PNG_DECODE_LIMIT = 40_000_000
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by PNG colour type
@@ -471,12 +470,13 @@ def _png_stream_check(data: bytes) -> None:
         )
 
 
-def inspect_image(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, keep_pixels: bool = False) -> ImageInfo:
+def inspect_image(data: bytes, max_pixels: int | None, keep_pixels: bool = False) -> ImageInfo:
     """Check one image the way training will read it (see the module docstring).
 
     Args:
         data: the whole file's bytes.
-        max_pixels: more pixels than this is `image_too_large` (None: no limit).
+        max_pixels: more pixels than this is `image_too_large`: validation passes `data.max_image_pixels`,
+            whose one default is in conf/data/ (None: no limit).
         keep_pixels: return the grey pixels the check decoded (`ImageInfo.pixels`), so that measurements of
             the image need no second decode.
 

@@ -186,7 +186,7 @@ class _Target:
         return raw.relative_to(root).as_posix() if raw.is_relative_to(root) else str(raw)
 
 
-def recover(raw_dir: str | Path = "data/raw", repo_root: Path | None = None) -> str | None:
+def recover(raw_dir: str | Path, repo_root: Path | None = None) -> str | None:
     """Finish or undo an interrupted ingest; a line saying what was done, or None when there was nothing to do.
 
     Raises:
@@ -200,7 +200,7 @@ def recover(raw_dir: str | Path = "data/raw", repo_root: Path | None = None) -> 
 
 def ingest(
     source: str | Path,
-    raw_dir: str | Path = "data/raw",
+    raw_dir: str | Path,
     *,
     mode: Mode = "replace",
     name: str | None = None,

@@ -29,7 +29,7 @@ from visapp.config import Params, Resume, params_dict
 from visapp.errors import VisError
 from visapp.fsio import dumps_json, exclusive_lock, write_text
 from visapp.integrations import ultralytics
-from visapp.integrations.dvc import repository_root
+from visapp.integrations.dvc_env import repository_root
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from visapp.formats.metadata import METADATA_FILE, read_metadata
 from visapp.formats.yolo import DATA_YAML
 from visapp.fsio import atomic_path, write_json, write_text
 from visapp.integrations import ultralytics
-from visapp.integrations.dvc import repository_root
+from visapp.integrations.dvc_env import repository_root
 from visapp.progress import Progress, ProgressCallback
 from visapp.training import tracking
 from visapp.training.checkpoints import (
