@@ -33,7 +33,7 @@ from visapp.composition import default_params
 from visapp.config import DataConfig, Params, SplitConfig
 from visapp.dataset.synthetic import CLASSES
 from visapp.dataset.validate import validate_dataset
-from visapp.formats.images import FORMAT_SUFFIX
+from visapp.formats.image_formats import FORMAT_SUFFIX
 from visapp.formats.manifest import ManifestObject, ManifestRow
 from visapp.formats.manifest import write_manifest as write_rows
 from visapp.formats.voc_image_sets import image_set_text

@@ -20,7 +20,7 @@ from visapp.dataset.convert import convert
 from visapp.dataset.splits import assign_split
 from visapp.dataset.synthetic import CLASSES, write_synthetic
 from visapp.errors import VisError
-from visapp.formats.images import displayed_size
+from visapp.formats.image_formats import displayed_size
 from visapp.formats.yolo import to_displayed_frame, voc_box_to_yolo, yolo_to_voc_box
 
 pytestmark = pytest.mark.unit

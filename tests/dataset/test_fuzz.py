@@ -43,14 +43,8 @@ from visapp.dataset import reuse_store
 from visapp.dataset.convert import convert
 from visapp.dataset.validate import validate_dataset, write_validation
 from visapp.formats import SPLITS
-from visapp.formats.images import (
-    ImageError,
-    ImageInfo,
-    displayed_size,
-    has_image_suffix,
-    inspect_image,
-    sniff_format,
-)
+from visapp.formats.image_formats import displayed_size, has_image_suffix, sniff_format
+from visapp.formats.images import ImageError, ImageInfo, inspect_image
 from visapp.formats.report import CODES, printable
 from visapp.formats.voc import BOX_KEYS, Annotation, AnnotationError, VocObject, base_name, parse_annotation
 

@@ -6,7 +6,8 @@ import pytest
 from PIL import ImageFile
 
 from factory import MAX_PIXELS, image_bytes, truncated_jpeg
-from visapp.formats.images import ImageError, displayed_size, inspect_image, pillow_displayed, sniff_format
+from visapp.formats.image_formats import displayed_size, sniff_format
+from visapp.formats.images import ImageError, inspect_image, pillow_displayed
 
 pytestmark = pytest.mark.unit
 

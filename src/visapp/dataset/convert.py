@@ -21,7 +21,7 @@ from visapp.config import DataConfig
 from visapp.dataset.splits import assign_split
 from visapp.errors import VisError
 from visapp.formats import SPLITS
-from visapp.formats.images import displayed_size
+from visapp.formats.image_formats import displayed_size
 from visapp.formats.manifest import ManifestRow, read_manifest
 from visapp.formats.yolo import (
     DATA_YAML,

@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from visapp.formats.images import displayed_size, exif_orientation, pillow_displayed, pillow_unchecked
+from visapp.formats.image_formats import displayed_size
+from visapp.formats.images import exif_orientation, pillow_displayed, pillow_unchecked
 
 # Decoding one example image may cost about this much memory; a larger one is left out of the grid. A JPEG
 # decodes at up to 1/8 scale, so this admits any baseline JPEG (a progressive one up to ~16 MP: its decoder

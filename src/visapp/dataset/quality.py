@@ -37,7 +37,7 @@ from visapp.config import DataConfig, Params, QualityConfig
 from visapp.dataset import pool
 from visapp.dataset.image_measures import MEASURE_SCALE, ImageMeasurement
 from visapp.dataset.splits import assign_split
-from visapp.formats.images import displayed_size
+from visapp.formats.image_formats import displayed_size
 from visapp.formats.manifest import ManifestObject, ManifestRow
 from visapp.formats.report import Issue
 

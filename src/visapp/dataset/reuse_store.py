@@ -38,6 +38,7 @@ OUTCOME_MODULES = (
     "visapp.dataset.sample_checks",
     "visapp.errors",
     "visapp.formats",
+    "visapp.formats.image_formats",
     "visapp.formats.images",
     "visapp.formats.manifest",
     "visapp.formats.report",

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, TypeVar
 from visapp.dataset.image_measures import ImageMeasurement, measure_image
 from visapp.errors import DataError
 from visapp.formats import SPLITS
-from visapp.formats.images import ImageInfo, displayed_size, inspect_image
+from visapp.formats.image_formats import displayed_size
+from visapp.formats.images import ImageInfo, inspect_image
 from visapp.formats.manifest import ManifestObject, ManifestRow
 from visapp.formats.report import ERROR, Issue, has_odd_bytes
 from visapp.formats.voc import Annotation, box_corners, object_label, parse_annotation

@@ -61,7 +61,7 @@ from visapp.dataset.figure_images import DRAW_MAX_BYTES, drawable
 from visapp.dataset.figures import Example
 from visapp.errors import VisError
 from visapp.formats.dvcfile import read_dvc_out
-from visapp.formats.images import displayed_size
+from visapp.formats.image_formats import displayed_size
 from visapp.formats.manifest import read_manifest
 from visapp.formats.metadata import METADATA_FILE
 from visapp.formats.report import QUALITY_CODES

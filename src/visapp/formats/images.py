@@ -1,6 +1,6 @@
 """Image bytes -> `ImageInfo` (true format, stored size, EXIF orientation, trailing bytes), or an `ImageError`.
 
-The format comes from the magic bytes, never the file name (real datasets hold PNG files named `.jpg`). Each
+The format comes from the magic bytes, never the file name (`visapp.formats.image_formats`). Each
 image is checked the way training will read it, and no more than once:
 
 1. its container is walked (JPEG markers up to the main image's end marker, PNG chunks and their checksums up
@@ -30,16 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from visapp.errors import DataError
+from visapp.formats.image_formats import PNG_SIGNATURE, displayed_size, sniff_format
 
-FORMATS = ("jpeg", "png", "bmp", "webp")  # the image formats we accept, by their bytes
-# Extensions taken as images without looking inside. GIF/TIFF/HEIC are not accepted but listed, so that they
-# are reported as unreadable (not silently ignored, which would call their annotations "image_missing").
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".webp"})
-REPORTED_SUFFIXES = IMAGE_SUFFIXES | {".gif", ".tif", ".tiff", ".heic", ".heif", ".avif"}
-# Suffixes every recent Ultralytics takes as images (its IMG_FORMATS, less what we do not accept); OpenCV then
-# decodes by content, so a PNG named .jpg reads fine. An image with another suffix gets its format's own.
-TRAINABLE_SUFFIXES = frozenset({".bmp", ".jpeg", ".jpg", ".mpo", ".png", ".webp"})
-FORMAT_SUFFIX = {"jpeg": ".jpg", "png": ".png", "bmp": ".bmp", "webp": ".webp"}
 # Above this many pixels a PNG is checked as a stream rather than decoded (1 byte a pixel in grey).
 PNG_DECODE_LIMIT = 40_000_000
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by PNG colour type
@@ -48,7 +40,6 @@ _PIL_FORMATS = {"jpeg": "JPEG", "png": "PNG", "bmp": "BMP", "webp": "WEBP"}
 _ORIENTATION_TAG = 0x0112
 # A marker in JPEG entropy-coded data: 0xFF followed by neither a stuffed 0x00, a restart marker, nor a fill byte.
 _JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _EXIF_MARK = re.compile(rb"exif", re.IGNORECASE)  # JPEG APP1 "Exif", PNG "eXIf", WebP "EXIF"
 # Formats a person may reasonably hand us that we do not accept: named in the message.
 _OTHER_MAGIC = {
@@ -80,43 +71,6 @@ class ImageInfo:
     # The grey pixels of the check's decode, in the displayed frame (a JPEG at 1/8 scale), when asked for with
     # `keep_pixels`; None otherwise, and for a PNG too large to decode (checked as a stream).
     pixels: Any = field(default=None, compare=False, repr=False)
-
-
-def sniff_format(head: bytes) -> str | None:
-    """The image format from the first bytes of a file (12 are enough), or None when it is none of ours."""
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head.startswith(_PNG_SIGNATURE):
-        return "png"
-    if head.startswith(b"BM"):
-        return "bmp"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    return None
-
-
-def has_image_suffix(name: str) -> bool:
-    """Whether a file name says "image" (accepted or only reported); other files are judged by their bytes."""
-    dot = name.rfind(".")
-    return dot >= 0 and name[dot:].lower() in REPORTED_SUFFIXES
-
-
-def trainable_suffix(name: str, fmt: str) -> str:
-    """The suffix an image gets where Ultralytics reads it: its own when Ultralytics accepts it, else its format's."""
-    dot = name.rfind(".")
-    suffix = name[dot:] if dot >= 0 else ""
-    return suffix if suffix.lower() in TRAINABLE_SUFFIXES else FORMAT_SUFFIX[fmt]
-
-
-def displayed_size(width: int, height: int, orientation: int) -> tuple[int, int]:
-    """The size after EXIF rotation: orientations 5..8 turn the image a quarter, swapping width and height."""
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
-
-
-def jpeg_is_rewritten_by_ultralytics(head_and_tail: bytes) -> bool:
-    """Whether Ultralytics would rewrite this JPEG in place ("corrupt JPEG restored"): it does so for any JPEG
-    whose last two bytes are not the end marker FFD9 (pass the file's first 3 and last 2 bytes, or all of it)."""
-    return head_and_tail.startswith(b"\xff\xd8\xff") and not head_and_tail.endswith(b"\xff\xd9")
 
 
 def _describe_unknown(data: bytes) -> str:
@@ -196,7 +150,7 @@ def _metadata_end(data: bytes, fmt: str) -> int:
 
 def _png_chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
     """(type, start of data, end of data) of every chunk up to IEND; `ImageError` for a cut or damaged one."""
-    pos, size = len(_PNG_SIGNATURE), len(data)
+    pos, size = len(PNG_SIGNATURE), len(data)
     while True:
         if pos + 12 > size:
             raise _truncated("PNG ends before its IEND chunk")
@@ -286,7 +240,7 @@ def _png_stand_in(data: bytes) -> bytes:
     chunk but the pixels (and APNG's frame chunks, which would not fit a 1x1 image), so Pillow reads the same
     EXIF, wherever it is, by decoding one pixel.
     """
-    parts = [_PNG_SIGNATURE]
+    parts = [PNG_SIGNATURE]
     for kind, start, stop in _png_chunks(data):
         if kind == b"IHDR":
             _width, _height, depth, colour, compression, filtering, _interlace = struct.unpack(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import unicodedata
 from pathlib import PurePosixPath
 
-from visapp.formats.images import has_image_suffix
+from visapp.formats.image_formats import has_image_suffix
 from visapp.fsio import is_plain_relpath
 
 IMAGE_DIRS = ("jpegimages", "images")  # in this order of preference when an id would collide

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from visapp.formats.images import has_image_suffix, sniff_format
+from visapp.formats.image_formats import has_image_suffix, sniff_format
 from visapp.formats.report import has_odd_bytes
 from visapp.formats.voc import annotation_filename, base_name
 from visapp.formats.voc_ids import IMAGE_DIRS, strip_suffix

@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path, PurePosixPath
 
 from visapp.errors import VisError
-from visapp.formats.images import has_image_suffix
+from visapp.formats.image_formats import has_image_suffix
 from visapp.formats.voc_layout import dataset_roots
 from visapp.fsio import os_error
 from visapp.ingest.archive import (

@@ -26,7 +26,7 @@ from visapp.config import PARAMS_FILE, read_params_file, to_params
 from visapp.dataset.diff import DatasetDiff, SampleSet, diff_samples, gate, headline, read_samples
 from visapp.dataset.diff_report import format_diff
 from visapp.errors import VisError
-from visapp.formats.images import has_image_suffix
+from visapp.formats.image_formats import has_image_suffix
 from visapp.formats.voc_layout import IMAGE_SETS_DIR
 from visapp.integrations import git
 from visapp.integrations.dvc import Revision
