@@ -12,13 +12,13 @@ import signal
 import subprocess
 import sys
 import unicodedata
-import zipfile
 from pathlib import Path
 
 import pytest
 from test_archive import ATTACKS, LITTER, NESTED, TAR_ATTACKS, XML, write_tar
 
 from conftest import VENV_BIN, run
+from factory import write_tree, write_zip
 from visapp.errors import VisError
 from visapp.ingest.ingest import ingest, recover
 
@@ -60,20 +60,6 @@ def voc_files(n: int, prefix: str = "", seed: int = 0) -> dict[str, bytes]:
         ).encode()
         files[f"JPEGImages/{stem}.jpg"] = b"\xff\xd8\xff\xe0" + f"{seed}-{i}".encode() * 20 + b"\xff\xd9"
     return files
-
-
-def write_tree(root: Path, files: dict[str, bytes]) -> Path:
-    for rel, data in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(data)
-    return root
-
-
-def write_zip(path: Path, files: dict[str, bytes], top: str = "") -> Path:
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for rel, data in sorted(files.items()):
-            archive.writestr(f"{top}{rel}", data)
-    return path
 
 
 def new_repo(root: Path, files: dict[str, bytes] | None = None) -> Path:

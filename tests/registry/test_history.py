@@ -16,22 +16,9 @@ from pathlib import Path
 import pytest
 
 from conftest import Project
+from factory import TINY_TRAIN
 
 pytestmark = pytest.mark.slow
-
-TINY_TRAIN = """\
-epochs: 1
-imgsz: 64
-batch: 4
-device: cpu
-workers: 0
-patience: 50
-optimizer: AdamW
-lr0: 0.002
-seed: ${seed}
-resume: auto
-extra: {plots: false}  # Ultralytics' plots are most of a tiny training's time
-"""
 
 
 def sha256(path: Path) -> str:

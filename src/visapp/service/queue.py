@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from visapp.errors import VisError
+from visapp.integrations.huey import consumer as huey_consumer
 from visapp.service.settings import ServiceSettings
 from visapp.service.store import JobStore
 
@@ -69,11 +70,4 @@ class JobQueue:
 
     def consumer(self, workers: int = 1, in_thread: bool = False) -> Any:
         """A Huey consumer; `in_thread`: for the API's process (no signal handlers: they need the main thread)."""
-        from huey.consumer import Consumer
-
-        class QuietConsumer(Consumer):
-            def _set_signal_handlers(self) -> None:
-                if not in_thread:
-                    super()._set_signal_handlers()
-
-        return QuietConsumer(self.huey, workers=workers, worker_type="thread", periodic=False)
+        return huey_consumer(self.huey, workers, in_thread)
