@@ -27,14 +27,14 @@ class ImageMeasurement:
     sharpness: float | None  # variance of the Laplacian; None when the image is too small to judge
     phash: int | None  # 64-bit perceptual hash; None for a flat image (no structure to compare)
 
-    def to_list(self) -> list[Any]:
+    def to_list(self) -> list[float | str | None]:
         """As JSON can hold it (a 64-bit integer would lose bits as a JSON number)."""
         sharpness = None if self.sharpness is None else round(self.sharpness, 3)
         phash = None if self.phash is None else f"{self.phash:016x}"
         return [round(self.brightness, 3), sharpness, phash]
 
     @classmethod
-    def from_list(cls, values: Sequence[Any]) -> ImageMeasurement:
+    def from_list(cls, values: Sequence[float | str | None]) -> ImageMeasurement:
         phash = None if values[2] is None else int(values[2], 16)
         return cls(float(values[0]), None if values[1] is None else float(values[1]), phash)
 

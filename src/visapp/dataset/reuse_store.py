@@ -14,7 +14,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from visapp.config import DataConfig
 from visapp.dataset.sample_checks import FileDigest, SampleOutcome
@@ -61,13 +60,14 @@ def code_digest() -> str:
 
 def _module_code(name: str) -> bytes:
     """A module's source, or its compiled code where no source ships."""
+    import importlib.abc
     import importlib.util
     import marshal
 
     spec = importlib.util.find_spec(name)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"{name} is not importable: the reuse store's key cannot be made")
-    loader: Any = spec.loader
+    loader = spec.loader if spec is not None else None
+    if not isinstance(loader, importlib.abc.InspectLoader):
+        raise ImportError(f"{name} is not importable from files: the reuse store's key cannot be made")
     source = loader.get_source(name)
     return source.encode("utf-8") if source is not None else marshal.dumps(loader.get_code(name))
 
@@ -167,13 +167,13 @@ class Reuse:
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
-        self._db: Any = None
+        self._db: sqlite3.Connection | None = None
         self._pid = 0
         self._keys: set[str] = set()
         self._digests: dict[str, tuple[str, str]] | None = None  # path -> (stat signature, SHA-256)
         self._outcomes: dict[str, str] | None = None  # key -> outcome (JSON), for `lookup`
 
-    def _connect(self) -> Any:
+    def _connect(self) -> sqlite3.Connection:
         if self._db is None or self._pid != os.getpid():
             self.folder.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.folder / self.FILE, timeout=60)

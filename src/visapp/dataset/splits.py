@@ -6,13 +6,15 @@ the splits; validation's quality checks judge near-duplicate leaks by the same r
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
 
+from visapp.config import SplitConfig
 from visapp.formats import SPLITS
 
+SplitRatios = SplitConfig | Mapping[str, float] | Sequence[float]  # train, val, test
 
-def _ratios(ratios: Any) -> tuple[float, float, float]:
+
+def _ratios(ratios: SplitRatios) -> tuple[float, float, float]:
     if isinstance(ratios, Mapping):
         return tuple(float(ratios.get(name, 0.0)) for name in SPLITS)  # type: ignore[return-value]
     if isinstance(ratios, tuple | list):
@@ -21,7 +23,7 @@ def _ratios(ratios: Any) -> tuple[float, float, float]:
     return (float(ratios.train), float(ratios.val), float(ratios.test))
 
 
-def assign_split(image_sha256: str, seed: int, ratios: Any) -> str:
+def assign_split(image_sha256: str, seed: int, ratios: SplitRatios) -> str:
     """The split of an image, from a stable hash of (seed, SHA-256 of its bytes) and the split ratios.
 
     Each image's split depends only on its own bytes and the seed, so adding images never moves an existing

@@ -27,10 +27,13 @@ import warnings
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from visapp.errors import DataError
 from visapp.formats.image_formats import PNG_SIGNATURE, displayed_size, sniff_format
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 # Above this many pixels a PNG is checked as a stream rather than decoded (1 byte a pixel in grey).
 PNG_DECODE_LIMIT = 40_000_000
@@ -304,7 +307,7 @@ _PILLOW_TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM"
 _PILLOW_TRANSPOSE |= {7: "TRANSVERSE", 8: "ROTATE_90"}
 
 
-def pillow_displayed(image: Any, orientation: int) -> Any:
+def pillow_displayed(image: PILImage, orientation: int) -> PILImage:
     """A Pillow image of stored pixels -> as shown for an EXIF orientation (the frame `_orient` gives)."""
     from PIL import Image
 

@@ -7,10 +7,14 @@ An upgrade of Huey that renames it touches this file only.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from huey import Huey
+    from huey.consumer import Consumer
 
 
-def consumer(huey: Any, workers: int = 1, in_thread: bool = False) -> Any:
+def consumer(huey: Huey, workers: int = 1, in_thread: bool = False) -> Consumer:
     """A Huey consumer of `workers` threads, no periodic tasks; `in_thread`: it runs in a thread of another
     process, so it sets no signal handlers."""
     from huey.consumer import Consumer
