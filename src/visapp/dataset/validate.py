@@ -5,6 +5,11 @@ the manifest rows, the issues, a map from image SHA-256 to the first image with 
 quality checks on, three numbers per image (`visapp.dataset.quality`) stay in memory, never image bytes or
 parsed XML. The codes are those of `visapp.formats.report.CODES`.
 
+This module puts the parts together, each in a module of its own: one sample's checks
+(`visapp.dataset.sample_checks`), earlier outcomes kept for reuse (`visapp.dataset.reuse_store`), the checks
+run over the cores (`visapp.dataset.sample_pool`), what needs every sample (`visapp.dataset.dataset_checks`),
+and the quality findings (`visapp.dataset.quality`).
+
 Choices made where a rule could go either way:
 
 - an issue's `path` is the file the problem is in: the annotation for XML, size, class and box problems and
