@@ -1,30 +1,23 @@
 """DVC stage `validate`: data/raw (VOC) -> data/validated/{manifest.jsonl, report.json}."""
 
 import logging
-import os
 import sys
 from pathlib import Path
 
 from visapp import console
 from visapp.config import load_params
+from visapp.dataset.reuse_store import default_folder
 from visapp.dataset.validate import run_validate
 from visapp.formats.report import REPORT_FILE, format_summary
 
 log = logging.getLogger("visapp.stages.validate")
 
 
-def reuse_dir() -> Path:
-    """Outcomes of earlier runs, reused for unchanged samples: outside the outputs, in the repository (also for
-    a queued experiment, whose temporary copy DVC deletes), safe to delete. `VISAPP_VALIDATE_CACHE` moves it."""
-    if os.environ.get("VISAPP_VALIDATE_CACHE"):
-        return Path(os.environ["VISAPP_VALIDATE_CACHE"])
-    return Path(os.environ.get("DVC_ROOT") or ".") / ".cache" / "validate"
-
-
 def main() -> int:
     params = load_params()
     out_dir = Path(params.paths.validated)
-    result = run_validate(params, progress=console.progress_display(), reuse_dir=reuse_dir())
+    # earlier runs' outcomes, reused for unchanged samples
+    result = run_validate(params, progress=console.progress_display(), reuse_dir=default_folder())
     log.info("%s", format_summary(result.report))
     stopped = result.stop_reason(params.data.on_error)
     if stopped == "dataset_empty":

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,6 +186,43 @@ def make_project(tmp_path: Path):
     return factory
 
 
+# --- servers on loopback ------------------------------------------------------------------------------------------
+
+
+def wait_until_serving(
+    proc: subprocess.Popen,
+    probe: Callable[[], bool],
+    timeout: float,
+    failure: str | Callable[[], str],
+    stop: Callable[[], None] | None = None,
+    every: float = 0.2,
+) -> None:
+    """Poll a server just started until `probe()` says it answers; fail the test (`failure` says what and where
+    to look), stopping the server (`stop`, else killing `proc`), when `proc` exits or `timeout` s pass first.
+
+    A probe that raises counts as "not yet": each client says "not listening" with its own exception.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if probe():
+                return
+        except Exception:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            (stop or proc.kill)()
+            pytest.fail(failure() if callable(failure) else failure)
+        time.sleep(every)
+
+
+def answers(url: str) -> bool:
+    """Whether an HTTP GET of `url` answers 200 (urllib raises for other statuses, and when nothing listens)."""
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=2) as response:
+        return response.status == 200
+
+
 # --- S3: moto's server mode on loopback, a real S3 endpoint for DVC (as DVC's own tests use) ---------------------
 
 
@@ -224,25 +261,16 @@ class S3Server:
 
 
 def start_s3_server(log_dir: Path) -> S3Server:
-    import time
-    import urllib.request
-
     port = free_port()
     log = (log_dir / f"moto-{port}.log").open("wb")
     proc = subprocess.Popen(
         [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
     )
     endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2).close()
-            return S3Server(endpoint, proc)
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"moto_server did not start on {endpoint}: see {log.name}")
-            time.sleep(0.2)
+    wait_until_serving(
+        proc, lambda: answers(f"{endpoint}/moto-api/"), 60, f"moto_server did not start on {endpoint}: see {log.name}"
+    )
+    return S3Server(endpoint, proc)
 
 
 @pytest.fixture(scope="session")
@@ -305,9 +333,6 @@ class MlflowServer:
 
 
 def start_mlflow_server(base: Path) -> MlflowServer:
-    import time
-    import urllib.request
-
     port = free_port()
     log = (base / f"mlflow-{port}.log").open("wb")
     cmd = [str(VENV_BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{base / 'mlflow.db'}"]
@@ -318,18 +343,10 @@ def start_mlflow_server(base: Path) -> MlflowServer:
     # Its own process group, so that stop() reaches the server processes it starts.
     proc = subprocess.Popen(cmd, cwd=base, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                if response.status == 200:
-                    return MlflowServer(uri, proc)
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"mlflow server did not start on {uri}: see {log.name}")
-        time.sleep(0.3)
+    wait_until_serving(
+        proc, lambda: answers(f"{uri}/health"), 120, f"mlflow server did not start on {uri}: see {log.name}"
+    )
+    return MlflowServer(uri, proc)
 
 
 @pytest.fixture(scope="session")
@@ -358,16 +375,39 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     import redis
 
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            redis.Redis(port=port).ping()
-            break
-        except redis.ConnectionError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("redis-server did not start")
-            time.sleep(0.1)
+    wait_until_serving(proc, lambda: bool(redis.Redis(port=port).ping()), 30, "redis-server did not start", every=0.1)
     yield f"redis://127.0.0.1:{port}/0"
     proc.terminate()
     proc.wait(timeout=30)
+
+
+# --- validation: what a run really did ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def validation_work(monkeypatch):
+    """What each validation really did: the samples it checked (by their image, else annotation) and the files
+    it read; the per-sample work runs in this process (fewer samples than a pool needs)."""
+    from visapp.dataset import sample_pool
+
+    done: dict[str, list[str]] = {"checked": [], "read": []}
+    evaluate, read = sample_pool.evaluate_sample, sample_pool.read_with_signature
+
+    def checking(raw_dir, files, *args, **kwargs):
+        done["checked"].append(files.image or files.annotation)
+        return evaluate(raw_dir, files, *args, **kwargs)
+
+    def reading(raw_dir, rel):
+        done["read"].append(rel)
+        return read(raw_dir, rel)
+
+    monkeypatch.setattr(sample_pool, "evaluate_sample", checking)
+    monkeypatch.setattr(sample_pool, "read_with_signature", reading)
+
+    def since_last() -> dict[str, list[str]]:
+        found = {key: sorted(value) for key, value in done.items()}
+        done["checked"].clear()
+        done["read"].clear()
+        return found
+
+    return since_last

@@ -14,6 +14,9 @@ Usage from a test (tests/ is on sys.path under pytest's default rootdir-based im
     write_sample(raw, "f", exif_orientation=6, size=(48, 64))                        # EXIF, rotated <size>
     write_sample(raw, "g", size=None, objects=[Obj(box=("1.5", 2, 30, 20), difficult="")])  # untidy VOC
     write_image_sets(raw, {"train": ["000001"], "val": ["a"]})                        # with a # comment line
+    write_tree(src, {"Annotations/a.xml": xml, "JPEGImages/a.jpg": jpeg})            # any files
+    write_zip(tmp_path / "a.zip", {"a.xml": xml}, top="Export/")                     # any entries, zipped
+    (root / "conf" / "train" / "cpu_small.yaml").write_text(TINY_TRAIN)              # a seconds-long training
 
 Every writer is deterministic: the same arguments give the same bytes.
 """
@@ -23,7 +26,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
-from collections.abc import Iterable, Sequence
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,10 +37,10 @@ from visapp.composition import default_params
 from visapp.config import DataConfig, Params, SplitConfig
 from visapp.dataset.synthetic import CLASSES
 from visapp.dataset.validate import validate_dataset
-from visapp.formats.images import FORMAT_SUFFIX
+from visapp.formats.image_formats import FORMAT_SUFFIX
 from visapp.formats.manifest import ManifestObject, ManifestRow
 from visapp.formats.manifest import write_manifest as write_rows
-from visapp.formats.voc import image_set_text
+from visapp.formats.voc_image_sets import image_set_text
 
 
 def params(**sections) -> Params:
@@ -54,6 +58,7 @@ def data_config(split: SplitConfig | tuple[float, float, float] | None = None, *
 
 
 DATA = data_config(classes=list(CLASSES))  # the built-in sample's classes
+MAX_PIXELS = DATA.max_image_pixels  # data.max_image_pixels as conf/ sets it
 
 
 # ---------------------------------------------------------------- manifest rows (through the library's writer)
@@ -273,3 +278,56 @@ def write_image_sets(root: Path, splits: dict[str, Iterable[str]], comment: bool
     for split, ids in splits.items():
         head = "# written by the test factory\n\n" if comment else ""
         (folder / f"{split}.txt").write_text(head + image_set_text(list(ids)))
+
+
+# ---------------------------------------------------------------- files, archives, a tiny training
+
+
+def write_tree(root: Path, files: Mapping[str, bytes]) -> Path:
+    """Write each file (path relative to `root` -> bytes), making the folders; `root`."""
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return root
+
+
+ZipEntries = Mapping[str, bytes] | Iterable[tuple[str | zipfile.ZipInfo, bytes]]
+
+
+def zip_bytes(entries: ZipEntries, method: int = zipfile.ZIP_DEFLATED, top: str = "") -> bytes:
+    """A ZIP of the entries (name or `ZipInfo` -> bytes, in the order given; names under `top`), in memory."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=method) as archive:
+        for name, data in entries.items() if isinstance(entries, Mapping) else entries:
+            archive.writestr(f"{top}{name}" if isinstance(name, str) else name, data)
+    return buffer.getvalue()
+
+
+def write_zip(path: Path, entries: ZipEntries, method: int = zipfile.ZIP_DEFLATED, top: str = "") -> Path:
+    """`zip_bytes` written to `path`; `path`."""
+    path.write_bytes(zip_bytes(entries, method, top))
+    return path
+
+
+def zip_folder(folder: Path) -> bytes:
+    """Every file under `folder` as a ZIP in memory, by its path relative to `folder`, sorted."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    return zip_bytes([(path.relative_to(folder).as_posix(), path.read_bytes()) for path in files])
+
+
+# A training of a few seconds on the built-in sample (conf/train/cpu_small.yaml's keys, shrunk): for tests that
+# need a trained model, not a good one.
+TINY_TRAIN = """\
+epochs: 1
+imgsz: 64
+batch: 4
+device: cpu
+workers: 0
+patience: 50
+optimizer: AdamW
+lr0: 0.002
+cos_lr: false
+seed: ${seed}
+resume: auto
+extra: {plots: false}  # Ultralytics' plots are most of a tiny training's time
+"""

@@ -65,7 +65,9 @@ def test_a_forbidden_import_in_a_scratch_copy_breaks_a_rule(tmp_path, module, li
 
 
 def private_uses(source: str, own: str = "visapp") -> list[str]:
-    """Private names of other packages a module uses: `from pkg import _x`, `pkg._x`, `import pkg._mod`."""
+    """Private names of other packages a module uses: `from pkg import _x`, `pkg._x`, `import pkg._mod`, and a
+    method `_x` of a class that derives from another package's class (it overrides, or adds to, that class's
+    private workings, which the package may change in any release)."""
     tree = ast.parse(source)
     found, aliases = [], {}
     for node in ast.walk(tree):
@@ -90,7 +92,24 @@ def private_uses(source: str, own: str = "visapp") -> list[str]:
                 base = base.value
             if isinstance(base, ast.Name) and base.id in aliases:
                 found.append(f"{aliases[base.id]}...{node.attr}")
+        elif isinstance(node, ast.ClassDef):
+            foreign = [name for name in map(_root_name, node.bases) if name in aliases]
+            found += [
+                f"{aliases[foreign[0]]}...{item.name} (overridden in {node.name})"
+                for item in node.body
+                if foreign
+                and isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef)
+                and item.name.startswith("_")
+                and not item.name.startswith("__")
+            ]
     return found
+
+
+def _root_name(node: ast.expr) -> str | None:
+    """The name an expression starts with: `huey` for `huey.consumer.Consumer`, `Consumer` for `Consumer`."""
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
 
 
 def test_private_api_check_bites():
@@ -98,6 +117,16 @@ def test_private_api_check_bites():
     assert private_uses("from dvc.repo import _x") == ["from dvc.repo import _x"]
     assert private_uses("from ultralytics.utils._hidden import y") == ["from ultralytics.utils._hidden import ..."]
     assert private_uses("import zipfile\nzipfile.ZipFile(p)\nself._zip.close()") == []
+    override = "from huey.consumer import Consumer\nclass Quiet(Consumer):\n    def _set_signal_handlers(self): pass\n"
+    assert private_uses(override) == ["huey.consumer.Consumer..._set_signal_handlers (overridden in Quiet)"]
+    assert private_uses("import logging\nclass H(logging.Handler):\n    def _tidy(self): pass\n") == [
+        "logging..._tidy (overridden in H)"
+    ]
+    assert (
+        private_uses("from visapp.ingest.archive import SafeArchive\nclass T(SafeArchive):\n    def _vet(self): pass")
+        == []
+    )
+    assert private_uses("import logging\nclass H(logging.Handler):\n    def emit(self, record): pass\n") == []
 
 
 def test_private_apis_of_other_packages_appear_only_in_integrations():
@@ -122,15 +151,30 @@ def test_only_the_command_line_prints():
     assert offenders == [], "use logging (or the progress callback) outside the CLI"
 
 
-# Documents that live outside this repository, and tracker references: a reader of the repository cannot follow them.
-OUTSIDE_REFERENCES = re.compile(r"DESIGN\.md|STYLE\.md|\b[Ii]ssue \d+|\bStep \d+\b")
+# Documents that live outside this repository, and tracker references (an issue, a step or an acceptance criterion
+# of a plan by number): a reader of the repository cannot follow them.
+OUTSIDE_REFERENCES = re.compile(r"DESIGN\.md|STYLE\.md|\b[Ii]ssue \d+|\bStep \d+\b|\bAcceptance \d+\b")
+
+
+def test_the_reference_check_bites():
+    for line in ("see DESIGN.md", "as issue 404 says", "Step 99 - cleanup", "Acceptance 99: convert copies no image"):
+        assert OUTSIDE_REFERENCES.search(line), line
+    assert not OUTSIDE_REFERENCES.search("acceptance tests; 9 steps; the issue code bbox_invalid")
 
 
 def test_the_repository_cites_only_itself():
     places = [REPO_ROOT / "README.md", *REPO_ROOT.glob("docs/*.md")]
-    for folder in ("src", "stages", "tests", "benchmarks"):
-        places += sorted((REPO_ROOT / folder).rglob("*.py"))
-    places += [REPO_ROOT / name for name in ("dvc.yaml", "pyproject.toml", "Makefile") if (REPO_ROOT / name).is_file()]
+    for folder in ("src", "stages", "tests", "benchmarks", "scripts", "deploy", "conf", ".github"):
+        places += sorted(
+            path
+            for path in (REPO_ROOT / folder).rglob("*")
+            if path.is_file() and not any(part == "__pycache__" or part.endswith(".egg-info") for part in path.parts)
+        )
+    places += [
+        REPO_ROOT / name
+        for name in ("dvc.yaml", "pyproject.toml", "Makefile", "Dockerfile")
+        if (REPO_ROOT / name).is_file()
+    ]
     found = [
         f"{path.relative_to(REPO_ROOT)}:{number}: {match.group(0)}"
         for path in places

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from visapp.config import CONF_DIR, PARAMS_FILE, ConfigError, Params, flatten, read_params_file, to_params
+from visapp.integrations.dvc_env import experiment_name
 
 CONF_DIR_ENV = "VISAPP_CONF_DIR"
-EXPERIMENT_ENV = "DVC_EXP_NAME"  # set by DVC for every `dvc exp run`, which composes params.yaml itself
 CONFIG_NAME = "config"
 
 
@@ -103,7 +103,7 @@ def drift(params_file: str | Path = PARAMS_FILE, conf: str | Path | None = None)
 
 def in_experiment(environ: dict[str, str] | None = None) -> bool:
     """Whether this process runs for `dvc exp run` (which composes params.yaml from conf/ and its -S overrides)."""
-    return bool((os.environ if environ is None else environ).get(EXPERIMENT_ENV))
+    return experiment_name(environ) is not None
 
 
 def describe(differences: list[Difference], limit: int = 6) -> str:

@@ -16,10 +16,11 @@ from PIL import Image
 
 from factory import DATA, data_config, obj, row, voc_manifest, write_manifest
 from visapp.config import SplitConfig
-from visapp.dataset.convert import assign_split, convert
+from visapp.dataset.convert import convert
+from visapp.dataset.splits import assign_split
 from visapp.dataset.synthetic import CLASSES, write_synthetic
 from visapp.errors import VisError
-from visapp.formats.images import displayed_size
+from visapp.formats.image_formats import displayed_size
 from visapp.formats.yolo import to_displayed_frame, voc_box_to_yolo, yolo_to_voc_box
 
 pytestmark = pytest.mark.unit
@@ -305,7 +306,7 @@ def test_background_images_get_an_empty_label_file(tmp_path):
 @pytest.mark.parametrize("frame", ["stored", "rotated"])
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_labels_of_exif_rotated_images_match_the_frame_opencv_shows(tmp_path, orientation, frame):
-    """Acceptance 8 (orientation 6, stored frame) and its siblings: every orientation, both frames."""
+    """Orientation 6 with boxes in the stored frame, and its siblings: every orientation, both frames."""
     width, height, rect = 120, 80, (20, 10, 59, 29)  # stored pixels; 40 x 20 rectangle
     data = exif_jpeg(width, height, rect, orientation)
     raw = tmp_path / "raw"

@@ -15,7 +15,6 @@ from visapp.dataset.diff import (
     DiffSample,
     SampleChange,
     diff_samples,
-    format_diff,
     gate,
     headline,
     iou,
@@ -25,6 +24,7 @@ from visapp.dataset.diff import (
     read_samples,
     total_variation,
 )
+from visapp.dataset.diff_report import format_diff
 
 pytestmark = pytest.mark.unit
 
@@ -235,3 +235,17 @@ def test_read_samples_takes_image_hashes_from_the_caller(tmp_path):
     write_sample(raw, "a", image=image_bytes(seed=1))
     (raw / "JPEGImages" / "a.jpg").write_bytes(b"")  # a stand-in: the hash comes from elsewhere
     assert read_samples(raw, lambda rel: f"recorded {rel}").samples[0].image_hash == "recorded JPEGImages/a.jpg"
+
+
+def test_the_diff_leaves_out_exactly_the_boxes_validation_calls_invalid(tmp_path):
+    """One rule for a usable box: what the diff skips, and why, is what validation rejects as bbox_invalid."""
+    from factory import data_config
+    from visapp.dataset.validate import validate_dataset
+
+    raw = tmp_path / "raw"
+    boxes = [("x", 1, 2, 3), (5, 5, 5, 9), (1, 1, 9, 9), (9, 1, 2, 3)]
+    write_sample(raw, "a", objects=[Obj("circle", box) for box in boxes])
+    report = validate_dataset(raw, data_config(classes=["circle"])).report
+    invalid = [(i["path"], i["message"]) for i in report["issues"] if i["code"] == "bbox_invalid"]
+    assert len(invalid) == 3
+    assert sorted(read_samples(raw).skipped) == sorted(invalid)

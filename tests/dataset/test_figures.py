@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from visapp.dataset import figures
+from visapp.dataset import figure_fonts, figure_images, figures
 from visapp.dataset.figures import Example
 from visapp.formats.yolo import Box
 
@@ -21,16 +21,16 @@ CJK = ["cat", "猫", "신호등"]
 @pytest.fixture
 def fonts(monkeypatch: pytest.MonkeyPatch):
     """Font choices made afresh for the test (they are cached per class list), and their log notes seen."""
-    figures._class_labels.cache_clear()
+    figure_fonts._class_labels.cache_clear()
     monkeypatch.setattr(logging.getLogger("visapp"), "propagate", True)
     yield
-    figures._class_labels.cache_clear()
+    figure_fonts._class_labels.cache_clear()
 
 
 @pytest.fixture
 def no_cjk_font(fonts, monkeypatch: pytest.MonkeyPatch):
     """A machine whose only fonts are matplotlib's own (none of them has CJK glyphs)."""
-    monkeypatch.setattr(figures, "_installed_fonts", lambda: ())
+    monkeypatch.setattr(figure_fonts, "_installed_fonts", lambda: ())
 
 
 def _metadata(classes: list[str]) -> dict:
@@ -59,7 +59,7 @@ def test_cjk_class_names_without_a_cjk_font_are_drawn_escaped_without_warnings(n
         warnings.simplefilter("always")
         _draw_all(CJK, tmp_path)
     assert [str(w.message) for w in caught] == []
-    assert figures.class_labels(CJK).texts == ("cat", "\\u732b", "\\uc2e0\\ud638\\ub4f1")
+    assert figure_fonts.class_labels(CJK).texts == ("cat", "\\u732b", "\\uc2e0\\ud638\\ub4f1")
     notes = [r.getMessage() for r in caplog.records if "no installed font" in r.getMessage()]
     assert len(notes) == 1, "one note in the log, however many figures"
     assert '"猫" as \\u732b' in notes[0] and "Noto Sans CJK" in notes[0]
@@ -67,7 +67,7 @@ def test_cjk_class_names_without_a_cjk_font_are_drawn_escaped_without_warnings(n
 
 def test_names_dejavu_sans_has_are_drawn_as_written(fonts, tmp_path):
     names = ["cat", "кошка", "café", "γάτα"]
-    labels = figures.class_labels(names)
+    labels = figure_fonts.class_labels(names)
     assert labels.texts == tuple(names)
     assert labels.fonts[0] is None, "ASCII names keep Pillow's default font: the figures do not change"
     assert all(font is not None and font[0].endswith("DejaVuSans.ttf") for font in labels.fonts[1:])
@@ -81,10 +81,10 @@ def test_names_dejavu_sans_has_are_drawn_as_written(fonts, tmp_path):
 def test_a_name_only_another_installed_font_has_is_drawn_with_it(fonts, tmp_path):
     # U+2316 POSITION INDICATOR: not in DejaVu Sans, but in STIX (bundled with matplotlib, like DejaVu Sans).
     name = "⌖target"
-    labels = figures.class_labels(["cat", name])
+    labels = figure_fonts.class_labels(["cat", name])
     assert labels.texts == ("cat", name)
     path, index = labels.fonts[1]
-    assert not path.endswith("DejaVuSans.ttf") and 0x2316 in figures._charmap(path, index)
+    assert not path.endswith("DejaVuSans.ttf") and 0x2316 in figure_fonts._charmap(path, index)
     assert labels.rc["font.family"][0] == "DejaVu Sans" and len(labels.rc["font.family"]) == 2
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -93,15 +93,16 @@ def test_a_name_only_another_installed_font_has_is_drawn_with_it(fonts, tmp_path
 
 
 def test_a_cjk_font_is_used_when_one_is_installed(fonts):
-    if not any({0x732B, 0xC2E0} <= figures._charmap(path, index) for path, index, _ in figures._installed_fonts()):
+    installed = figure_fonts._installed_fonts()
+    if not any({0x732B, 0xC2E0} <= figure_fonts._charmap(path, index) for path, index, _ in installed):
         pytest.skip("no installed font has CJK and Hangul glyphs (e.g. Noto Sans CJK)")
-    labels = figures.class_labels(CJK)
+    labels = figure_fonts.class_labels(CJK)
     assert labels.texts == tuple(CJK)
     assert labels.families
 
 
 def test_the_placeholder_font_is_never_chosen(fonts):
-    assert not any(family.startswith("Last Resort") for _, _, family in figures._installed_fonts())
+    assert not any(family.startswith("Last Resort") for _, _, family in figure_fonts._installed_fonts())
 
 
 def test_an_image_too_large_to_decode_within_the_budget_is_left_out_of_the_grid(tmp_path, monkeypatch, caplog):
@@ -112,10 +113,11 @@ def test_an_image_too_large_to_decode_within_the_budget_is_left_out_of_the_grid(
     box = (Box(0, 0.5, 0.5, 0.5, 0.5),)
     big = Example("train", "big", 400, 300, 1, tmp_path / "big.png", box)
     small = Example("train", "small", 64, 48, 1, tmp_path / "small.png", box)
-    monkeypatch.setattr(figures, "DRAW_MAX_BYTES", 4 * 64 * 48)
+    monkeypatch.setattr(figure_images, "DRAW_MAX_BYTES", 4 * 64 * 48)
     assert figures._render_example(big, ["a"]) is None
     assert figures._render_example(small, ["a"]) is not None
-    assert not figures.drawable("png", 400, 300) and figures.drawable("jpeg", 400, 300)  # a JPEG decodes at 1/8
+    assert not figure_images.drawable("png", 400, 300)
+    assert figure_images.drawable("jpeg", 400, 300)  # a JPEG decodes at 1/8
     figures.draw_examples([big, small], ["a"], tmp_path / "samples.png", count=1)
     assert any("leaves out 1 image(s)" in r.getMessage() and "train/big" in r.getMessage() for r in caplog.records)
 

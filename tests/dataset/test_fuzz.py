@@ -4,7 +4,8 @@ Structured VOC-ish trees with hostile values (huge, negative, NaN, inf, empty an
 unicode, deep nesting, missing elements, random attributes), every encoding and BOM, DTDs and entities,
 truncated and mutated documents, raw bytes; valid JPEG/PNG/BMP/WebP images cut short, bit-flipped, with a
 wrong magic, lying headers or garbage EXIF; and whole tiny datasets of them. They go through
-`voc.parse_annotation`, `images.inspect_image`, `validate.validate_dataset` and, for every accepted sample,
+`voc.parse_annotation`, `images.inspect_image`, `validate.validate_dataset` (twice: the second run through
+the reuse store, whatever the file names) and, for every accepted sample,
 `convert.convert`, whose label lines must be valid YOLO. An image validation accepts must also be one that
 OpenCV (Ultralytics' reader) decodes, in the size validation says; the regression tests at the end are the
 cases the fuzzing found.
@@ -36,19 +37,14 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from factory import data_config, image_bytes
+from factory import MAX_PIXELS, data_config, image_bytes
 from visapp.config import DataConfig
+from visapp.dataset import reuse_store
 from visapp.dataset.convert import convert
 from visapp.dataset.validate import validate_dataset, write_validation
 from visapp.formats import SPLITS
-from visapp.formats.images import (
-    ImageError,
-    ImageInfo,
-    displayed_size,
-    has_image_suffix,
-    inspect_image,
-    sniff_format,
-)
+from visapp.formats.image_formats import displayed_size, has_image_suffix, sniff_format
+from visapp.formats.images import ImageError, ImageInfo, inspect_image
 from visapp.formats.report import CODES, printable
 from visapp.formats.voc import BOX_KEYS, Annotation, AnnotationError, VocObject, base_name, parse_annotation
 
@@ -248,13 +244,11 @@ class Doc:
 
 
 IF_UTF8 = "if its bytes are UTF-8"
-KNOWN_BUG = "known bug"
 
 
 # (python codec, declared encoding or None for no declaration, BOM, honest): an honest (True) document must
 # parse; a dishonest one (False) may parse or be reported; IF_UTF8: a code page written without saying so (or
-# while declaring UTF-8) must parse when its bytes happen to be UTF-8 (ASCII text), else it is xml_malformed;
-# KNOWN_BUG: honest, but refused today (see test_real_world.py's xfail tests): drawn only with the hostile ones.
+# while declaring UTF-8) must parse when its bytes happen to be UTF-8 (ASCII text), else it is xml_malformed.
 ENCODINGS = [
     ("utf-8", "utf-8", b"", True),
     ("utf-8", None, b"", True),
@@ -292,9 +286,10 @@ ENCODINGS = [
     ("big5hkscs", "Big5-HKSCS", b"", True),
     ("utf-16-le", "UTF-16LE", b"\xff\xfe", True),
     ("utf-16-be", "UTF-16BE", b"\xfe\xff", True),
-    ("utf-8", "utf8", b"", KNOWN_BUG),  # what ElementTree writes for tree.write(f, encoding="utf8")
-    ("utf-8", "UTF8", b"\xef\xbb\xbf", KNOWN_BUG),
-    ("utf-16-le", "utf16", b"\xff\xfe", KNOWN_BUG),
+    ("utf-8", "utf8", b"", True),  # what ElementTree writes for tree.write(f, encoding="utf8"): expat lacks it
+    ("utf-8", "UTF8", b"\xef\xbb\xbf", True),
+    ("utf-16-le", "utf16", b"\xff\xfe", True),
+    ("utf-16-be", "utf16", b"\xfe\xff", True),
 ]
 
 DOCTYPES = [
@@ -374,7 +369,7 @@ def documents(draw, objects=None, filename=None, size=None, tidy: bool = False, 
     if mutated:
         data = draw(mutations(data))
 
-    if mutated or honest in (False, KNOWN_BUG):
+    if mutated or honest is False:
         return Doc(data, "any")
     if honest == IF_UTF8 and not _is_utf8(data):
         return Doc(data, "any" if doctype else "malformed")
@@ -647,7 +642,7 @@ def images(draw) -> FuzzImage:
 def inspect_or_issue(data: bytes) -> ImageInfo | ImageError:
     """inspect_image's contract: an ImageInfo of the documented shape, or an ImageError with a code."""
     try:
-        info = inspect_image(data)
+        info = inspect_image(data, MAX_PIXELS)
     except ImageError as exc:
         assert exc.code in IMAGE_CODES, exc.code
         assert isinstance(exc.message, str) and exc.message.strip()
@@ -659,23 +654,10 @@ def inspect_or_issue(data: bytes) -> ImageInfo | ImageError:
     # What validation accepts, training can read (Ultralytics reads with OpenCV), in the frame validation says.
     shown = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     assert shown is not None, "accepted, but OpenCV cannot decode it: training would stop on it"
-    if (shown.shape[1], shown.shape[0]) != displayed_size(info.width, info.height, info.orientation):
-        assert _exif_check_blind_spot(data, info), "OpenCV shows the image in another frame than validation says"
-        event("known bug: a tiny JPEG whose EXIF orientation OpenCV applies and Pillow ignores")
+    assert (shown.shape[1], shown.shape[0]) == displayed_size(info.width, info.height, info.orientation), (
+        "OpenCV shows the image in another frame than validation says"
+    )
     return info
-
-
-def _exif_check_blind_spot(data: bytes, info: ImageInfo) -> bool:
-    """A known blind spot of validation: inspect_image compares OpenCV's 1/8-scale decodes with and without
-    EXIF; for a tiny JPEG (2x2 pixels at that scale) a transposed image can look the same, so an orientation OpenCV
-    applies (read from an entry of the wrong type, which Pillow ignores) goes unseen. True when that is why the
-    frames differ."""
-    if info.format != "jpeg" or info.orientation != 1:
-        return False
-    buffer = np.frombuffer(data, np.uint8)
-    reduced = cv2.imdecode(buffer, cv2.IMREAD_REDUCED_GRAYSCALE_8)
-    stored = cv2.imdecode(buffer, cv2.IMREAD_REDUCED_GRAYSCALE_8 | cv2.IMREAD_IGNORE_ORIENTATION)
-    return reduced is not None and stored is not None and np.array_equal(reduced, stored)
 
 
 @fuzz_settings("images")
@@ -1256,8 +1238,7 @@ def check_samples(dataset: FuzzDataset, report: dict, rows: list[dict]) -> None:
         for path in sample.images:
             row = row_of.get(path)
             if row is not None and row["annotation"] is None:  # a background: only when nothing claims it
-                known = sample.pairing == "look-alike" and _known_untold(sample, path, verdicts)
-                assert sample.pairing == "image only" or known, (
+                assert sample.pairing == "image only", (
                     f"{path} has an annotation on disk ({sample.pairing}, {sample.how}), but was kept as a background"
                 )
             elif row is not None and sample.pairing in ("name", "filename"):
@@ -1266,9 +1247,6 @@ def check_samples(dataset: FuzzDataset, report: dict, rows: list[dict]) -> None:
 
 def check_rival(sample: FuzzSample, rival: Rival, row_of: dict, verdicts: Verdicts) -> None:
     """Two annotations claim one image: annotation_conflict on it, naming both; which one is right is unknown."""
-    if "annotation_conflict" not in verdicts.codes(sample.image_path) and _known_missed_conflict(sample, rival):
-        event("known bug: two annotations name one image by <filename>; the first wins")
-        return
     assert "annotation_conflict" in verdicts.codes(sample.image_path, "error"), (sample, rival)
     assert sample.image_path not in row_of
     claims = verdicts.message(sample.image_path, "annotation_conflict")
@@ -1280,49 +1258,11 @@ def check_look_alike(sample: FuzzSample, row_of: dict, verdicts: Verdicts) -> No
     """A lone annotation and a lone image that look alike: errors on both that name the other, never a
     background."""
     assert "image_missing" in verdicts.codes(sample.xml_path, "error")
-    # Naming each other: when nothing else looks alike (names without a letter or digit all do).
-    alone = len(sample.images) == 1 and look_alike_key(PurePosixPath(sample.xml_path).stem)
-    alone = alone and not (sample.how == "bytes" and not _names_image(sample))
     for path in sample.images:
-        if "annotation_missing" not in verdicts.codes(path, "error"):
-            assert _known_untold(sample, path, verdicts), f"{path} looks like {sample.xml_path}, but is not told"
-            continue
+        assert "annotation_missing" in verdicts.codes(path, "error"), f"{path} looks like {sample.xml_path}, untold"
         assert path not in row_of
-        if alone:
-            assert printable(sample.xml_path) in verdicts.message(path, "annotation_missing")
-            assert printable(path) in verdicts.message(sample.xml_path, "image_missing")
-
-
-def _names_image(sample: FuzzSample) -> bool:
-    return parse_annotation(sample.xml).filename == sample.image_path.rsplit("/", 1)[-1]
-
-
-def _known_untold(sample: FuzzSample, path: str, verdicts: Verdicts) -> bool:
-    """KNOWN BUGS that leave an image with a look-alike annotation untold, so a background (the xfail tests of
-    test_real_world.py):
-
-    - only one image is told about a lone annotation: the first with its look-alike key. A second look-alike
-      (`IMG_0001 (1).jpg`, `img-0001.jpg` beside `IMG_0001.xml`) is kept as a background
-      (test_a_second_look_alike_image_is_not_a_silent_background), and names with no letter or digit that is
-      UTF-8 (emoji, a code page's bytes) all share the empty key: the hint goes to an unrelated image
-      (test_names_without_letters_do_not_all_look_alike);
-    - the annotation's name is not UTF-8 (`Se\\xf1al.xml`), the image's is (`Señal.jpg`), and its <filename>
-      does not name the image: the names are not seen as alike
-      (test_an_image_whose_annotation_name_is_not_utf8_is_not_a_silent_background).
-    """
-    if sample.how == "bytes" and not _names_image(sample):
-        event("known bug: an annotation whose name is not UTF-8 leaves its image a background")
-        return True
-    if any(told != printable(path) for told in verdicts.told_about(sample.xml_path)):
-        event("known bug: only one image is told about a look-alike annotation")
-        return True
-    return False
-
-
-def _known_missed_conflict(sample: FuzzSample, rival: Rival) -> bool:
-    """KNOWN BUG (test_real_world.py::test_two_annotations_naming_one_image_by_filename_conflict, xfail): two
-    leftover annotations whose <filename> names one image: the first pairs, the second is `image_missing`."""
-    return sample.pairing == "filename" and rival.by == "filename"
+        assert printable(sample.xml_path) in verdicts.message(path, "annotation_missing")
+        assert printable(path) in verdicts.message(sample.xml_path, "image_missing")
 
 
 def check_yolo(yolo: Path, rows: list[dict], data: DataConfig) -> None:
@@ -1357,7 +1297,13 @@ def test_any_dataset_validates_to_reported_issues_and_converts_to_valid_yolo(dat
         raw, out = Path(scratch) / "raw", Path(scratch) / "out"
         raw.mkdir()
         write_dataset(raw, dataset)
-        result = validate_dataset(raw, dataset.data)
+        with pytest.MonkeyPatch.context() as patch:
+            # Every file counts as settled, so that the reuse store keeps each one's digest under its name (any
+            # bytes, UTF-8 or not), and the second run finds every outcome by the files' stat, through the store.
+            patch.setattr(reuse_store, "_SETTLED_NS", 0)
+            result = validate_dataset(raw, dataset.data, reuse_dir=Path(scratch) / "reuse")
+            again = validate_dataset(raw, dataset.data, reuse_dir=Path(scratch) / "reuse")
+        assert (again.report, again.rows) == (result.report, result.rows)
         rows = [asdict(row) for row in result.rows]
         event(f"{len(rows)} of {result.report['samples']} samples accepted")
         for code in result.report["by_code"]:
@@ -1392,7 +1338,7 @@ def test_a_png_with_rows_missing_is_refused_although_pillow_decodes_it():
     Image.open(io.BytesIO(taller)).load()  # Pillow is fine with it
     assert cv2.imdecode(np.frombuffer(taller, np.uint8), cv2.IMREAD_COLOR) is None
     with pytest.raises(ImageError) as caught:
-        inspect_image(taller)
+        inspect_image(taller, MAX_PIXELS)
     assert caught.value.code == "image_unreadable" and "OpenCV" in caught.value.message
 
 
@@ -1405,7 +1351,7 @@ def test_a_png_whose_image_data_fails_its_crc_is_refused():
     Image.open(io.BytesIO(bytes(data))).load()  # Pillow is fine with it
     assert cv2.imdecode(np.frombuffer(bytes(data), np.uint8), cv2.IMREAD_COLOR) is None
     with pytest.raises(ImageError) as caught:
-        inspect_image(bytes(data))
+        inspect_image(bytes(data), MAX_PIXELS)
     assert caught.value.code == "image_unreadable" and "'IDAT' fails its checksum" in caught.value.message
 
 
@@ -1415,7 +1361,7 @@ def test_a_bmp_whose_palette_size_opencv_refuses_is_refused():
     data[46:50] = (23).to_bytes(4, "little")  # biClrUsed
     assert cv2.imdecode(np.frombuffer(bytes(data), np.uint8), cv2.IMREAD_COLOR) is None
     with pytest.raises(ImageError) as caught:
-        inspect_image(bytes(data))
+        inspect_image(bytes(data), MAX_PIXELS)
     assert caught.value.code == "image_unreadable" and "OpenCV" in caught.value.message
 
 
@@ -1427,5 +1373,18 @@ def test_a_jpeg_whose_exif_readers_disagree_is_refused():
     shown = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     assert shown.shape[:2] == (40, 30), "OpenCV applies orientation 6"
     with pytest.raises(ImageError) as caught:
-        inspect_image(data)
+        inspect_image(data, MAX_PIXELS)
     assert caught.value.code == "image_unreadable" and "orientation" in caught.value.message
+
+
+def test_a_tiny_jpeg_that_opencv_turns_by_an_exif_entry_pillow_ignores_is_refused():
+    """Found by the fuzz test: an orientation entry of no valid type, which Pillow ignores (orientation 1) and
+    OpenCV applies (5: transposed). Decoded at 1/8, the 16x12 image is 2x2 pixels that look the same turned."""
+    real = image_bytes("jpeg", (16, 12), seed=2)
+    entry = b"\x01\x12" + b"\x00\x00" + b"\x00\x00\x00\x00" + b"\x00\x05\x00\x00"  # tag, type 0, count 0, value 5
+    data = with_exif(Base(real, ImageInfo("jpeg", 16, 12, 1)), b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x01" + entry)
+    shown = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert shown.shape[:2] == (16, 12), "OpenCV shows it transposed: 12 wide, 16 high"
+    with pytest.raises(ImageError) as caught:
+        inspect_image(data, MAX_PIXELS)
+    assert caught.value.code == "image_unreadable" and "orientation reads as 1" in caught.value.message

@@ -26,7 +26,7 @@ from visapp.dataset.convert import convert
 from visapp.dataset.validate import validate_dataset, write_validation
 from visapp.formats.manifest import MANIFEST_FILE
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.integration  # no training (`slow` means one): huge images, each command in a process
 
 BUDGET_MB = 300.0
 

@@ -15,7 +15,8 @@ from PIL import Image
 
 from factory import DATA, Obj, data_config, write_image_sets, write_sample
 from visapp.composition import default_params
-from visapp.dataset.quality import ImageMeasurement, QualityRules, first_neighbours, measure_image
+from visapp.dataset.image_measures import ImageMeasurement, measure_image
+from visapp.dataset.quality import QualityRules, first_neighbours
 from visapp.dataset.validate import validate_dataset, write_validation
 from visapp.formats.manifest import MANIFEST_FILE
 from visapp.formats.report import CODES, QUALITY_CODES, WARNING, has_errors
@@ -298,14 +299,17 @@ def test_disabled_or_absent_quality_checks_find_nothing(tmp_path):
     assert findings(validate_dataset(tmp_path, DATA)) == []
 
 
-def test_measurements_are_kept_in_the_reuse_store(tmp_path):
+def test_measurements_are_kept_in_the_reuse_store(tmp_path, validation_work):
     raw, reuse = tmp_path / "raw", tmp_path / "reuse"
     clean_dataset(raw)
     write_sample(raw, "dark", fmt="png", image=encode(picture(101, scale=0.1)), image_size=(SIZE, SIZE),
                  objects=objects(0))  # fmt: skip
     assert findings(check(raw, reuse_dir=reuse, enabled=False)) == []  # stored without measurements
+    samples = len(validation_work()["checked"])
     first = check(raw, reuse_dir=reuse)  # measuring changes the key: checked again, measured
+    assert len(validation_work()["checked"]) == samples
     again = check(raw, reuse_dir=reuse, dark_mean=30)  # a threshold changes nothing stored: all reused
+    assert validation_work()["checked"] == []
     assert found(first, "image_dark") == found(again, "image_dark") == [("JPEGImages/dark.png", WARNING)]
     assert first.report == check(raw).report
 

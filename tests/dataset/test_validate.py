@@ -615,7 +615,7 @@ def test_validation_imports_no_torch_ultralytics_or_mlflow(tmp_path):
 @pytest.mark.integration
 def test_a_process_pool_gives_the_same_report_and_manifest_as_one_process(tmp_path, monkeypatch):
     """Samples of every kind, clean and broken, in numbers that start a pool: outputs byte-identical."""
-    from visapp.dataset.validate import worker_count
+    from visapp.dataset.sample_pool import worker_count
 
     raw = tmp_path / "raw"
     for n in range(150):
@@ -664,15 +664,17 @@ def outputs(result) -> tuple[str, str]:
     return json.dumps(result.report, sort_keys=True), json.dumps([asdict(r) for r in result.rows], sort_keys=True)
 
 
-def test_revalidation_reuses_unchanged_samples_and_reports_as_a_full_run(tmp_path):
+def test_revalidation_reuses_unchanged_samples_and_reports_as_a_full_run(tmp_path, validation_work):
     raw, reuse = tmp_path / "raw", tmp_path / "reuse"
     for n in range(20):
         write_sample(raw, f"{n:03d}", image=truncated_jpeg() if n == 3 else None)
     validate_dataset(raw, DATA, reuse_dir=reuse)
+    assert len(validation_work()["checked"]) == 20
     write_sample(raw, "new")  # a new sample
     write_sample(raw, "005", objects=[Obj("zebra")])  # a changed annotation
     write_image_sets(raw, {"train": ["007"]})  # a new list: 007's outcome depends on it
     again = validate_dataset(raw, DATA, reuse_dir=reuse)
+    assert validation_work()["checked"] == ["JPEGImages/005.jpg", "JPEGImages/007.jpg", "JPEGImages/new.jpg"]
     assert outputs(again) == outputs(validate_dataset(raw, DATA))
     import sqlite3
 
@@ -680,7 +682,7 @@ def test_revalidation_reuses_unchanged_samples_and_reports_as_a_full_run(tmp_pat
         assert db.execute("SELECT count(*) FROM outcomes").fetchone()[0] == 21  # this run's samples only
 
 
-def test_the_store_knows_settled_files_by_their_stat_and_never_trusts_a_changed_one(tmp_path):
+def test_the_store_knows_settled_files_by_their_stat_and_never_trusts_a_changed_one(tmp_path, validation_work):
     import hashlib
     import os
     import sqlite3
@@ -692,20 +694,45 @@ def test_the_store_knows_settled_files_by_their_stat_and_never_trusts_a_changed_
     time.sleep(2.1)  # a file changed in the last 2 s may change again unseen: its digest is kept only once settled
     validate_dataset(raw, DATA, reuse_dir=reuse)
     with sqlite3.connect(reuse / "outcomes.sqlite") as db:
-        kept = dict(db.execute("SELECT path, sha256 FROM files"))
+        kept = {os.fsdecode(path): sha for path, sha in db.execute("SELECT path, sha256 FROM files")}
     assert kept == {
         path.relative_to(raw).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
         for path in raw.rglob("*")
         if path.is_file()
     }
+    validation_work()
+    assert outputs(validate_dataset(raw, DATA, reuse_dir=reuse)) == outputs(validate_dataset(raw, DATA))
+    assert validation_work()["read"] == [
+        "Annotations/a.xml",
+        "Annotations/b.xml",
+        "JPEGImages/a.jpg",
+        "JPEGImages/b.jpg",
+    ]
+    validate_dataset(raw, DATA, reuse_dir=reuse)
+    assert validation_work() == {"checked": [], "read": []}  # settled and unchanged: known by their stat, not even read
     # The same size and modification time, other bytes: the change time still tells, so a is checked again.
     before = xml.stat()
     xml.write_bytes(xml.read_bytes().replace(b"<xmax>20</xmax>", b"<xmax>90</xmax>"))
     os.utime(xml, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert xml.stat().st_size == before.st_size
     again = validate_dataset(raw, DATA, reuse_dir=reuse)
+    assert validation_work() == {"checked": ["JPEGImages/a.jpg"], "read": ["Annotations/a.xml", "JPEGImages/a.jpg"]}
     assert issues(again)[0]["code"] == "bbox_out_of_bounds"
-    assert outputs(again) == outputs(validate_dataset(raw, DATA))
+
+
+def test_files_with_new_stats_but_the_same_bytes_are_read_not_checked_again(tmp_path, validation_work):
+    """A `dvc checkout` relinks every file: new inodes, the same bytes. Their outcomes are found by content."""
+    import shutil
+
+    raw, reuse = tmp_path / "raw", tmp_path / "reuse"
+    for stem in ("a", "b", "c"):
+        write_sample(raw, stem)
+    first = validate_dataset(raw, DATA, reuse_dir=reuse)
+    shutil.copytree(raw, tmp_path / "relinked")
+    validation_work()
+    again = validate_dataset(tmp_path / "relinked", DATA, reuse_dir=reuse)
+    assert validation_work()["checked"] == []
+    assert len(again.rows) == 3 and outputs(again) == outputs(first)
 
 
 def test_changed_params_or_a_damaged_store_only_cost_time(tmp_path):
@@ -716,3 +743,101 @@ def test_changed_params_or_a_damaged_store_only_cost_time(tmp_path):
     assert issues(validate_dataset(raw, strict, reuse_dir=reuse))[0]["code"] == "bbox_out_of_bounds"
     (reuse / "outcomes.sqlite").write_bytes(b"not a database")
     assert outputs(validate_dataset(raw, DATA, reuse_dir=reuse)) == outputs(validate_dataset(raw, DATA))
+
+
+def test_a_store_that_cannot_be_made_only_costs_time(tmp_path):
+    raw = tmp_path / "raw"
+    write_sample(raw, "a")
+    (tmp_path / "blocked").write_text("a file where the store's folder should be\n")
+    result = validate_dataset(raw, DATA, reuse_dir=tmp_path / "blocked" / "reuse")
+    assert outputs(result) == outputs(validate_dataset(raw, DATA))
+
+
+def test_an_edit_to_the_validation_code_checks_every_sample_again(tmp_path, validation_work, monkeypatch):
+    """The store's key holds the code that decides an outcome: no version number to forget to bump."""
+    from visapp.dataset import reuse_store
+
+    raw, reuse = tmp_path / "raw", tmp_path / "reuse"
+    for stem in ("a", "b"):
+        write_sample(raw, stem)
+    validate_dataset(raw, DATA, reuse_dir=reuse)
+    validate_dataset(raw, DATA, reuse_dir=reuse)
+    assert validation_work()["checked"] == ["JPEGImages/a.jpg", "JPEGImages/b.jpg"]  # the first run only
+    source = reuse_store._module_code
+    edited = "visapp.formats.voc"
+    monkeypatch.setattr(reuse_store, "_module_code", lambda name: source(name) + (b"\n# edited" * (name == edited)))
+    reuse_store.code_digest.cache_clear()
+    try:
+        validate_dataset(raw, DATA, reuse_dir=reuse)
+    finally:
+        monkeypatch.undo()
+        reuse_store.code_digest.cache_clear()
+    assert validation_work()["checked"] == ["JPEGImages/a.jpg", "JPEGImages/b.jpg"]
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    """The visapp modules a file imports to run (not those under `if TYPE_CHECKING:`), with their packages."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    typing_only = {
+        id(node)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and getattr(block.test, "id", None) == "TYPE_CHECKING"
+        for node in ast.walk(block)
+    }
+    names = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("visapp"):
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names if alias.name.startswith("visapp"))
+    return {".".join(name.split(".")[:i]) for name in names for i in range(1, name.count(".") + 2)}
+
+
+def test_the_store_key_covers_all_the_code_a_sample_check_runs():
+    import importlib.util
+
+    from visapp.dataset.reuse_store import OUTCOME_MODULES
+
+    def source(name: str) -> Path | None:
+        spec = importlib.util.find_spec(name) if name.startswith("visapp") else None
+        return Path(spec.origin) if spec and spec.origin and spec.origin.endswith(".py") else None
+
+    seen, todo = set(), {"visapp.dataset.sample_checks"}
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        try:
+            path = source(name)
+        except ModuleNotFoundError:  # `from visapp.x import a_function`
+            path = None
+        if path is not None:
+            seen.add(name)
+            todo |= _runtime_imports(path)
+    assert sorted(OUTCOME_MODULES) == sorted(seen)
+
+
+def test_a_name_that_is_not_utf8_is_reported_and_survives_the_reuse_store(tmp_path, validation_work):
+    """unzip leaves a Windows archive's names in their code page: `Se\\xf1al.jpg` is one byte, not UTF-8."""
+    import os
+    import time
+
+    raw, reuse = tmp_path / "raw", tmp_path / "reuse"
+    write_sample(raw, "ok")
+    write_sample(raw, "x")
+    for folder, suffix in (("JPEGImages", "jpg"), ("Annotations", "xml")):
+        (raw / folder / f"x.{suffix}").rename(raw / folder / os.fsdecode(b"Se\xf1al." + suffix.encode()))
+    time.sleep(2.1)  # settled: the store keeps their digests, under names that are not UTF-8
+    first = validate_dataset(raw, DATA, reuse_dir=reuse)
+    again = validate_dataset(raw, DATA, reuse_dir=reuse)
+    assert validation_work()["checked"] == ["JPEGImages/Se\udcf1al.jpg", "JPEGImages/ok.jpg"]  # the first run only
+    assert outputs(again) == outputs(first) == outputs(validate_dataset(raw, DATA))
+    assert sorted(i["path"] for i in issues(first, "name_not_utf8")) == [
+        "Annotations/Se\\xf1al.xml",
+        "JPEGImages/Se\\xf1al.jpg",
+    ]

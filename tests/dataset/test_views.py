@@ -214,7 +214,7 @@ def test_a_stale_yolo_folder_is_a_clear_error(converted, tmp_path):
 
 @pytest.mark.slow
 def test_export_yolo_writes_a_dataset_that_one_epoch_of_yolo_train_accepts(tmp_path):
-    """Acceptance 9: convert copies no image; `visapp export-yolo DIR` trains in `yolo detect train`."""
+    """Convert copies no image; `visapp export-yolo DIR` writes a dataset that `yolo detect train` trains on."""
     project = tmp_path / "project"
     project.mkdir()
     shutil.copy(REPO_ROOT / "params.yaml", project / "params.yaml")

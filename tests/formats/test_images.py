@@ -5,15 +5,16 @@ from __future__ import annotations
 import pytest
 from PIL import ImageFile
 
-from factory import image_bytes, truncated_jpeg
-from visapp.formats.images import ImageError, displayed_size, inspect_image, sniff_format
+from factory import MAX_PIXELS, image_bytes, truncated_jpeg
+from visapp.formats.image_formats import displayed_size, sniff_format
+from visapp.formats.images import ImageError, inspect_image, pillow_displayed
 
 pytestmark = pytest.mark.unit
 
 
 @pytest.mark.parametrize("fmt", ["jpeg", "png", "bmp", "webp"])
 def test_each_accepted_format_is_identified_and_sized(fmt):
-    info = inspect_image(image_bytes(fmt, (40, 30)))
+    info = inspect_image(image_bytes(fmt, (40, 30)), MAX_PIXELS)
     assert (info.format, info.width, info.height, info.orientation) == (fmt, 40, 30, 1)
 
 
@@ -26,18 +27,32 @@ def test_format_comes_from_the_bytes_not_the_name():
 
 @pytest.mark.parametrize(("fmt", "mode"), [("png", "L"), ("png", "P"), ("png", "RGBA"), ("jpeg", "L"), ("bmp", "P")])
 def test_grayscale_palette_and_rgba_images_are_valid(fmt, mode):
-    assert inspect_image(image_bytes(fmt, (20, 10), mode=mode)).width == 20
+    assert inspect_image(image_bytes(fmt, (20, 10), mode=mode), MAX_PIXELS).width == 20
 
 
 @pytest.mark.parametrize("fmt", ["jpeg", "png", "webp"])
 def test_valid_exif_orientation_is_reported_and_size_stays_the_stored_one(fmt):
-    info = inspect_image(image_bytes(fmt, (40, 30), exif_orientation=6))
+    info = inspect_image(image_bytes(fmt, (40, 30), exif_orientation=6), MAX_PIXELS)
     assert (info.width, info.height, info.orientation) == (40, 30, 6)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_the_figures_pillow_transpose_shows_what_validation_and_opencv_show(orientation):
+    """Figures turn Pillow images, validation numpy arrays: both must show one displayed frame per orientation."""
+    import numpy as np
+    from PIL import Image
+
+    from visapp.formats.images import _orient
+
+    stored = np.arange(5 * 3, dtype=np.uint8).reshape(5, 3)  # no symmetry: every orientation differs
+    shown = np.asarray(pillow_displayed(Image.fromarray(stored), orientation))
+    assert np.array_equal(shown, _orient(stored, orientation))
+    assert shown.shape[::-1] == displayed_size(3, 5, orientation)
 
 
 @pytest.mark.parametrize("value", [0, 9, 255, 65535])
 def test_invalid_exif_orientation_value_reads_as_1(value):
-    assert inspect_image(image_bytes("jpeg", exif_orientation=value)).orientation == 1
+    assert inspect_image(image_bytes("jpeg", exif_orientation=value), MAX_PIXELS).orientation == 1
 
 
 @pytest.mark.parametrize(
@@ -45,7 +60,7 @@ def test_invalid_exif_orientation_value_reads_as_1(value):
     [b"Exif\x00\x00garbage-garbage-garbage", b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\xff\xff", b"Exif\x00\x00"],
 )
 def test_broken_exif_is_not_an_error(blob):
-    assert inspect_image(image_bytes("jpeg", exif=blob)).orientation == 1
+    assert inspect_image(image_bytes("jpeg", exif=blob), MAX_PIXELS).orientation == 1
 
 
 def test_displayed_size_swaps_for_quarter_turns_only():
@@ -54,7 +69,7 @@ def test_displayed_size_swaps_for_quarter_turns_only():
 
 def _code(data: bytes) -> str:
     with pytest.raises(ImageError) as caught:
-        inspect_image(data)
+        inspect_image(data, MAX_PIXELS)
     assert caught.value.message, "an ImageError always says what is wrong"
     return caught.value.code
 
@@ -89,14 +104,14 @@ def test_jpeg_without_end_marker_is_truncated():
 def test_a_complete_jpeg_followed_by_other_bytes_is_accepted_and_they_are_counted(extra):
     """Zero padding, a camera trailer, a phone's "motion photo" video: the image itself is complete."""
     data = image_bytes("jpeg", (64, 48))
-    info = inspect_image(data + extra)
+    info = inspect_image(data + extra, MAX_PIXELS)
     assert (info.width, info.height, info.trailing_bytes) == (64, 48, len(extra))
-    assert inspect_image(data).trailing_bytes == 0
+    assert inspect_image(data, MAX_PIXELS).trailing_bytes == 0
 
 
 @pytest.mark.parametrize("fmt", ["png", "webp"])
 def test_other_formats_followed_by_other_bytes_count_them(fmt):
-    assert inspect_image(image_bytes(fmt, (32, 32)) + b"tail").trailing_bytes == 4
+    assert inspect_image(image_bytes(fmt, (32, 32)) + b"tail", MAX_PIXELS).trailing_bytes == 4
 
 
 def test_a_jpeg_thumbnail_in_the_exif_does_not_end_the_image_early():
@@ -107,7 +122,7 @@ def test_a_jpeg_thumbnail_in_the_exif_does_not_end_the_image_early():
     exif[0x0112] = 1
     blob = b"Exif\x00\x00" + exif.tobytes()[6:] + thumbnail  # a complete JPEG inside APP1, as cameras write
     data = image_bytes("jpeg", (64, 48), exif=blob)
-    assert inspect_image(data).trailing_bytes == 0
+    assert inspect_image(data, MAX_PIXELS).trailing_bytes == 0
     assert _code(data[:-2]) == "image_truncated"
 
 
@@ -131,7 +146,7 @@ def test_heic_and_avif_bytes_are_named(name):
     brand = {"heic": b"heic", "avif": b"avif"}[name]
     data = b"\x00\x00\x00\x18ftyp" + brand + b"\x00" * 40
     with pytest.raises(ImageError) as caught:
-        inspect_image(data)
+        inspect_image(data, MAX_PIXELS)
     assert name.upper() in caught.value.message.upper()
 
 
@@ -141,7 +156,7 @@ def test_a_big_png_is_checked_as_a_stream(monkeypatch):
 
     monkeypatch.setattr(images, "PNG_DECODE_LIMIT", 0)
     for mode in ("RGB", "L", "P", "RGBA"):
-        assert inspect_image(image_bytes("png", (61, 37), mode=mode)).width == 61
+        assert inspect_image(image_bytes("png", (61, 37), mode=mode), MAX_PIXELS).width == 61
     data = bytearray(image_bytes("png", (64, 64), seed=5))
     data[60:90] = b"\x00" * 30  # inside the IDAT chunk
     assert _code(bytes(data)) == "image_unreadable"
@@ -167,7 +182,7 @@ def test_truncation_is_caught_even_when_pillow_is_told_to_load_truncated_images(
 
 def test_error_messages_hold_no_memory_addresses():
     with pytest.raises(ImageError) as caught:
-        inspect_image(b"\xff\xd8\xff" + b"\x00" * 64 + b"\xff\xd9")
+        inspect_image(b"\xff\xd8\xff" + b"\x00" * 64 + b"\xff\xd9", MAX_PIXELS)
     assert "0x" not in caught.value.message
 
 
@@ -197,7 +212,7 @@ def test_png_exif_is_read_wherever_it_is_without_decoding_the_pixels(where, monk
     from visapp.formats import images
 
     monkeypatch.setattr(images, "_decode", lambda *args: None)  # the header alone
-    assert inspect_image(data).orientation == 6
+    assert inspect_image(data, MAX_PIXELS).orientation == 6
     assert set(decoded) <= {(1, 1)}
 
 

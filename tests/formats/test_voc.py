@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import unicodedata
 
 import pytest
@@ -16,15 +17,10 @@ from factory import (
     write_image_sets,
     write_sample,
 )
-from visapp.formats.voc import (
-    AnnotationError,
-    SampleFiles,
-    base_name,
-    discover_samples,
-    parse_annotation,
-    read_image_sets,
-    sample_id,
-)
+from visapp.formats.voc import AnnotationError, base_name, parse_annotation
+from visapp.formats.voc_ids import sample_id
+from visapp.formats.voc_image_sets import read_image_sets
+from visapp.formats.voc_layout import SampleFiles, discover_samples
 
 pytestmark = pytest.mark.unit
 
@@ -289,6 +285,27 @@ def test_an_annotation_in_any_declared_encoding_is_decoded(encoding):
     assert (ann.filename, [obj.name for obj in ann.objects]) == (f"{name}.jpg", [name])
 
 
+@pytest.mark.parametrize(
+    ("codec", "declared", "bom"),
+    [
+        ("utf-8", "utf8", b""),  # what ElementTree writes for tree.write(f, encoding="utf8")
+        ("utf-8", "UTF8", codecs.BOM_UTF8),
+        ("utf-8", "utf_8", b""),
+        ("utf-16-le", "utf16", codecs.BOM_UTF16_LE),
+        ("utf-16-be", "utf16", codecs.BOM_UTF16_BE),
+        ("utf-16-le", "UTF-16", codecs.BOM_UTF16_LE),
+        ("utf-16-le", None, codecs.BOM_UTF16_LE),
+        ("latin-1", "latin1", b""),
+    ],
+)
+def test_an_annotation_declared_by_an_alias_expat_lacks_is_read(codec, declared, bom):
+    """Expat knows `UTF-8`, not Python's `utf8`: it would stop at the first non-ASCII character."""
+    head = "" if declared is None else f'<?xml version="1.0" encoding="{declared}"?>'
+    text = f"{head}<annotation><filename>café.jpg</filename><object><name>café</name></object></annotation>"
+    ann = parse_annotation(bom + text.encode(codec))
+    assert (ann.filename, [obj.name for obj in ann.objects]) == ("café.jpg", ["café"])
+
+
 def test_an_unknown_declared_encoding_names_it_and_how_to_re_encode():
     with pytest.raises(AnnotationError) as caught:
         parse_annotation(b'<?xml version="1.0" encoding="klingon"?><annotation/>')
@@ -405,6 +422,49 @@ def test_an_unpaired_annotation_and_a_look_alike_image_name_each_other(tmp_path,
     samples = {(s.image, s.annotation): s.hint for s in discover_samples(tmp_path)}
     assert set(samples) == {(image, None), (None, xml)}
     assert xml in samples[(image, None)] and image in samples[(None, xml)]
+
+
+def test_every_look_alike_image_of_a_lone_annotation_is_told(tmp_path):
+    """`IMG_0001 (1).jpg` and `img-0001.jpg` beside `IMG_0001.xml`: either may hold its objects, so neither may
+    be a silent background."""
+    write_sample(tmp_path, "IMG_0001 (1)", with_annotation=False)
+    write_sample(tmp_path, "img-0001", with_annotation=False)
+    write_sample(tmp_path, "IMG_0001", with_image=False, filename="frame.jpg")
+    hints = {(s.image, s.annotation): s.hint for s in discover_samples(tmp_path)}
+    xml, first, second = "Annotations/IMG_0001.xml", "JPEGImages/IMG_0001 (1).jpg", "JPEGImages/img-0001.jpg"
+    assert set(hints) == {(None, xml), (first, None), (second, None)}
+    assert xml in hints[(first, None)] and xml in hints[(second, None)]
+    assert f"{first} and {second} look like its image" in hints[(None, xml)]
+
+
+def test_an_annotation_named_in_a_code_page_looks_like_its_utf8_image(tmp_path):
+    """unzip left the annotation's Windows-1252 name (`Se\\xf1al.xml`); the image's is UTF-8 (`Señal.jpg`)."""
+    import os
+
+    write_sample(tmp_path, "Señal", with_annotation=False)
+    write_sample(tmp_path, "x", with_image=False, filename="other.jpg")
+    (tmp_path / "Annotations" / "x.xml").rename(tmp_path / "Annotations" / os.fsdecode(b"Se\xf1al.xml"))
+    hints = {(s.image, s.annotation): s.hint for s in discover_samples(tmp_path)}
+    assert "Señal.jpg looks like its image" in hints[(None, os.fsdecode(b"Annotations/Se\xf1al.xml"))]
+    assert hints[("JPEGImages/Señal.jpg", None)] is not None
+
+
+def test_names_without_letters_or_digits_look_like_their_own_kind_only(tmp_path):
+    write_sample(tmp_path, "🙂 (1)", with_annotation=False)
+    write_sample(tmp_path, "🐶", with_annotation=False)
+    write_sample(tmp_path, "🙂", with_image=False, filename="other.jpg")
+    hints = {s.image: s.hint for s in discover_samples(tmp_path) if s.image}
+    assert hints == {"JPEGImages/🙂 (1).jpg": hints["JPEGImages/🙂 (1).jpg"], "JPEGImages/🐶.jpg": None}
+    assert "Annotations/🙂.xml looks like its annotation" in hints["JPEGImages/🙂 (1).jpg"]
+
+
+def test_two_leftover_annotations_whose_filename_names_one_image_are_rivals(tmp_path):
+    write_sample(tmp_path, "photo", with_annotation=False)
+    write_sample(tmp_path, "export_1", with_image=False, filename="photo.jpg")
+    write_sample(tmp_path, "export_2", with_image=False, filename=r"C:\\data\\photo.jpg")
+    assert discover_samples(tmp_path) == [
+        SampleFiles("JPEGImages/photo.jpg", "Annotations/export_1.xml", rivals=("Annotations/export_2.xml",))
+    ]
 
 
 def test_unrelated_lone_files_carry_no_hint(tmp_path):

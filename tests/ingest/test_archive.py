@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from factory import write_sample
+from factory import write_sample, write_zip
 from visapp.errors import VisError
 from visapp.ingest import archive as archive_module
 from visapp.ingest.archive import (
@@ -38,13 +38,6 @@ XML = b"<annotation><filename>a.jpg</filename></annotation>"
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4 + b"\xff\xd9"
 
 # ---------------------------------------------------------------- crafting archives
-
-
-def write_zip(path: Path, entries: list[tuple[str | zipfile.ZipInfo, bytes]], method=zipfile.ZIP_DEFLATED) -> Path:
-    with zipfile.ZipFile(path, "w", compression=method) as archive:
-        for name, data in entries:
-            archive.writestr(name, data)
-    return path
 
 
 def patch_bytes(path: Path, old: bytes, new: bytes) -> Path:

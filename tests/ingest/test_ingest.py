@@ -12,16 +12,15 @@ import signal
 import subprocess
 import sys
 import unicodedata
-import zipfile
 from pathlib import Path
 
 import pytest
 from test_archive import ATTACKS, LITTER, NESTED, TAR_ATTACKS, XML, write_tar
 
 from conftest import VENV_BIN, run
+from factory import write_tree, write_zip
 from visapp.errors import VisError
 from visapp.ingest.ingest import ingest, recover
-from visapp.ingest.sources import find_voc_root
 
 pytestmark = pytest.mark.integration
 
@@ -63,20 +62,6 @@ def voc_files(n: int, prefix: str = "", seed: int = 0) -> dict[str, bytes]:
     return files
 
 
-def write_tree(root: Path, files: dict[str, bytes]) -> Path:
-    for rel, data in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(data)
-    return root
-
-
-def write_zip(path: Path, files: dict[str, bytes], top: str = "") -> Path:
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for rel, data in sorted(files.items()):
-            archive.writestr(f"{top}{rel}", data)
-    return path
-
-
 def new_repo(root: Path, files: dict[str, bytes] | None = None) -> Path:
     """A git + DVC repository whose data/raw is DVC-tracked and committed."""
     root.mkdir(parents=True)
@@ -110,36 +95,6 @@ def shared_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     return new_repo(tmp_path / "repo")
-
-
-# ---------------------------------------------------------------- finding the dataset
-
-
-@pytest.mark.parametrize(
-    ("paths", "root"),
-    [
-        (["Annotations/a.xml", "JPEGImages/a.jpg"], ""),
-        (["MyExport/Annotations/a.xml", "MyExport/JPEGImages/a.jpg", "README.txt"], "MyExport"),
-        (["VOCdevkit/VOC2007/annotations/a.xml", "VOCdevkit/VOC2007/JPEGIMAGES/a.jpg"], "VOCdevkit/VOC2007"),
-        (["x/y/annotations/a.xml", "x/y/images/a.png"], "x/y"),
-        (["export/a.xml", "export/a.jpg", "export/sub/b.xml", "export/sub/b.png"], "export"),
-        (["a.xml", "a.jpg"], ""),
-        (["top/JPEGImages/a.jpg"], "top"),  # background images only
-        (["d/Annotations/a.xml", "d/JPEGImages/a.jpg", "d/extra/Annotations/b.xml"], "d"),
-    ],
-)
-def test_find_voc_root_finds_the_dataset_folder(paths: list[str], root: str):
-    assert find_voc_root(paths, "src.zip") == root
-
-
-def test_find_voc_root_refuses_two_datasets_side_by_side():
-    with pytest.raises(VisError, match=r"several VOC datasets.*'VOC2007', 'VOC2012'"):
-        find_voc_root(["VOC2007/Annotations/a.xml", "VOC2012/Annotations/a.xml"], "src.zip")
-
-
-def test_find_voc_root_refuses_a_source_without_xml_or_image():
-    with pytest.raises(VisError, match=r"no VOC dataset in src\.zip"):
-        find_voc_root(["docs/readme.txt", "docs/labels.csv"], "src.zip")
 
 
 # ---------------------------------------------------------------- attacks leave data/raw untouched

@@ -10,24 +10,11 @@ from __future__ import annotations
 import pytest
 
 from conftest import Project, dvc_init, tree_digest
+from factory import TINY_TRAIN
 
 pytestmark = pytest.mark.slow
 
 OUTPUTS = ["data/validated", "data/yolo", "data/metadata", "models/yolo"]
-TINY_TRAIN = """\
-epochs: 1
-imgsz: 64
-batch: 4
-device: cpu
-workers: 0
-patience: 50
-optimizer: AdamW
-lr0: 0.002
-cos_lr: false
-seed: ${seed}
-resume: auto
-extra: {plots: false}  # Ultralytics' plots are most of a tiny training's time
-"""
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ temporary output into place; the test then kills it.
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
@@ -307,3 +308,21 @@ def test_validate_fails_when_nothing_is_accepted_even_with_on_error_skip(make_pr
     proc = project.run(sys.executable, "stages/validate.py", check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "nothing to train on" in proc.stderr and "class_unknown (2)" in proc.stderr
+
+
+@pytest.mark.integration
+def test_a_file_name_that_is_not_utf8_is_reported_by_the_stage_not_a_crash(make_project):
+    """unzip leaves a Windows archive's names in their code page; the reuse store keeps them as they are."""
+    project = make_project()
+    raw = project.root / "data" / "raw"
+    for stem in ("a", "b"):
+        write_sample(raw, stem)
+    for folder, suffix in (("JPEGImages", "jpg"), ("Annotations", "xml")):
+        (raw / folder / f"b.{suffix}").rename(raw / folder / os.fsdecode(b"Se\xf1al." + suffix.encode()))
+    time.sleep(2.1)  # settled: the store keeps the files' digests, by their names
+    for _ in range(2):  # the second run reads the store the first one wrote
+        proc = project.run(sys.executable, "stages/validate.py", check=False)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        report = json.loads((project.root / "data" / "validated" / "report.json").read_text(encoding="utf-8"))
+        assert report["by_code"]["name_not_utf8"] == 2 and report["accepted"] == 1
+        assert "JPEGImages/Se\\xf1al.jpg" in proc.stderr and "convmv" in proc.stderr

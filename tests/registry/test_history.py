@@ -16,23 +16,9 @@ from pathlib import Path
 import pytest
 
 from conftest import Project
+from factory import TINY_TRAIN
 
 pytestmark = pytest.mark.slow
-
-TINY_TRAIN = """\
-epochs: 1
-imgsz: 64
-batch: 4
-device: cpu
-workers: 0
-patience: 50
-optimizer: AdamW
-lr0: 0.002
-cos_lr: false
-seed: ${seed}
-resume: auto
-extra: {plots: false}  # Ultralytics' plots are most of a tiny training's time
-"""
 
 
 def sha256(path: Path) -> str:
@@ -61,8 +47,8 @@ def test_old_versions_stay_readable_after_the_schema_grows(make_project, mlflow_
     # The schema gains a key, a default changes, and the `model` group's option is renamed.
     config = project.root / "src" / "visapp" / "config.py"
     text = config.read_text()
-    assert "    resume: Resume\n" in text
-    config.write_text(text.replace("    resume: Resume\n", "    resume: Resume\n    dropout: float\n"))
+    assert "    cos_lr: bool" in text
+    config.write_text(text.replace("    cos_lr: bool", "    dropout: float\n    cos_lr: bool"))
     (project.root / "conf" / "train" / "cpu_small.yaml").write_text(
         TINY_TRAIN.replace("lr0: 0.002", "lr0: 0.004") + "dropout: 0.0\n"
     )

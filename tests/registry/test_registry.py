@@ -1,15 +1,17 @@
 """Model versions end to end: two trainings -> two GTO releases -> a fresh clone gets either back from S3 (moto).
 
 The slow tests share one project (module scope): sample data, two tiny trainings, `visapp release --push` to a
-bare Git origin and a moto S3 remote. Each test reads that state; the ones that change it put it back.
+bare Git origin and a moto S3 remote. Tests only read that state; one that changes the project or its origin
+gets a private copy of both (`own_released`), so no test depends on the order the others run in.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -170,6 +172,18 @@ def released(tmp_path_factory, s3_server, mlflow_server) -> Released:
     return state
 
 
+@pytest.fixture
+def own_released(released: Released, tmp_path: Path) -> Released:
+    """A private copy of the released project and its Git origin, for a test that changes them (commits, tags,
+    remote settings): the shared one stays as the two releases left it."""
+    project, origin = tmp_path / "project", tmp_path / "origin.git"
+    shutil.copytree(released.project.root, project, symlinks=True)
+    shutil.copytree(released.origin, origin, symlinks=True)
+    copy = replace(released, project=Project(project), origin=origin)
+    copy.run("git", "remote", "set-url", "origin", str(origin))
+    return copy
+
+
 @pytest.mark.slow
 def test_release_tags_each_training_as_the_next_major_version_with_its_metrics(released):
     tags = version_tags(released.project.root)
@@ -250,13 +264,10 @@ def test_fresh_clone_dvc_pull_gives_byte_identical_data_and_weights(released, s3
 
 
 @pytest.mark.slow
-def test_release_refuses_a_dirty_workspace_and_says_what_to_do(released):
-    project = released.project
+def test_release_refuses_a_dirty_workspace_and_says_what_to_do(own_released):
+    project = own_released.project
     (project.root / "notes.txt").write_text("not committed\n")
-    try:
-        result = released.run("visapp", "release", check=False)
-    finally:
-        (project.root / "notes.txt").unlink()
+    result = own_released.run("visapp", "release", check=False)
     assert result.returncode == 2
     assert "uncommitted changes (notes.txt)" in result.stderr
     assert "git add -A && git commit" in result.stderr
@@ -265,15 +276,11 @@ def test_release_refuses_a_dirty_workspace_and_says_what_to_do(released):
 
 
 @pytest.mark.slow
-def test_release_refuses_a_stale_pipeline_and_says_what_to_do(released):
-    project = released.project
-    head = project.run("git", "rev-parse", "HEAD").stdout.strip()
+def test_release_refuses_a_stale_pipeline_and_says_what_to_do(own_released):
+    project = own_released.project
     project.set_params("train.epochs=2")
     project.commit("more epochs, not trained")
-    try:
-        result = released.run("visapp", "release", check=False)
-    finally:
-        project.run("git", "reset", "-q", "--hard", head)
+    result = own_released.run("visapp", "release", check=False)
     assert result.returncode == 2
     assert "the pipeline is not up to date" in result.stderr
     assert "train (changed deps: params.yaml (train: modified))" in result.stderr
@@ -326,36 +333,33 @@ def test_lineage_leads_from_a_version_back_to_its_data_params_metrics_and_run(re
 
 
 @pytest.mark.slow
-def test_release_push_to_an_unreachable_remote_refuses_before_tagging(released, s3_server):
+def test_release_push_to_an_unreachable_remote_refuses_before_tagging(own_released):
     from conftest import free_port
 
-    project = released.project
+    project = own_released.project
     closed = f"http://127.0.0.1:{free_port()}"
-    tags_before = released.run("git", "tag", "-l").stdout
+    tags_before = own_released.run("git", "tag", "-l").stdout
     project.run("dvc", "remote", "modify", "--local", "storage", "endpointurl", closed)
-    try:
-        result = released.run("visapp", "release", "--stage", "staging", "--push", check=False)
-    finally:
-        project.run("dvc", "remote", "modify", "--local", "storage", "endpointurl", s3_server.endpoint)
+    result = own_released.run("visapp", "release", "--stage", "staging", "--push", check=False)
     assert result.returncode == 2
     assert f"cannot reach DVC remote 'storage' (s3://vis-registry/dvc via {closed})" in result.stderr
     assert f"is the S3 server at {closed} running?" in result.stderr
-    assert released.run("git", "tag", "-l").stdout == tags_before
+    assert own_released.run("git", "tag", "-l").stdout == tags_before
 
 
 @pytest.mark.slow
-def test_release_with_an_unreachable_tracking_server_refuses_before_tagging(released):
+def test_release_with_an_unreachable_tracking_server_refuses_before_tagging(own_released):
     from conftest import free_port
 
-    tags_before = released.run("git", "tag", "-l").stdout
+    tags_before = own_released.run("git", "tag", "-l").stdout
     closed = f"http://127.0.0.1:{free_port()}"
-    result = released.project.run(
+    result = own_released.project.run(
         "visapp", "release", "--stage", "staging", check=False, env={"MLFLOW_TRACKING_URI": closed}
     )
     assert result.returncode == 2
     assert f"cannot release: MLflow tracking server {closed} is not reachable" in result.stderr
     assert "MLFLOW_TRACKING_URI" in result.stderr
-    assert released.run("git", "tag", "-l").stdout == tags_before
+    assert own_released.run("git", "tag", "-l").stdout == tags_before
 
 
 @pytest.mark.integration
@@ -386,17 +390,13 @@ def test_a_release_worse_than_the_previous_one_is_flagged(tmp_path):
 
 
 @pytest.mark.slow
-def test_release_refuses_a_commit_whose_conf_does_not_describe_its_model(released):
-    project = released.project
-    head = project.run("git", "rev-parse", "HEAD").stdout.strip()
+def test_release_refuses_a_commit_whose_conf_does_not_describe_its_model(own_released):
+    project = own_released.project
     train = project.root / "conf" / "train" / "cpu_small.yaml"
     assert "\nepochs: 1\n" in train.read_text()
     train.write_text(train.read_text().replace("\nepochs: 1\n", "\nepochs: 2\n"))
     project.commit("conf says 2 epochs; params.yaml and the model say otherwise")
-    try:
-        result = released.run("visapp", "release", check=False)
-    finally:
-        project.run("git", "reset", "-q", "--hard", head)
+    result = own_released.run("visapp", "release", check=False)
     assert result.returncode == 2
     assert "params.yaml disagrees with conf/ (train.epochs: 1 in params.yaml, 2 from conf/)" in result.stderr
     assert "make params" in result.stderr and "visapp params sync" in result.stderr
@@ -404,23 +404,23 @@ def test_release_refuses_a_commit_whose_conf_does_not_describe_its_model(release
 
 
 @pytest.mark.slow
-def test_promoting_a_released_commit_pushes_the_version_tag_too(released, s3_server, tmp_path):
+def test_promoting_a_released_commit_pushes_the_version_tag_too(own_released, s3_server, tmp_path):
     from visapp.registry.release import _promotion_hint
 
-    assert "it is in prod already" in _promotion_hint(released.project.root, "yolo", "yolo@v1.0.0")
-    released.run("git", "push", "-q", "origin", ":refs/tags/yolo@v2.0.0")  # as if it was never pushed
-    result = released.run("visapp", "release", "--stage", "staging", "--push")
+    assert "it is in prod already" in _promotion_hint(own_released.project.root, "yolo", "yolo@v1.0.0")
+    own_released.run("git", "push", "-q", "origin", ":refs/tags/yolo@v2.0.0")  # as if it was never pushed
+    result = own_released.run("visapp", "release", "--stage", "staging", "--push")
     assert "already released: yolo@v2.0.0" in result.stdout
     assert "pushed yolo@v2.0.0, yolo#staging#" in result.stdout
-    clone = released.clone(tmp_path / "clone", s3_server.endpoint)
-    got = released.run("visapp", "model", "get", "yolo#staging", "-o", str(tmp_path / "s.pt"), cwd=clone.root)
+    clone = own_released.clone(tmp_path / "clone", s3_server.endpoint)
+    got = own_released.run("visapp", "model", "get", "yolo#staging", "-o", str(tmp_path / "s.pt"), cwd=clone.root)
     assert "wrote yolo#staging" in got.stdout
-    assert sha256(tmp_path / "s.pt") == released.weights["yolo@v2.0.0"]
+    assert sha256(tmp_path / "s.pt") == own_released.weights["yolo@v2.0.0"]
 
     # A clone that has the promotion tag but not the version tag says which tag to fetch.
-    released.run("git", "tag", "-d", "yolo@v2.0.0", cwd=clone.root)
-    missing = released.run("visapp", "model", "get", "yolo#staging", "-o", str(tmp_path / "x.pt"), cwd=clone.root,
+    own_released.run("git", "tag", "-d", "yolo@v2.0.0", cwd=clone.root)
+    missing = own_released.run("visapp", "model", "get", "yolo#staging", "-o", str(tmp_path / "x.pt"), cwd=clone.root,
                            check=False)  # fmt: skip
     assert missing.returncode == 2 and "git fetch" in missing.stderr
-    models = released.run("visapp", "models", cwd=clone.root).stdout
+    models = own_released.run("visapp", "models", cwd=clone.root).stdout
     assert "promotion tags yolo#staging#" in models and "git fetch --tags" in models

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,7 +24,7 @@ import pytest
 
 from conftest import REPO_ROOT, free_port, tree_digest
 from factory import params as default_params
-from visapp.config import flatten, load_params, params_dict, train_argument_names
+from visapp.config import Resume, flatten, load_params, params_dict, train_argument_names
 from visapp.errors import VisError
 from visapp.integrations.ultralytics import checkpoint_epoch, drop_foreign_callbacks, session
 from visapp.training import checkpoints, results
@@ -316,12 +317,89 @@ def test_final_metrics_have_the_documented_keys():
     assert metrics["mAP50"] == 0.75 and metrics["epochs"] == 7 and metrics["train_seconds"] == 12.3
 
 
+def save_checkpoint(path: Path, epoch: int = 2, epochs: int = 5, extra: object = None) -> Path:
+    """A last.pt as Ultralytics writes one mid-training (epoch 0-based, optimizer state, its train args)."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"epoch": epoch, "optimizer": {"state": {}}, "train_args": {"epochs": epochs}, "extra": extra}, path)
+    return path
+
+
+def save_incompatible_checkpoint(path: Path) -> Path:
+    """A complete last.pt that this environment cannot load: it pickles an object of a module that is gone (as
+    after an Ultralytics upgrade that renamed a class)."""
+    import types
+
+    module = types.ModuleType("visapp_tests_gone")
+    exec("class Head:\n    pass\n", module.__dict__)
+    sys.modules[module.__name__] = module
+    try:
+        save_checkpoint(path, extra=module.Head())
+    finally:
+        del sys.modules[module.__name__]
+    return path
+
+
 @pytest.mark.integration
-def test_unusable_checkpoints_are_not_resumed(tmp_path):
-    assert checkpoint_epoch(tmp_path / "absent.pt") is None
+def test_a_cut_short_checkpoint_and_an_incompatible_one_are_told_apart(tmp_path):
+    from visapp.integrations.ultralytics import read_checkpoint
+
+    good = save_checkpoint(tmp_path / "good.pt")
+    assert (read_checkpoint(good).kind, checkpoint_epoch(good)) == ("resumable", 3)
+    assert read_checkpoint(tmp_path / "absent.pt").kind == "absent"
     cut = tmp_path / "cut.pt"
-    cut.write_bytes(b"PK\x03\x04 cut short")
-    assert checkpoint_epoch(cut) is None
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])  # a kill while it was written
+    assert (read_checkpoint(cut).kind, checkpoint_epoch(cut)) == ("truncated", None)
+    incompatible = read_checkpoint(save_incompatible_checkpoint(tmp_path / "old.pt"))
+    assert incompatible.kind == "incompatible" and incompatible.epoch is None
+    assert "cannot load it" in incompatible.why and "visapp_tests_gone" in incompatible.why
+    assert read_checkpoint(save_checkpoint(tmp_path / "last.pt", epoch=4, epochs=5)).kind == "finished"
+
+
+def checkpoint_folder(base: Path, key: str, last_pt: Callable[[Path], Path]) -> Path:
+    """A checkpoint folder as a killed training leaves it: state.json says training, and a last.pt."""
+    folder = base / key
+    checkpoints.save_state(folder, {"status": "training", "key": key})
+    last_pt(folder / "run" / "weights" / "last.pt")
+    return folder
+
+
+@pytest.mark.integration
+def test_an_incompatible_checkpoint_is_kept_aside_and_the_log_says_why(tmp_path, caplog):
+    caplog.set_level("INFO", logger="visapp")
+    base = tmp_path / "train"
+    folder = checkpoint_folder(base, "k", save_incompatible_checkpoint)
+    plan = checkpoints.plan_resume(Resume.auto, folder)
+    assert (plan.mode, plan.incompatible) == ("fresh", True)
+    kept = checkpoints.start_over(base, folder, plan)
+    assert kept == base / "incompatible" / "k" and (kept / "run" / "weights" / "last.pt").is_file()
+    assert not folder.exists()
+    [record] = [r for r in caplog.records if r.name == "visapp.training.checkpoints"]
+    assert record.levelname == "WARNING" and "cannot load it" in record.getMessage() and str(kept) in record.message
+    again = checkpoint_folder(base, "k", save_incompatible_checkpoint)  # a second one does not replace the first
+    assert checkpoints.start_over(base, again, checkpoints.plan_resume(Resume.auto, again)) == kept.with_name("k-2")
+    assert checkpoints.prune_finished(base, "k") == [] and kept.is_dir()  # never pruned as a finished training
+
+
+@pytest.mark.integration
+def test_a_checkpoint_folder_is_removed_only_with_a_log_line_saying_why(tmp_path, caplog):
+    caplog.set_level("INFO", logger="visapp")
+    base = tmp_path / "train"
+
+    def cut(path: Path) -> Path:
+        save_checkpoint(path)
+        path.write_bytes(path.read_bytes()[:100])
+        return path
+
+    folder = checkpoint_folder(base, "k", cut)
+    assert checkpoints.start_over(base, folder, checkpoints.plan_resume(Resume.auto, folder)) is None
+    assert not folder.exists() and not (base / "incompatible").exists()
+    assert any("is removed" in r.message and "cut short" in r.message for r in caplog.records)
+    resumable = checkpoint_folder(base, "r", save_checkpoint)
+    assert checkpoints.plan_resume(Resume.auto, resumable).epoch == 3
+    never = checkpoints.plan_resume(Resume.never, resumable)
+    assert never.mode == "fresh" and "train.resume is never" in never.why
 
 
 @pytest.mark.integration

@@ -5,31 +5,23 @@ Deterministic bytes: matplotlib draws with its default style (a user's matplotli
 the Agg canvas, at a fixed size and dpi, and without the "Software" PNG text (it carries the version);
 the grid of examples is drawn with Pillow and its bundled default font. Nothing is downloaded.
 
-Class names beyond ASCII are drawn with the first font that has all their glyphs: DejaVu Sans (matplotlib's,
-always there), else an installed font (CJK names need one, e.g. Noto Sans CJK). A name that no installed font
-can draw is drawn with `\\uXXXX` escapes for the missing characters, and the log says so once: no glyph
-warnings, no boxes in place of letters.
-
-Example images are decoded within a memory budget (`DRAW_MAX_BYTES`): a JPEG at a reduced scale (down to
-1/8), other formats at full size and then reduced; an image that would cost more (a 13,000 x 13,000 PNG, a
-large progressive JPEG) is left out of the grid, and the log names it. Pillow's decompression-bomb check is
-off for these reads: validate has already checked every image against data.max_image_pixels.
+Class names are drawn with a font that has their glyphs (`visapp.dataset.figure_fonts`); example images are
+decoded within a memory budget, in the frame training sees (`visapp.dataset.figure_images`), and one that would
+cost more is left out of the grid, and the log names it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
 import math
-import warnings
 from array import array
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from visapp.dataset import pool
+from visapp.dataset import figure_images, pool
+from visapp.dataset.figure_fonts import class_labels, pillow_font
 from visapp.errors import VisError
 from visapp.formats.yolo import Box
 
@@ -52,26 +44,6 @@ SPLIT_COLOURS = {"train": "#1f77b4", "val": "#ff7f0e", "test": "#2ca02c"}
 CELL = 300  # px: the longer side of each example image in the grid
 COLUMNS = 4
 GRID_SIZE = 12  # images in the figure of examples
-# Decoding one example image may cost about this much memory; a larger one is left out of the grid. A JPEG
-# decodes at up to 1/8 scale, so this admits any baseline JPEG (a progressive one up to ~16 MP: its decoder
-# keeps every DCT coefficient); other formats decode at full size: up to 100 MP of grey, 25 MP of RGB (Pillow
-# holds 4 bytes a pixel), fewer where a full-size copy is needed to reduce it, ~6 MP of WebP.
-DRAW_MAX_BYTES = 100_000_000
-DEFAULT_FONT_FAMILY = "DejaVu Sans"  # matplotlib's default, bundled with it
-# Fonts that are never used for class names: Last Resort (bundled with recent matplotlib) "has" every
-# character, as a placeholder box.
-_PLACEHOLDER_FONTS = ("Last Resort",)
-# Stored orientation -> the Pillow transpose that shows it (as `ImageOps.exif_transpose` does).
-_EXIF_TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_270"}
-_EXIF_TRANSPOSE |= {7: "TRANSVERSE", 8: "ROTATE_90"}
-# Modes Pillow's `reduce` works on without a full-size copy; others are converted to RGB first (as they are
-# for the grid anyway).
-_REDUCIBLE_MODES = frozenset({"L", "RGB", "RGBX", "CMYK", "YCbCr", "I", "F"})
-# Bytes a pixel as Pillow holds an image of a mode (4 for the modes not listed).
-_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
-# Bytes a pixel that Pillow's WebP decoder holds (its RGBA canvas, the frame it returns, the image).
-_WEBP_BYTES = 16
-
 log = logging.getLogger(__name__)
 
 
@@ -80,116 +52,6 @@ def class_colour(class_id: int) -> str:
 
 
 # ---------------------------------------------------------------- class names: fonts with their glyphs
-
-
-@dataclass(frozen=True)
-class ClassLabels:
-    """How each class name is drawn: its text (escaped where no installed font has a glyph), the font file
-    that has all its glyphs (None: the renderer's default font, for ASCII names), and the extra font families
-    matplotlib falls back to after DejaVu Sans."""
-
-    texts: tuple[str, ...]
-    fonts: tuple[tuple[str, int] | None, ...]  # (font file, face index in it)
-    families: tuple[str, ...]
-
-    @property
-    def rc(self) -> dict[str, Any]:
-        """matplotlib settings that draw these labels (none when DejaVu Sans has every glyph)."""
-        return {"font.family": [DEFAULT_FONT_FAMILY, *self.families]} if self.families else {}
-
-
-@functools.lru_cache(maxsize=64)
-def _charmap(path: str, index: int = 0) -> frozenset[int]:
-    """The characters a font file has glyphs for (empty when it cannot be read)."""
-    from matplotlib.ft2font import FT2Font
-
-    try:
-        font = FT2Font(path, face_index=index) if index else FT2Font(path)
-        return frozenset(font.get_charmap())
-    except Exception:  # a broken or unsupported font file: not a candidate
-        return frozenset()
-
-
-def _default_font() -> tuple[str, int]:
-    """DejaVu Sans as bundled with matplotlib: the same file on every machine."""
-    import matplotlib
-
-    return str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"), 0
-
-
-@functools.lru_cache(maxsize=1)
-def _installed_fonts() -> tuple[tuple[str, int, str], ...]:
-    """(file, face index, family) of the fonts matplotlib knows, regular upright faces first, in a fixed order."""
-    from matplotlib import font_manager
-
-    def weight(entry: Any) -> int:
-        value = entry.weight
-        return value if isinstance(value, int) else font_manager.weight_dict.get(value, 400)
-
-    entries = sorted(
-        font_manager.fontManager.ttflist,
-        key=lambda f: (f.style != "normal", f.stretch != "normal", abs(weight(f) - 400), f.name, f.fname),
-    )
-    return tuple(
-        (entry.fname, getattr(entry, "index", 0), entry.name)
-        for entry in entries
-        if not entry.name.startswith(_PLACEHOLDER_FONTS)
-    )
-
-
-def _escaped(name: str, covered: frozenset[int]) -> str:
-    return "".join(
-        char if ord(char) in covered else (f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08x}")
-        for char in name
-    )
-
-
-@functools.lru_cache(maxsize=16)
-def _class_labels(classes: tuple[str, ...]) -> ClassLabels:
-    texts: list[str] = []
-    fonts: list[tuple[str, int] | None] = []
-    families: list[str] = []
-    escaped: list[str] = []
-    default = _default_font()
-    for name in classes:
-        if name.isascii():
-            texts.append(name)
-            fonts.append(None)
-            continue
-        needed = {ord(char) for char in name}
-        if needed <= _charmap(*default):
-            texts.append(name)
-            fonts.append(default)
-            continue
-        found = next(
-            ((path, index, family) for path, index, family in _installed_fonts() if needed <= _charmap(path, index)),
-            None,
-        )
-        if found is None:
-            texts.append(_escaped(name, _charmap(*default)))
-            fonts.append(default)
-            escaped.append(f'"{name}" as {texts[-1]}')
-            continue
-        texts.append(name)
-        fonts.append(found[:2])
-        if found[2] not in families:
-            families.append(found[2])
-    if families:
-        log.info("figures: class names drawn with the installed font(s) %s", ", ".join(families))
-    if escaped:
-        log.info(
-            "figures: no installed font has every glyph of %d class name(s); they are drawn with escapes: %s "
-            "(install a font that has them, e.g. Noto Sans CJK for Chinese, Japanese and Korean, to see them as "
-            "written)",
-            len(escaped),
-            ", ".join(escaped),
-        )
-    return ClassLabels(tuple(texts), tuple(fonts), tuple(families))
-
-
-def class_labels(classes: Sequence[str]) -> ClassLabels:
-    """How the figures draw these class names (see the module docstring); the log notes a fallback once."""
-    return _class_labels(tuple(classes))
 
 
 @dataclass(frozen=True)
@@ -423,79 +285,6 @@ def plot_annotations(metadata: dict[str, Any], path: Path) -> None:
         _save(fig, path)
 
 
-@functools.lru_cache(maxsize=32)
-def _font(size: int, font: tuple[str, int] | None = None) -> Any:
-    """Pillow's bundled font (nothing to download), or a font file that has the glyphs of a class name."""
-    from PIL import ImageFont
-
-    if font is None:
-        return ImageFont.load_default(size=size)
-    return ImageFont.truetype(font[0], size, index=font[1])
-
-
-@contextlib.contextmanager
-def _pillow_reading() -> Iterator[Any]:
-    """Pillow without its decompression-bomb check (validate checked the size) and without warnings (broken EXIF)."""
-    from PIL import Image
-
-    saved = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield Image
-    finally:
-        Image.MAX_IMAGE_PIXELS = saved
-
-
-def drawable(fmt: str, width: int, height: int) -> bool:
-    """Whether an image of this format and size may decode within `DRAW_MAX_BYTES`, judged from validate's
-    manifest at the least it can cost (1 byte a pixel, 1/64 of the pixels for a JPEG); the header decides when
-    it is drawn (`_decode_cost`)."""
-    pixels = width * height
-    least = {"jpeg": pixels / 64, "webp": _WEBP_BYTES * pixels}.get(fmt, pixels)
-    return least <= DRAW_MAX_BYTES
-
-
-def _decode_cost(image: Any, stored: tuple[int, int]) -> int:
-    """Bytes that decoding this opened (and, for a JPEG, drafted) image and reducing it take at most."""
-    full = stored[0] * stored[1]
-    if image.format == "WEBP":
-        return _WEBP_BYTES * full
-    shown = 4 * image.width * image.height
-    if image.format == "JPEG" and image.info.get("progressive"):
-        return 2 * len(image.getbands()) * full + shown  # every DCT coefficient, 2 bytes each
-    copy = 0 if image.mode in _REDUCIBLE_MODES else shown  # the full-size RGB copy made to reduce it
-    return _MODE_BYTES.get(image.mode, 4) * image.width * image.height + copy
-
-
-def _shown_reduced(example: Example) -> tuple[Any, tuple[int, int]] | None:
-    """The image at about twice the cell size, in RGB, in the frame training sees, and the frame Pillow sees;
-    None when decoding it would cost more than `DRAW_MAX_BYTES`."""
-    with _pillow_reading() as Image, Image.open(example.image_path) as opened:
-        stored = opened.size
-        if opened.format == "JPEG":
-            opened.draft("RGB", (CELL, CELL))  # decode at a reduced scale (1/2 to 1/8)
-        if _decode_cost(opened, stored) > DRAW_MAX_BYTES:
-            return None
-        exif_orientation = opened.getexif().get(0x0112, 1)  # may decode a PNG: within the budget
-        orientation = exif_orientation if exif_orientation in range(1, 9) else 1
-        factor = max(1, max(opened.size) // (2 * CELL))
-        image = opened
-        if factor > 1:
-            image = image if image.mode in _REDUCIBLE_MODES else image.convert("RGB")
-            image = image.reduce(factor)
-        if orientation in _EXIF_TRANSPOSE:
-            image = image.transpose(Image.Transpose[_EXIF_TRANSPOSE[orientation]])
-        return image.convert("RGB"), _displayed(stored, orientation)
-
-
-def _displayed(size: tuple[int, int], orientation: int) -> tuple[int, int]:
-    from visapp.formats.images import displayed_size
-
-    return displayed_size(*size, orientation)
-
-
 def _render_example(example: Example, classes: list[str]) -> tuple[Any, str] | None:
     """One grid cell: the raw image in the frame training sees, its YOLO boxes, and the class names; None when
     the image is too large to decode within `DRAW_MAX_BYTES`."""
@@ -503,7 +292,7 @@ def _render_example(example: Example, classes: list[str]) -> tuple[Any, str] | N
 
     labels = class_labels(classes)
     try:
-        shown = _shown_reduced(example)
+        shown = figure_images.shown_reduced(example.image_path, CELL)
     except OSError as exc:
         raise VisError(
             f"cannot read {example.image_path} for the figure of examples ({exc}); data/raw changed since "
@@ -522,7 +311,7 @@ def _render_example(example: Example, classes: list[str]) -> tuple[Any, str] | N
         x1, y1 = (box.cx + box.w / 2) * size[0], (box.cy + box.h / 2) * size[1]
         colour = class_colour(box.class_id)
         draw.rectangle((x0, y0, x1, y1), outline=colour, width=2)
-        name, font = labels.texts[box.class_id], _font(12, labels.fonts[box.class_id])
+        name, font = labels.texts[box.class_id], pillow_font(12, labels.fonts[box.class_id])
         left, top, right, bottom = draw.textbbox((0, 0), name, font=font)
         text_w, text_h = right - left + 4, bottom - top + 4
         ty = y0 - text_h if y0 - text_h >= 0 else y0  # above the box when there is room, else inside it
@@ -571,10 +360,10 @@ def draw_examples(
             "figures: %s leaves out %d image(s) too large to decode within %d MB: %s",
             path.name,
             len(left_out),
-            DRAW_MAX_BYTES // 1_000_000,
+            figure_images.DRAW_MAX_BYTES // 1_000_000,
             ", ".join(left_out),
         )
-    font = _font(13)
+    font = pillow_font(13)
     caption_h, pad = 20, 8
     rows = max(1, math.ceil(len(cells) / COLUMNS))
     columns = min(max(len(cells), 3), COLUMNS)  # at least 3 wide: room for the title and legend
@@ -582,7 +371,7 @@ def draw_examples(
     # The class legend wraps onto more lines when there are many classes (VOC has 20).
     legend, x, y = [], pad, 28
     for class_id, name in enumerate(labels.texts):
-        name_font = _font(13, labels.fonts[class_id])
+        name_font = pillow_font(13, labels.fonts[class_id])
         item_w = 16 + round(name_font.getlength(name))
         if x > pad and x + item_w > width - pad:
             x, y = pad, y + 18

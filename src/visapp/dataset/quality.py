@@ -4,21 +4,19 @@ A finding never rejects a sample and never changes one: it is an issue of severi
 with a code of `visapp.formats.report.CODES` (those marked `quality`), the file it is about, and what to do.
 The thresholds are the `quality:` params (conf/quality/); `quality.enabled: false` skips everything here.
 
-Two halves, so that no image is read or decoded twice and no pixel crosses a process boundary:
-
-- per image, in validate's pass over the samples (a pool worker): `measure_image` reduces the grey pixels
-  that validation decoded anyway to three numbers, `ImageMeasurement` (mean grey level, variance of the
-  Laplacian, 64-bit perceptual hash). They travel in the sample's outcome and stay in the reuse store;
-- per dataset, in the parent once every sample is checked: `check_dataset` judges the manifest rows and the
-  measurements. Thresholds apply only there, so changing one re-decodes nothing.
+Two halves, so that no image is read or decoded twice and no pixel crosses a process boundary: per image, in
+validate's pass over the samples, `visapp.dataset.image_measures` reduces the grey pixels validation decoded
+anyway to three numbers (they stay in the reuse store); per dataset, here, in the parent once every sample is
+checked, `check_dataset` judges the manifest rows and those measurements. Thresholds apply only here, so
+changing one re-decodes nothing.
 
 Choices made where a rule could go either way:
 
 - measurements are taken at 1/8 of the displayed size: the scale at which validation decodes a JPEG (other
   formats, decoded at full size, are reduced to it), so that a PNG and a JPEG of one picture measure alike.
   Blur is therefore the blur that survives 1/8 scale: out-of-focus or motion-blurred pictures, not slight
-  softness; it is judged only when that reduced image is at least `MIN_BLUR_SIDE` pixels on its short side,
-  and only for images neither too dark nor too bright (low contrast reads as blur);
+  softness; it is judged only when that reduced image is at least `image_measures.MIN_BLUR_SIDE` pixels on its
+  short side, and only for images neither too dark nor too bright (low contrast reads as blur);
 - boxes are judged as training sees them: objects marked difficult count only with `data.include_difficult`;
 - near-duplicates: the later image (by path) is reported, naming the first one it resembles; byte-identical
   pairs are `duplicate_image` already and are left out; an image's split is its ImageSets list, else the
@@ -30,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -38,16 +35,14 @@ from typing import Any
 
 from visapp.config import DataConfig, Params, QualityConfig
 from visapp.dataset import pool
-from visapp.dataset.convert import assign_split
-from visapp.formats.images import displayed_size
+from visapp.dataset.image_measures import MEASURE_SCALE, ImageMeasurement
+from visapp.dataset.splits import assign_split
+from visapp.formats.image_formats import displayed_size
 from visapp.formats.manifest import ManifestObject, ManifestRow
 from visapp.formats.report import Issue
 
 log = logging.getLogger(__name__)
 
-MEASURE_SCALE = 8  # measurements are taken at 1/8 of the displayed size (a JPEG's reduced decode)
-MIN_BLUR_SIDE = 16  # px at that scale: a smaller image is mostly border to the Laplacian
-PHASH_SIZE = 32  # pHash: the image reduced to 32x32, its DCT, the 8x8 lowest frequencies against their median
 # A class whose boxes are nearly all alike has a MAD near 0: without a floor every slight variant would be an
 # outlier. 0.1 on the log scale is about 10%.
 MIN_SPREAD = 0.1
@@ -56,60 +51,10 @@ MAD_TO_SIGMA = 1.4826  # MAD * this estimates the standard deviation of normal d
 # dataset cannot have, but for a box clipped there) that makes a dataset 0-based, or at most 1-based.
 ZERO_BASED_SHARE = 0.25
 ONE_BASED_SHARE = 0.05
-FLAT_STD = 1.0  # grey levels: an image reduced to 32x32 with less spread than this is flat (no pHash)
 OVERLAP_VECTORISED = 32  # boxes in one image past which their pairs are compared with numpy
 NEAR_DUPLICATE_CHUNK = 32  # images compared against all earlier ones at a time: their arrays stay in cache
 NEAR_DUPLICATE_SIDE_PROCESS = 5000  # pHashes from which their search pays for a process of its own (0.1 s)
 LISTED_IN_MESSAGE = 3  # objects named in one issue's message
-
-
-# ---------------------------------------------------------------- per image, in the pool worker
-
-
-@dataclass(frozen=True)
-class ImageMeasurement:
-    """What the quality checks need of an image's pixels (kept in validate's per-sample outcome)."""
-
-    brightness: float  # mean grey level, 0..255
-    sharpness: float | None  # variance of the Laplacian; None when the image is too small to judge
-    phash: int | None  # 64-bit perceptual hash; None for a flat image (no structure to compare)
-
-    def to_list(self) -> list[Any]:
-        """As JSON can hold it (a 64-bit integer would lose bits as a JSON number)."""
-        sharpness = None if self.sharpness is None else round(self.sharpness, 3)
-        phash = None if self.phash is None else f"{self.phash:016x}"
-        return [round(self.brightness, 3), sharpness, phash]
-
-    @classmethod
-    def from_list(cls, values: Sequence[Any]) -> ImageMeasurement:
-        phash = None if values[2] is None else int(values[2], 16)
-        return cls(float(values[0]), None if values[1] is None else float(values[1]), phash)
-
-
-def measure_image(pixels: Any, size: tuple[int, int]) -> ImageMeasurement:
-    """Measure grey pixels (a 2-D uint8 array in the displayed frame) of an image whose displayed size is `size`
-    (width, height), at 1/8 of that size: a JPEG's reduced decode is already there, a larger decode is reduced."""
-    import cv2
-    import numpy as np
-
-    target = (max(1, math.ceil(size[0] / MEASURE_SCALE)), max(1, math.ceil(size[1] / MEASURE_SCALE)))
-    grey = pixels
-    if (grey.shape[1], grey.shape[0]) != target:
-        grey = cv2.resize(grey, target, interpolation=cv2.INTER_AREA)
-    # cv2.meanStdDev, not numpy's mean/var/std: on arrays this small, numpy's overhead per call is most of the
-    # measuring time (about 60-90 µs an image with it, 110-150 µs with numpy's).
-    sharpness = None
-    if min(grey.shape) >= MIN_BLUR_SIDE:
-        sharpness = float(cv2.meanStdDev(cv2.Laplacian(grey, cv2.CV_64F))[1][0, 0]) ** 2
-    small = cv2.resize(grey, (PHASH_SIZE, PHASH_SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)
-    phash = None
-    if float(cv2.meanStdDev(small)[1][0, 0]) >= FLAT_STD:  # a flat image's hash is noise: all would look alike
-        low = cv2.dct(small)[:8, :8]
-        flat = low.ravel()
-        middle = np.partition(flat, [31, 32])  # the median of 64 values, without np.median's overhead
-        bits = flat > (float(middle[31]) + float(middle[32])) / 2
-        phash = int.from_bytes(np.packbits(bits).tobytes(), "big")
-    return ImageMeasurement(float(cv2.mean(grey)[0]), sharpness, phash)
 
 
 # ---------------------------------------------------------------- the dataset, in the parent

@@ -58,10 +58,11 @@ from typing import Any
 
 from visapp.config import Params
 from visapp.dataset import figures
+from visapp.dataset.figure_images import DRAW_MAX_BYTES, drawable
 from visapp.dataset.figures import Example
 from visapp.errors import VisError
 from visapp.formats.dvcfile import read_dvc_out
-from visapp.formats.images import displayed_size
+from visapp.formats.image_formats import displayed_size
 from visapp.formats.manifest import MANIFEST_FILE, read_manifest
 from visapp.formats.metadata import METADATA_FILE
 from visapp.formats.report import QUALITY_CODES, REPORT_FILE
@@ -366,7 +367,7 @@ def build_metadata(
             box_data.add(boxes, record.width, record.height)
             files.append((record.image, record.sha256))
             files.append((label, hashlib.sha256(data).hexdigest()))
-            if boxes and not figures.drawable(record.format, record.width, record.height):
+            if boxes and not drawable(record.format, record.width, record.height):
                 too_large.append(record)
             elif boxes:
                 shown = Example(
@@ -380,7 +381,7 @@ def build_metadata(
                 )
                 picker.offer((split_index, record.id), shown)
             code = flagged_by.get(record.image) or flagged_by.get(record.annotation or "")
-            if code and len(flagged) < GRID_SIZE and figures.drawable(record.format, record.width, record.height):
+            if code and len(flagged) < GRID_SIZE and drawable(record.format, record.width, record.height):
                 # The caption names the finding in place of the split: `box_tiny/000123`.
                 flagged.append(
                     Example(code, record.id, record.width, record.height, record.orientation,
@@ -391,7 +392,7 @@ def build_metadata(
         log.info(
             "figures: samples.png passes over %d image(s) too large to decode within %d MB: %s",
             len(too_large),
-            figures.DRAW_MAX_BYTES // 1_000_000,
+            DRAW_MAX_BYTES // 1_000_000,
             ", ".join(f"{r.image} ({r.width}x{r.height} {r.format.upper()})" for r in too_large[:5])
             + (", ..." if len(too_large) > 5 else ""),
         )

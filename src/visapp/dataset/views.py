@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Literal
 
 from visapp.errors import VisError
-from visapp.formats.images import jpeg_is_rewritten_by_ultralytics, sniff_format, trainable_suffix
-from visapp.formats.voc import sample_id
+from visapp.formats.image_formats import jpeg_is_rewritten_by_ultralytics, sniff_format, trainable_suffix
+from visapp.formats.voc_ids import sample_id
 from visapp.formats.yolo import (
     DATA_YAML,
     IMAGES_DIR,

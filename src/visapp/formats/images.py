@@ -1,6 +1,6 @@
 """Image bytes -> `ImageInfo` (true format, stored size, EXIF orientation, trailing bytes), or an `ImageError`.
 
-The format comes from the magic bytes, never the file name (real datasets hold PNG files named `.jpg`). Each
+The format comes from the magic bytes, never the file name (`visapp.formats.image_formats`). Each
 image is checked the way training will read it, and no more than once:
 
 1. its container is walked (JPEG markers up to the main image's end marker, PNG chunks and their checksums up
@@ -27,20 +27,14 @@ import warnings
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from visapp.errors import DataError
+from visapp.formats.image_formats import PNG_SIGNATURE, displayed_size, sniff_format
 
-FORMATS = ("jpeg", "png", "bmp", "webp")  # the image formats we accept, by their bytes
-# Extensions taken as images without looking inside. GIF/TIFF/HEIC are not accepted but listed, so that they
-# are reported as unreadable (not silently ignored, which would call their annotations "image_missing").
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".webp"})
-REPORTED_SUFFIXES = IMAGE_SUFFIXES | {".gif", ".tif", ".tiff", ".heic", ".heif", ".avif"}
-# Suffixes every recent Ultralytics takes as images (its IMG_FORMATS, less what we do not accept); OpenCV then
-# decodes by content, so a PNG named .jpg reads fine. An image with another suffix gets its format's own.
-TRAINABLE_SUFFIXES = frozenset({".bmp", ".jpeg", ".jpg", ".mpo", ".png", ".webp"})
-FORMAT_SUFFIX = {"jpeg": ".jpg", "png": ".png", "bmp": ".bmp", "webp": ".webp"}
-DEFAULT_MAX_PIXELS = 100_000_000
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
 # Above this many pixels a PNG is checked as a stream rather than decoded (1 byte a pixel in grey).
 PNG_DECODE_LIMIT = 40_000_000
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by PNG colour type
@@ -49,7 +43,6 @@ _PIL_FORMATS = {"jpeg": "JPEG", "png": "PNG", "bmp": "BMP", "webp": "WEBP"}
 _ORIENTATION_TAG = 0x0112
 # A marker in JPEG entropy-coded data: 0xFF followed by neither a stuffed 0x00, a restart marker, nor a fill byte.
 _JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _EXIF_MARK = re.compile(rb"exif", re.IGNORECASE)  # JPEG APP1 "Exif", PNG "eXIf", WebP "EXIF"
 # Formats a person may reasonably hand us that we do not accept: named in the message.
 _OTHER_MAGIC = {
@@ -81,43 +74,6 @@ class ImageInfo:
     # The grey pixels of the check's decode, in the displayed frame (a JPEG at 1/8 scale), when asked for with
     # `keep_pixels`; None otherwise, and for a PNG too large to decode (checked as a stream).
     pixels: Any = field(default=None, compare=False, repr=False)
-
-
-def sniff_format(head: bytes) -> str | None:
-    """The image format from the first bytes of a file (12 are enough), or None when it is none of ours."""
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head.startswith(_PNG_SIGNATURE):
-        return "png"
-    if head.startswith(b"BM"):
-        return "bmp"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    return None
-
-
-def has_image_suffix(name: str) -> bool:
-    """Whether a file name says "image" (accepted or only reported); other files are judged by their bytes."""
-    dot = name.rfind(".")
-    return dot >= 0 and name[dot:].lower() in REPORTED_SUFFIXES
-
-
-def trainable_suffix(name: str, fmt: str) -> str:
-    """The suffix an image gets where Ultralytics reads it: its own when Ultralytics accepts it, else its format's."""
-    dot = name.rfind(".")
-    suffix = name[dot:] if dot >= 0 else ""
-    return suffix if suffix.lower() in TRAINABLE_SUFFIXES else FORMAT_SUFFIX[fmt]
-
-
-def displayed_size(width: int, height: int, orientation: int) -> tuple[int, int]:
-    """The size after EXIF rotation: orientations 5..8 turn the image a quarter, swapping width and height."""
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
-
-
-def jpeg_is_rewritten_by_ultralytics(head_and_tail: bytes) -> bool:
-    """Whether Ultralytics would rewrite this JPEG in place ("corrupt JPEG restored"): it does so for any JPEG
-    whose last two bytes are not the end marker FFD9 (pass the file's first 3 and last 2 bytes, or all of it)."""
-    return head_and_tail.startswith(b"\xff\xd8\xff") and not head_and_tail.endswith(b"\xff\xd9")
 
 
 def _describe_unknown(data: bytes) -> str:
@@ -197,7 +153,7 @@ def _metadata_end(data: bytes, fmt: str) -> int:
 
 def _png_chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
     """(type, start of data, end of data) of every chunk up to IEND; `ImageError` for a cut or damaged one."""
-    pos, size = len(_PNG_SIGNATURE), len(data)
+    pos, size = len(PNG_SIGNATURE), len(data)
     while True:
         if pos + 12 > size:
             raise _truncated("PNG ends before its IEND chunk")
@@ -248,8 +204,9 @@ _CONTAINER_END = {"jpeg": _jpeg_end, "png": _png_end, "webp": _riff_end, "bmp": 
 
 
 @contextlib.contextmanager
-def _header_only() -> Iterator[Any]:
-    """Pillow, for reading headers: its decompression-bomb check is ours to make (by pixel count, with a code)."""
+def pillow_unchecked() -> Iterator[Any]:
+    """Pillow without its decompression-bomb check, which is ours to make (by pixel count, with a code: validate
+    refuses an image above data.max_image_pixels from its header), and without warnings."""
     from PIL import Image
 
     saved = Image.MAX_IMAGE_PIXELS
@@ -262,8 +219,9 @@ def _header_only() -> Iterator[Any]:
         Image.MAX_IMAGE_PIXELS = saved
 
 
-def _orientation(image: Any) -> int:
-    """EXIF orientation 1..8, or 1 for a missing, invalid or unparsable tag (valid input, not an issue)."""
+def exif_orientation(image: Any) -> int:
+    """An opened Pillow image's EXIF orientation 1..8, or 1 for a missing, invalid or unparsable tag (valid
+    input, not an issue)."""
     try:
         value = image.getexif().get(_ORIENTATION_TAG)
     except Exception:  # broken EXIF comes in endless shapes (struct, value, key, syntax errors)
@@ -285,7 +243,7 @@ def _png_stand_in(data: bytes) -> bytes:
     chunk but the pixels (and APNG's frame chunks, which would not fit a 1x1 image), so Pillow reads the same
     EXIF, wherever it is, by decoding one pixel.
     """
-    parts = [_PNG_SIGNATURE]
+    parts = [PNG_SIGNATURE]
     for kind, start, stop in _png_chunks(data):
         if kind == b"IHDR":
             _width, _height, depth, colour, compression, filtering, _interlace = struct.unpack(
@@ -301,18 +259,18 @@ def _png_stand_in(data: bytes) -> bytes:
 
 def _header(data: bytes, fmt: str) -> tuple[int, int, int]:
     """(width, height, EXIF orientation) from the header, without decoding the pixels."""
-    with _header_only() as Image:
+    with pillow_unchecked() as Image:
         try:
             with Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[fmt]]) as image:
                 width, height = image.size
                 if fmt != "png":
-                    orientation = _orientation(image)
+                    orientation = exif_orientation(image)
         except Exception as exc:  # Pillow raises many types for a broken header
             raise ImageError("image_unreadable", f"{fmt.upper()} header cannot be read ({_exc_text(exc)})") from None
         if fmt == "png":
             try:
                 with Image.open(io.BytesIO(_png_stand_in(data)), formats=["PNG"]) as stand_in:
-                    orientation = _orientation(stand_in)
+                    orientation = exif_orientation(stand_in)
             except Exception:  # a chunk Pillow cannot read: no usable EXIF, as for a broken tag
                 orientation = 1
     if width <= 0 or height <= 0:
@@ -344,6 +302,20 @@ def _orient(pixels: Any, orientation: int) -> Any:
     return pixels
 
 
+# EXIF orientation -> the Pillow transpose that shows the stored pixels as displayed (`ImageOps.exif_transpose`'s).
+_PILLOW_TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_270"}
+_PILLOW_TRANSPOSE |= {7: "TRANSVERSE", 8: "ROTATE_90"}
+
+
+def pillow_displayed(image: PILImage, orientation: int) -> PILImage:
+    """A Pillow image of stored pixels -> as shown for an EXIF orientation (the frame `_orient` gives)."""
+    from PIL import Image
+
+    if orientation not in _PILLOW_TRANSPOSE:
+        return image
+    return image.transpose(Image.Transpose[_PILLOW_TRANSPOSE[orientation]])
+
+
 def _decode(data: bytes, fmt: str, width: int, height: int, orientation: int) -> Any:
     """Decode with OpenCV as training will (grey, and for a JPEG at 1/8 scale); check the EXIF frame it shows.
     Returns the decoded grey pixels, in the displayed frame."""
@@ -361,7 +333,13 @@ def _decode(data: bytes, fmt: str, width: int, height: int, orientation: int) ->
     if _EXIF_MARK.search(data, 0, _metadata_end(data, fmt)) is None:
         return shown  # no EXIF that OpenCV could apply
     stored = cv2.imdecode(buffer, flags | cv2.IMREAD_IGNORE_ORIENTATION)
-    if stored is None or not np.array_equal(_orient(stored, orientation), shown):
+    same = stored is not None and np.array_equal(_orient(stored, orientation), shown)
+    if same and shown.shape[0] == shown.shape[1] and width != height:
+        # A reduced decode can be square, and its few pixels look the same turned, where the image is not square:
+        # its full-size frame tells whether OpenCV turned it (one more decode, for such images only).
+        full = cv2.imdecode(buffer, cv2.IMREAD_GRAYSCALE)
+        same = full is not None and full.shape[::-1] == displayed_size(width, height, orientation)
+    if not same:
         raise ImageError(
             "image_unreadable",
             f"{name} EXIF orientation reads as {orientation}, but OpenCV, which training reads images with, shows the "
@@ -449,12 +427,13 @@ def _png_stream_check(data: bytes) -> None:
         )
 
 
-def inspect_image(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, keep_pixels: bool = False) -> ImageInfo:
+def inspect_image(data: bytes, max_pixels: int | None, keep_pixels: bool = False) -> ImageInfo:
     """Check one image the way training will read it (see the module docstring).
 
     Args:
         data: the whole file's bytes.
-        max_pixels: more pixels than this is `image_too_large` (None: no limit).
+        max_pixels: more pixels than this is `image_too_large`: validation passes `data.max_image_pixels`,
+            whose one default is in conf/data/ (None: no limit).
         keep_pixels: return the grey pixels the check decoded (`ImageInfo.pixels`), so that measurements of
             the image need no second decode.
 

@@ -3,7 +3,7 @@
 validate writes it; convert and metadata stream it, so memory does not grow with the number of rows. A row
 holds what validate measured of its sample, so that no later stage opens the image again to learn it:
 
-- `id`: the sample's id, its label file's name (`visapp.formats.voc.sample_id`);
+- `id`: the sample's id, its label file's name (`visapp.formats.voc_ids.sample_id`);
 - `image`, `annotation`: paths relative to the dataset folder (`annotation` null for a background image);
 - `sha256`, `format`, `width`, `height`, `orientation`: the image's bytes hash, true format, stored size
   (before EXIF rotation) and EXIF orientation (1..8);

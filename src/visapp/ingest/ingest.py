@@ -33,7 +33,8 @@ from typing import Literal
 
 from visapp.errors import DataError, VisError
 from visapp.formats.dvcfile import DvcOut, dvc_file_for, parse_dvc_file, read_dvc_out
-from visapp.formats.voc import discover_samples, parse_annotation
+from visapp.formats.voc import parse_annotation
+from visapp.formats.voc_layout import discover_samples
 from visapp.fsio import atomic_path, os_error
 from visapp.ingest import swap
 from visapp.ingest.archive import ArchiveLimits, litter_kind, shown_path
@@ -185,7 +186,7 @@ class _Target:
         return raw.relative_to(root).as_posix() if raw.is_relative_to(root) else str(raw)
 
 
-def recover(raw_dir: str | Path = "data/raw", repo_root: Path | None = None) -> str | None:
+def recover(raw_dir: str | Path, repo_root: Path | None = None) -> str | None:
     """Finish or undo an interrupted ingest; a line saying what was done, or None when there was nothing to do.
 
     Raises:
@@ -199,7 +200,7 @@ def recover(raw_dir: str | Path = "data/raw", repo_root: Path | None = None) -> 
 
 def ingest(
     source: str | Path,
-    raw_dir: str | Path = "data/raw",
+    raw_dir: str | Path,
     *,
     mode: Mode = "replace",
     name: str | None = None,

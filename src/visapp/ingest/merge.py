@@ -2,9 +2,11 @@
 
 Nothing is ever written into an existing file in place (the copy shares inodes with `data/raw` and the DVC
 cache): a file is added, left alone when it holds the same bytes, or, for an `ImageSets/Main/*.txt` list,
-replaced by a new file with the lines of both. A name that exists with other bytes refuses the whole append.
-The incoming folders take the current spelling (`images/` goes into `JPEGImages/` when that is what
-`data/raw` uses).
+replaced by a new file with the current lines and then the incoming lines that name ids the current list lacks
+(ids compared as validation compares them: `visapp.formats.voc_image_sets`). A name that exists with other
+bytes, or a list that is not UTF-8, refuses the whole append. The incoming folders take the current spelling
+(`images/` goes into `JPEGImages/`, `xml/` into `Annotations/`, when that is what `data/raw` uses), the
+layouts told apart as validation tells them (`visapp.formats.voc_layout.layout_of`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import shutil
 from pathlib import Path
 
 from visapp.errors import VisError
-from visapp.formats.voc import ANNOTATION_DIRS, IMAGE_DIRS
+from visapp.formats.voc_image_sets import line_id
+from visapp.formats.voc_layout import layout_of
 from visapp.fsio import os_error
 
 MAX_LISTED = 10
@@ -53,13 +56,10 @@ def _files(folder: Path) -> list[str]:
     )
 
 
-def _paired(paths: list[str]) -> bool:
-    return any(p.split("/", 1)[0].casefold() in ANNOTATION_DIRS for p in paths if "/" in p)
-
-
 def _top_mapping(current: list[str], incoming: list[str], origin: str, raw_label: str) -> dict[str, str]:
     """Incoming top folder name -> the current dataset's spelling of it; refuse layouts that do not mix."""
-    cur_paired, new_paired = _paired(current), _paired(incoming)
+    cur_layout, new_layout = layout_of(current), layout_of(incoming)
+    cur_paired, new_paired = cur_layout.annotations is not None, new_layout.annotations is not None
     cur_xml, new_xml = (any(p.casefold().endswith(".xml") for p in files) for files in (current, incoming))
     if (cur_paired and not new_paired and new_xml) or (new_paired and not cur_paired and cur_xml):
         layouts = {True: "Annotations/ + image folders", False: "the flat layout (each XML beside its image)"}
@@ -70,17 +70,40 @@ def _top_mapping(current: list[str], incoming: list[str], origin: str, raw_label
     cur = {p.split("/", 1)[0].casefold(): p.split("/", 1)[0] for p in current if "/" in p}
     new = {p.split("/", 1)[0].casefold(): p.split("/", 1)[0] for p in incoming if "/" in p}
     mapping = {name: cur[key] for key, name in new.items() if key in cur}
-    cur_images = [cur[k] for k in IMAGE_DIRS if k in cur]
-    for key in IMAGE_DIRS:  # images/ -> JPEGImages/ when the current dataset has only the other one
-        if key in new and key not in cur and len(cur_images) == 1:
-            mapping[new[key]] = cur_images[0]
+    if cur_layout.annotations and new_layout.annotations:  # `annotations/` or `xml/` -> `Annotations/`
+        mapping[new_layout.annotations] = cur_layout.annotations
+    if len(cur_layout.image_tops) == 1:  # images/ -> JPEGImages/ when the current dataset has only the other one
+        for top in new_layout.image_tops:
+            if top.casefold() not in cur:
+                mapping[top] = cur_layout.image_tops[0]
     return mapping
 
 
-def _merge_lists(existing: Path, incoming: Path) -> str:
-    old_lines = existing.read_text(encoding="utf-8", errors="replace").splitlines()
-    seen = set(old_lines)
-    new_lines = [ln for ln in incoming.read_text(encoding="utf-8", errors="replace").splitlines() if ln not in seen]
+def _list_text(path: Path, shown: str) -> str:
+    """An ImageSets list's text, without its byte order mark; refused, naming it, when it is not UTF-8."""
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise VisError(
+            f"cannot merge the ImageSets list {shown}: byte 0x{exc.object[exc.start]:02X} is not UTF-8; re-save it "
+            "as UTF-8 (e.g. `iconv -f WINDOWS-1252 -t UTF-8`), then append again"
+        ) from None
+    except OSError as exc:
+        raise os_error(exc, path, "read") from None
+
+
+def merged_list(existing: str, incoming: str) -> str:
+    """The current list's lines, then each line of the incoming list that names an id the current one does not
+    (ids as `visapp.formats.voc_image_sets` reads them: `000001.jpg` and `000001` are one id; comments and
+    blank lines of the incoming list are left out)."""
+    old_lines = existing.splitlines()
+    seen = {line_id(line) for line in old_lines} - {None}
+    new_lines = []
+    for line in incoming.splitlines():
+        ident = line_id(line)
+        if ident is not None and ident not in seen:
+            seen.add(ident)
+            new_lines.append(line)
     return "\n".join(old_lines + new_lines) + "\n"
 
 
@@ -94,6 +117,7 @@ def merge(incoming: Path, target: Path, origin: str, root: str, raw_label: str) 
     mapping = _top_mapping(current, new, origin, raw_label)
     existing = {rel.casefold(): rel for rel in current}
     plan: list[tuple[Path, str, str]] = []  # (incoming file, destination rel, action)
+    merged: dict[str, str] = {}  # destination rel -> the merged ImageSets list, made before anything moves
     clashes: list[str] = []
     for rel in new:
         src = incoming / rel
@@ -108,6 +132,9 @@ def merge(incoming: Path, target: Path, origin: str, root: str, raw_label: str) 
         elif _same_bytes(src, target / dest_rel):
             plan.append((src, dest_rel, "same"))
         elif dest_rel.casefold().startswith("imagesets/") and dest_rel.endswith(".txt"):
+            merged[dest_rel] = merged_list(
+                _list_text(target / dest_rel, f"{raw_label}/{dest_rel}"), _list_text(src, f"{shown} (in {origin})")
+            )
             plan.append((src, dest_rel, "merge"))
         else:
             clashes.append(f"{raw_label}/{dest_rel} exists with other content than {shown} in {origin}")
@@ -128,7 +155,7 @@ def merge(incoming: Path, target: Path, origin: str, root: str, raw_label: str) 
                 added += 1
             elif action == "merge":
                 tmp = dest.with_name(dest.name + ".visapp-merge")
-                tmp.write_text(_merge_lists(dest, src), encoding="utf-8")
+                tmp.write_text(merged[dest_rel], encoding="utf-8")
                 tmp.replace(dest)  # a new inode: the hard-linked original in data/raw is left as it was
         except OSError as exc:
             raise os_error(exc, dest) from None

@@ -17,8 +17,8 @@ import shutil
 from pathlib import Path, PurePosixPath
 
 from visapp.errors import VisError
-from visapp.formats.images import has_image_suffix
-from visapp.formats.voc import IMAGE_DIRS, NAMED_ANNOTATION_DIRS
+from visapp.formats.image_formats import has_image_suffix
+from visapp.formats.voc_layout import dataset_roots
 from visapp.fsio import os_error
 from visapp.ingest.archive import (
     ArchiveLimits,
@@ -31,7 +31,6 @@ from visapp.ingest.archive import (
 )
 from visapp.progress import Counter, ProgressCallback
 
-ROOT_MARKERS = frozenset({*NAMED_ANNOTATION_DIRS, IMAGE_DIRS[0]})
 MAX_LISTED = 10
 # Archives that `visapp ingest` reads itself, and others that only an archiver unpacks (by name: a nested
 # archive is never opened).
@@ -49,13 +48,7 @@ def find_voc_root(paths: list[str], origin: str) -> str:
     Raises:
         VisError: no XML and no image anywhere, or several datasets side by side.
     """
-    candidates: set[str] = set()
-    for path in paths:
-        parts = path.split("/")
-        for depth, part in enumerate(parts[:-1]):
-            if part.casefold() in ROOT_MARKERS:
-                candidates.add("/".join(parts[:depth]))
-                break
+    candidates = dataset_roots(paths)
     if candidates:
         depth = min(_depth(c) for c in candidates)
         shallowest = sorted(c for c in candidates if _depth(c) == depth)

@@ -7,7 +7,6 @@ Ingest, training, the registry and the service call these functions; an upgrade 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,30 +14,6 @@ from typing import Any
 
 from visapp.errors import VisError
 from visapp.fsio import os_error
-
-EXPERIMENTS_TMP = (".dvc", "tmp", "exps")  # where `dvc exp run --queue/--temp` copies the repository
-
-
-ROOT_ENV = "DVC_ROOT"  # DVC sets it for every stage it runs: the repository, also for a queued experiment
-
-
-def repository_root(cwd: Path | None = None, environ: Mapping[str, str] | None = None) -> Path:
-    """The repository a stage works for, even when DVC runs it in a temporary copy.
-
-    `dvc exp run --queue` / `--temp` run each experiment in a copy under `<repo>/.dvc/tmp/exps/`, deleted
-    afterwards. Local state that must outlive one experiment (training checkpoints, the default SQLite MLflow
-    store) belongs to `<repo>`: `$DVC_ROOT` when DVC runs the stage, else found from the working directory.
-    Returns `Path(".")` when the working directory is the repository itself.
-    """
-    here = (cwd or Path.cwd()).resolve()
-    root = (os.environ if environ is None else environ).get(ROOT_ENV)
-    if root and Path(root).resolve() != here:
-        return Path(root)
-    parts = here.parts
-    for i in range(len(parts) - 2):
-        if parts[i : i + 3] == EXPERIMENTS_TMP:
-            return Path(*parts[:i])
-    return Path()
 
 
 def find_dvc_root(start: Path) -> Path:

@@ -1,20 +1,27 @@
-"""Huey, where we lean on more than its public API: a consumer started from a thread that is not the main one."""
+"""Huey, the job queue's library: the one place that reaches into its workings.
+
+A consumer run in a thread of another process (the API's) must not set signal handlers (Python allows them in
+the main thread only); Huey has no switch for that, so its private `_set_signal_handlers` is overridden here.
+An upgrade of Huey that renames it touches this file only.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-
-def thread_consumer(huey: Any, **options: Any) -> Any:
-    """A Huey consumer for a process whose main thread runs something else (the API's event loop).
-
-    Python lets only the main thread set signal handlers, and Huey's consumer sets them when it starts: its
-    `_set_signal_handlers` hook is the one thing overridden (the process's own handlers stay in charge).
-    """
+if TYPE_CHECKING:
+    from huey import Huey
     from huey.consumer import Consumer
 
-    class ThreadConsumer(Consumer):  # type: ignore[misc]
-        def _set_signal_handlers(self) -> None:
-            return None
 
-    return ThreadConsumer(huey, **options)
+def consumer(huey: Huey, workers: int = 1, in_thread: bool = False) -> Consumer:
+    """A Huey consumer of `workers` threads, no periodic tasks; `in_thread`: it runs in a thread of another
+    process, so it sets no signal handlers."""
+    from huey.consumer import Consumer
+
+    class QuietConsumer(Consumer):
+        def _set_signal_handlers(self) -> None:
+            if not in_thread:
+                super()._set_signal_handlers()
+
+    return QuietConsumer(huey, workers=workers, worker_type="thread", periodic=False)

@@ -24,7 +24,9 @@ import functools
 import logging
 import os
 import sys
+import zipfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -145,27 +147,54 @@ def cuda_device_count() -> int:
     return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
 
 
-def checkpoint_epoch(last_pt: Path) -> int | None:
-    """The epoch (1-based) an unfinished Ultralytics checkpoint ends with, or None (absent, finished, unreadable).
+@dataclass(frozen=True)
+class Checkpoint:
+    """What an Ultralytics `last.pt` holds for a resume.
+
+    `kind` is "resumable" (then `epoch`, 1-based, is the last epoch it finished), "absent", "finished" (its final
+    epoch is in it: nothing is left to train), "truncated" (cut short by a kill while it was written: worthless)
+    or "incompatible" (complete, but this torch or Ultralytics cannot load it, e.g. after an upgrade: keep it,
+    an older environment can still resume it). `why` says it in words, naming the file.
+    """
+
+    kind: str
+    why: str
+    epoch: int | None = None
+
+
+def read_checkpoint(last_pt: Path) -> Checkpoint:
+    """Whether and from which epoch an Ultralytics checkpoint can be resumed, and if not, why.
 
     A finished training's last.pt is stripped (epoch -1, no optimizer). One that saved its final epoch but
     was stopped before stripping cannot be resumed either (Ultralytics refuses: nothing left to train).
     """
     if not last_pt.is_file():
-        return None
+        return Checkpoint("absent", f"there is no {last_pt} (the training stopped before its first epoch ended)")
     import torch
 
     try:
         ckpt = torch.load(last_pt, map_location="cpu", weights_only=False)
-    except Exception:  # a file cut short by a kill while being written
-        return None
+    except Exception as exc:  # any failure to load: told apart below, never swallowed
+        if not zipfile.is_zipfile(last_pt):  # torch writes a ZIP, its directory last: a cut-short file has none
+            return Checkpoint("truncated", f"{last_pt} is cut short (the training was killed while writing it)")
+        return Checkpoint(
+            "incompatible",
+            f"{last_pt} is complete, but this torch {torch.__version__} cannot load it "
+            f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'no message'}); "
+            "it was written by another torch or Ultralytics",
+        )
     if not isinstance(ckpt, dict):
-        return None
+        return Checkpoint("incompatible", f"{last_pt} holds a {type(ckpt).__name__}, not an Ultralytics checkpoint")
     epoch = ckpt.get("epoch", -1)
     total = (ckpt.get("train_args") or {}).get("epochs", 0)
     if epoch is None or epoch < 0 or ckpt.get("optimizer") is None or epoch + 1 >= total:
-        return None
-    return epoch + 1
+        return Checkpoint("finished", f"{last_pt} holds a finished training: nothing is left to resume")
+    return Checkpoint("resumable", f"{last_pt} ends with epoch {epoch + 1} of {total}", epoch + 1)
+
+
+def checkpoint_epoch(last_pt: Path) -> int | None:
+    """The epoch (1-based) an unfinished Ultralytics checkpoint ends with, or None (`read_checkpoint` says why)."""
+    return read_checkpoint(last_pt).epoch
 
 
 def drop_foreign_callbacks(trainer: Any) -> None:

@@ -23,10 +23,11 @@ from typing import Any
 
 from visapp.composition import compose
 from visapp.config import PARAMS_FILE, read_params_file, to_params
-from visapp.dataset.diff import DatasetDiff, SampleSet, diff_samples, format_diff, gate, headline, read_samples
+from visapp.dataset.diff import DatasetDiff, SampleSet, diff_samples, gate, headline, read_samples
+from visapp.dataset.diff_report import format_diff
 from visapp.errors import VisError
-from visapp.formats.images import has_image_suffix
-from visapp.formats.voc import IMAGE_SETS_DIR
+from visapp.formats.image_formats import has_image_suffix
+from visapp.formats.voc_layout import IMAGE_SETS_DIR
 from visapp.integrations import git
 from visapp.integrations.dvc import Revision
 from visapp.registry.history import Snapshot, lookup, snapshot
@@ -35,7 +36,6 @@ from visapp.registry.versions import resolve
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RAW = "data/raw"  # where a commit without params.yaml keeps its dataset
 HEAD_BYTES = 16  # enough of a file without an image extension to tell whether it is an image
 
 
@@ -97,12 +97,14 @@ def resolve_revision(root: Path, text: str) -> str:
 
 
 def _raw_path(snap: Snapshot) -> str:
+    """The dataset folder of a commit: `paths.raw` of its params.yaml, else of today's, else of conf/ (where
+    every path is declared)."""
     for params in (snap.yaml(str(PARAMS_FILE)), snap.current):
         try:
             return str(lookup(params, "paths.raw")).strip("/")
         except KeyError:
             continue
-    return DEFAULT_RAW
+    return str(lookup(compose(), "paths.raw")).strip("/")
 
 
 def _stand_in(revision: Revision, raw: str, listing: Mapping[str, str | None], folder: Path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from visapp.errors import VisError
+from visapp.integrations.huey import consumer as huey_consumer
 from visapp.service.settings import ServiceSettings
 from visapp.service.store import JobStore
 
@@ -78,9 +79,4 @@ class JobQueue:
 
     def consumer(self, workers: int = 1, in_thread: bool = False) -> Any:
         """A Huey consumer; `in_thread`: for the API's process (no signal handlers: they need the main thread)."""
-        from huey.consumer import Consumer
-
-        from visapp.integrations.huey import thread_consumer
-
-        options = {"workers": workers, "worker_type": "thread", "periodic": False}
-        return thread_consumer(self.huey, **options) if in_thread else Consumer(self.huey, **options)
+        return huey_consumer(self.huey, workers, in_thread)

@@ -6,28 +6,38 @@ DVC deletes a stage's outputs before running it, so Ultralytics works in `<base>
   whose temporary copy of the repository is deleted afterwards); sync it to S3 on spot runners;
 - `<key>` hashes what decides the training (the `model` and `train` params except `train.resume`, `seed`) and
   the data (the dataset fingerprint): a changed param or dataset starts over, the same ones resume;
-- `<key>/state.json` says how far the training got (status, epoch, seconds, its MLflow run).
+- `<key>/state.json` says how far the training got (status, epoch, seconds, its MLflow run);
+- `plan_resume` decides from it and from `last.pt` whether to resume, to write a finished training's results,
+  or to start over; `start_over` never removes a folder without a log line saying why, and moves a checkpoint
+  this torch or Ultralytics cannot load to `<base>/incompatible/` instead of deleting it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from visapp.config import Params, params_dict
+from visapp.config import Params, Resume, params_dict
 from visapp.errors import VisError
 from visapp.fsio import dumps_json, exclusive_lock, write_text
-from visapp.integrations.dvc import repository_root
+from visapp.integrations import ultralytics
+from visapp.integrations.dvc_env import repository_root
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_ENV = "VISAPP_CHECKPOINT_DIR"
 DEFAULT_CHECKPOINT_DIR = Path(".cache/train")
 STATE_FILE = "state.json"
+RUN_DIR = "run"  # Ultralytics' folder in a checkpoint folder: weights/last.pt, weights/best.pt, results.csv
+ASIDE_DIR = "incompatible"  # under <base>: checkpoint folders this torch or Ultralytics could not load
 
 
 def checkpoint_key(params: Params, fingerprint: str) -> str:
@@ -94,3 +104,66 @@ def prune_finished(base: Path, holding: str) -> list[Path]:
             (base / f"{folder.name}.lock").unlink(missing_ok=True)
         removed.append(folder)
     return removed
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    """What a training does with its checkpoint folder: "resume" after `epoch`, "finalize" (write the results of
+    a training that finished), or "fresh"; for "fresh", `why` the folder's training is not carried on, and
+    whether its checkpoint is `incompatible` (kept aside, never deleted)."""
+
+    mode: str
+    state: dict[str, Any] = field(default_factory=dict)
+    epoch: int | None = None
+    why: str = ""
+    incompatible: bool = False
+
+
+def plan_resume(resume: Resume, ckpt_dir: Path) -> ResumePlan:
+    """Resume, finalize or start over, from the folder's state.json and its `last.pt` (`train.resume: auto`)."""
+    if resume != Resume.auto:
+        return ResumePlan("fresh", why="train.resume is never")
+    state = read_state(ckpt_dir)
+    weights = ckpt_dir / RUN_DIR / "weights"
+    status = state.get("status")
+    if status == "trained" and (weights / "best.pt").is_file():
+        return ResumePlan("finalize", state)
+    if status == "training":
+        checkpoint = ultralytics.read_checkpoint(weights / "last.pt")
+        if checkpoint.kind == "resumable":
+            return ResumePlan("resume", state, checkpoint.epoch)
+        return ResumePlan("fresh", why=checkpoint.why, incompatible=checkpoint.kind == "incompatible")
+    why = {
+        None: f"it holds no training state ({STATE_FILE} is missing or unreadable)",
+        "trained": f"its training finished, but {weights / 'best.pt'} is missing",
+        "done": "its training finished and its results were written (DVC reruns the stage only to train again)",
+    }.get(status, f"its state says {status!r}")
+    return ResumePlan("fresh", why=why)
+
+
+def start_over(base: Path, ckpt_dir: Path, plan: ResumePlan) -> Path | None:
+    """Empty `ckpt_dir` for a new training, logging why. A checkpoint this torch or Ultralytics cannot load is
+    moved to `<base>/incompatible/<key>[-N]` (returned), never deleted: the environment that wrote it can still
+    resume it."""
+    if not ckpt_dir.exists():
+        log.info("train: new training in %s", ckpt_dir)
+        return None
+    if plan.incompatible:
+        aside = base / ASIDE_DIR / ckpt_dir.name
+        number = 1
+        while aside.exists():
+            number += 1
+            aside = base / ASIDE_DIR / f"{ckpt_dir.name}-{number}"
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        ckpt_dir.rename(aside)
+        log.warning(
+            "train: %s; its checkpoint folder is kept in %s (resume it with the torch and Ultralytics that wrote "
+            "it, or delete it), and a new training starts in %s",
+            plan.why,
+            aside,
+            ckpt_dir,
+        )
+        return aside
+    log.info("train: new training in %s; the one there is removed: %s", ckpt_dir, plan.why)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return None

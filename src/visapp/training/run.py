@@ -13,7 +13,8 @@ How a training runs:
   retrained: its results are written again. A finished and written training with the same key starts over in a
   clean folder: DVC only runs the stage when an output is missing or the user forces it (`dvc repro -f`), and
   both mean "train". A changed param or dataset gives another key, so it starts over. `train.resume: never`
-  always starts over.
+  always starts over. Starting over in a folder says why in the log; a `last.pt` cut short by a kill is
+  removed, one that this torch or Ultralytics cannot load is moved aside, never deleted.
 - **Ultralytics for this run only** (`visapp.integrations.ultralytics.session`): offline, no integration of
   its own, its settings file untouched. Named weights (`model.weights: yolov8n.pt`) are looked up, and
   downloaded where the network allows, in `.cache/ultralytics/weights`, not in the working directory.
@@ -33,22 +34,23 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from visapp.config import Params, Resume, TrainConfig, flatten, params_dict, train_argument_names
+from visapp.config import Params, TrainConfig, flatten, params_dict, train_argument_names
 from visapp.dataset.views import build_view
 from visapp.errors import VisError
 from visapp.formats.metadata import METADATA_FILE, read_metadata
 from visapp.formats.yolo import DATA_YAML
 from visapp.fsio import atomic_path, write_json, write_text
 from visapp.integrations import cuda, ultralytics
-from visapp.integrations.dvc import repository_root
+from visapp.integrations.dvc_env import repository_root
 from visapp.progress import Progress, ProgressCallback
 from visapp.training import tracking
 from visapp.training.checkpoints import (
     checkpoint_base,
     checkpoint_key,
+    plan_resume,
     prune_finished,
-    read_state,
     save_state,
+    start_over,
     training_lock,
 )
 from visapp.training.results import (
@@ -233,19 +235,6 @@ def _backfill_epochs(run: Any, results_csv: Path, up_to: int) -> None:
             run.log_metrics(values, step=epoch)
 
 
-def _plan(params: Params, ckpt_dir: Path) -> tuple[str, dict[str, Any], int | None]:
-    """(mode, state, epoch to resume after): "finalize" a trained run, "resume" an unfinished one, or "fresh"."""
-    run_dir = ckpt_dir / "run"
-    state = read_state(ckpt_dir) if params.train.resume == Resume.auto else {}
-    if state.get("status") == "trained" and (run_dir / "weights" / "best.pt").is_file():
-        return "finalize", state, None
-    if state.get("status") == "training":
-        epoch = ultralytics.checkpoint_epoch(run_dir / "weights" / "last.pt")
-        if epoch:
-            return "resume", state, epoch
-    return "fresh", {}, None
-
-
 def _write_outputs(run_dir: Path, model_dir: Path, metrics: dict[str, Any], run: Any) -> dict[str, Path]:
     """Copy the results out of the checkpoint folder into the stage's outputs (each written atomically)."""
     best = run_dir / "weights" / "best.pt"
@@ -359,10 +348,10 @@ def train_model(
     ckpt_dir, run_dir = base / key, base / key / "run"
 
     with training_lock(base, key), ultralytics.session(repository_root() / ULTRALYTICS_CACHE, verbose=verbose):
-        mode, state, resume_epoch = _plan(params, ckpt_dir)
+        plan = plan_resume(params.train.resume, ckpt_dir)
+        mode, state, resume_epoch = plan.mode, plan.state, plan.epoch
         if mode == "fresh":
-            shutil.rmtree(ckpt_dir, ignore_errors=True)
-            log.info("train: new training in %s", ckpt_dir)
+            start_over(base, ckpt_dir, plan)
         elif mode == "resume":
             log.info("train: resuming after epoch %s from %s", resume_epoch, run_dir / "weights" / "last.pt")
         else:

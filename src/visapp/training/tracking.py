@@ -23,12 +23,11 @@ from typing import Any
 from visapp.config import TrackingConfig
 from visapp.errors import VisError
 from visapp.integrations import git
-from visapp.integrations.dvc import repository_root
+from visapp.integrations.dvc_env import experiment_name, repository_root
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 RUN_FILE = "mlflow_run.json"  # beside metrics.json: the MLflow run of the model (the registry reads it)
 URI_ENV = "MLFLOW_TRACKING_URI"
-EXP_NAME_ENV = "DVC_EXP_NAME"
 # Tag names other steps read back (release, lineage): keep them stable.
 TAG_GIT_COMMIT = "git_commit"
 TAG_DVC_EXP = "dvc_exp_name"
@@ -224,9 +223,9 @@ def source(cwd: Path | None = None) -> Source:
 
 def run_name(code: Source, checkpoint_key: str, environ: Mapping[str, str] | None = None) -> str:
     """The DVC experiment's name, else where the code is: `main@1a2b3c4`, `main@1a2b3c4+changes` when dirty."""
-    environ = os.environ if environ is None else environ
-    if environ.get(EXP_NAME_ENV):
-        return environ[EXP_NAME_ENV]
+    experiment = experiment_name(environ)
+    if experiment:
+        return experiment
     if code.commit is None:
         return f"train-{checkpoint_key[:8]}"
     where = f"{code.branch or 'detached'}@{code.commit[:7]}"
@@ -250,8 +249,9 @@ def run_tags(
         TAG_RAW_DVC_HASH: str(metadata.get("raw_dvc_hash") or ""),
         TAG_CHECKPOINT_KEY: checkpoint_key,
     }
-    if environ.get(EXP_NAME_ENV):
-        tags[TAG_DVC_EXP] = environ[EXP_NAME_ENV]
+    experiment = experiment_name(environ)
+    if experiment:
+        tags[TAG_DVC_EXP] = experiment
     if environ.get(JOB_ENV):
         tags[TAG_JOB] = environ[JOB_ENV]
     if code.branch:
