@@ -156,6 +156,7 @@ def test_replace_from_zip_under_a_top_folder(repo: Path, tmp_path: Path):
     assert dvc_in_sync(repo)
     assert leftovers(repo) == []
     assert f"new dataset version {result.md5} (batch 2)" in str(result)
+    assert "dataset folder of the source: 'MyExport/'" in str(result)
 
 
 @pytest.mark.integration
@@ -172,6 +173,7 @@ def test_cli_ingest_of_a_flat_folder_prints_the_version(repo: Path, tmp_path: Pa
     md5 = (repo / "data/raw.dvc").read_text().split("md5: ")[1].split(".dir")[0]
     assert f"data/raw: new dataset version {md5}" in proc.stdout
     assert "2 images, 2 annotations, 4 files" in proc.stdout
+    assert "dataset folder of the source: 'shots/'" in proc.stdout
     assert dvc_in_sync(repo)
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from visapp.errors import VisError
 from visapp.ingest.merge import merge, merged_list
-from visapp.ingest.sources import find_voc_root
+from visapp.ingest.sources import choose_voc_root, find_voc_root
 
 pytestmark = pytest.mark.unit
 
@@ -97,3 +97,29 @@ def test_an_append_of_another_layout_is_refused(tmp_path):
     incoming = write_files(tmp_path / "new", {"b.xml": b"<b/>", "b.jpg": b"B"})
     with pytest.raises(VisError, match=r"it uses the flat layout.*data/raw uses Annotations/"):
         merge(incoming, target, "new.zip", "", "data/raw")
+
+
+@pytest.mark.parametrize(
+    ("paths", "root", "note"),
+    [
+        # Annotations in one folder, their images in another (as a VOC2012 subset was zipped): the annotations'
+        # folder is taken, and the note says where the images are.
+        (["VOC2012/Annotations/a.xml", "VOC2012/ImageSets/Main/train.txt", "images/JPEGImages/a.jpg"], "VOC2012",
+         "holds 1 annotation(s) and no image; 1 image(s) outside it were left out: 'images/JPEGImages/' (1)"),
+        (["VOC2012/Annotations/a.xml", "VOC2012/Annotations/b.xml", "JPEGImages/a.jpg", "JPEGImages/b.jpg"],
+         "VOC2012", "2 image(s) outside it were left out: 'JPEGImages/' (2)"),
+        # A folder that pairs annotations with images wins over a shallower or another one that does not.
+        (["d/Annotations/a.xml", "d/JPEGImages/a.jpg", "e/Annotations/b.xml", "e/Annotations/c.xml"], "d",
+         "2 annotation(s) outside the folder taken, 'd/', were left out (more than the folder taken holds)"),
+        (["x/JPEGImages/z.jpg", "x/y/Annotations/a.xml", "x/y/JPEGImages/a.jpg"], "x/y",
+         "1 image(s) outside it were left out: 'x/JPEGImages/' (1)"),
+    ],
+)  # fmt: skip
+def test_the_folder_taken_prefers_one_that_pairs_annotations_with_images_and_notes_what_is_left_out(paths, root, note):
+    choice = choose_voc_root(paths, "src.zip")
+    assert choice.root == root
+    assert any(note in line for line in choice.notes), choice.notes
+
+
+def test_a_dataset_in_one_folder_leaves_no_note():
+    assert choose_voc_root(["MyExport/Annotations/a.xml", "MyExport/JPEGImages/a.jpg"], "src.zip").notes == []

@@ -198,3 +198,24 @@ def test_a_method_a_path_does_not_take_is_405_with_the_ones_it_does(make_service
             answer = api.request(method, path)
             assert answer.status_code == 405 and answer.headers["allow"] == allowed, (method, path)
             assert answer.json()["error"]["message"].endswith(f"use {allowed}")
+
+
+def test_the_folder_taken_as_the_dataset_is_named_and_what_it_left_out_is_said(make_service, tmp_path):
+    """A VOC subset zipped with its annotations in one folder and its images in another: the answer names the
+    folder taken and says where the images are, so the client knows why every sample is rejected."""
+    folder = tmp_path / "subset"
+    for stem in ("2008_000001", "2008_000002", "2008_000003"):
+        write_sample(folder / "VOC2012", stem)
+        (folder / "VOC2012" / "JPEGImages" / f"{stem}.jpg").rename(folder / f"{stem}.jpg")
+    (folder / "VOC2012" / "JPEGImages").rmdir()
+    (folder / "images").mkdir()
+    for image in folder.glob("*.jpg"):
+        image.rename(folder / "images" / image.name)
+    api_proc = make_service().api(worker=False)
+    with client(api_proc.url) as api:
+        answer = upload(api, zip_folder(folder), classes=CLASSES)
+    assert answer.status_code == 422, answer.text
+    job = answer.json()["job"]
+    assert job["dataset"]["root"] == "VOC2012" and answer.json()["report"]["by_code"]["image_missing"] == 3
+    assert "3 image(s) outside it were left out: 'images/' (3)" in job["error"], job["error"]
+    assert job["dataset"]["notes"] and job["dataset"]["notes"][0] in job["error"]

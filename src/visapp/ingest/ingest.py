@@ -110,12 +110,14 @@ class IngestResult:
     notes: list[str] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)  # lines: the class names found, against data.classes
     same_version: bool = False  # the source held exactly the current version: nothing was swapped
+    folder: str = "the top folder"  # the source's folder taken as the dataset ("'MyExport/'", "the top folder")
 
     def __str__(self) -> str:
         label = f" ({self.name})" if self.name else ""
         what = "unchanged: it already holds this version" if self.same_version else "new dataset version"
         lines = [
             f"{self.raw_dir}: {what} {self.md5}{label}",
+            f"  dataset folder of the source: {self.folder}",
             f"  {self.images} images, {self.annotations} annotations, {self.nfiles} files, {_size(self.size)}",
             *(f"  {line}" for line in self.classes),
         ]
@@ -256,7 +258,8 @@ def _ingest_source(
 ) -> IngestResult:
     """Under the lock: find the dataset, check the replace is safe, prepare, hash, swap."""
     phase = phase or (lambda step: None)
-    root = src.find_root()
+    choice = src.choose_root()
+    root = choice.root
     wanted = under(src.files, root)
     kept = set(wanted)
     ignored = [p for p in src.files if p not in kept]
@@ -303,6 +306,7 @@ def _ingest_source(
     for note in notes:
         log.warning("%s", note)
     return IngestResult(
+        folder=choice.shown,
         raw_dir=target.label,
         md5=new.md5.removesuffix(".dir"),
         nfiles=new.nfiles,
@@ -315,7 +319,7 @@ def _ingest_source(
         unchanged=unchanged,
         ignored=ignored,
         litter=sorted(src.litter),
-        notes=notes,
+        notes=[*choice.notes, *notes],
         classes=describe_classes(found.objects, request.classes),
         same_version=same,
     )

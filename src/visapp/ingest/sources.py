@@ -1,8 +1,9 @@
 """Where a dataset comes from: a folder or an archive, vetted, and the VOC folder found inside it.
 
-The dataset in a source is the shallowest folder with an `Annotations/` or `JPEGImages/` child (any case;
-`MyExport/`, `VOCdevkit/VOC2007/` are found), else the innermost folder that wraps everything (flat layout:
-XML beside images). Files outside that folder are left out (and counted), and so is operating system litter
+The dataset in a source is a folder with an `Annotations/` or `JPEGImages/` child (any case; `MyExport/`,
+`VOCdevkit/VOC2007/` are found), one that holds both annotations and images first, then the shallowest; else the
+innermost folder that wraps everything (flat layout: XML beside images). Files outside that folder are left out
+(counted, and annotations or images among them named in the notes), and so is operating system litter
 (`._*`, `.DS_Store`, `__MACOSX/`, `Thumbs.db`, ...: `visapp.ingest.archive.is_litter`) wherever it is, for
 archives and folders alike. An archive is vetted whole first (`visapp.ingest.archive`): one bad entry refuses it.
 A source without any XML or image that holds other archives (a ZIP in a ZIP) is refused as `nested_archive`,
@@ -14,11 +15,13 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+from collections import Counter as Tally
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from visapp.errors import VisError
 from visapp.formats.image_formats import has_image_suffix
-from visapp.formats.voc_layout import dataset_roots
+from visapp.formats.voc_layout import dataset_roots, layout_of
 from visapp.fsio import os_error
 from visapp.ingest.archive import (
     ArchiveLimits,
@@ -42,30 +45,94 @@ def _is_data_file(path: str) -> bool:
     return PurePosixPath(path).suffix.lower() == ".xml" or has_image_suffix(path)
 
 
-def find_voc_root(paths: list[str], origin: str) -> str:
-    """Relative file paths of a source -> the folder ('' for the top) that holds the VOC dataset.
+@dataclass(frozen=True)
+class RootChoice:
+    """The folder of a source taken as the dataset ('' for the top), and what the choice passed over."""
+
+    root: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def shown(self) -> str:
+        return repr(self.root + "/") if self.root else "the top folder"
+
+
+def _held(paths: list[str], root: str) -> tuple[int, int, int]:
+    """(samples paired, annotations, images) of the folder `root` as its own layout reads it
+    (`voc_layout.layout_of`): annotations in its `Annotations/` (or beside their images, flat), images in its
+    image folders, paired by name."""
+    inside = [p[len(root) + 1 :] if root else p for p in under(paths, root)]
+    layout = layout_of(inside)
+    xml = {layout.key(p, True) for p in inside if p.lower().endswith(".xml")} - {None}
+    images = {layout.key(p, False) for p in inside if has_image_suffix(p)} - {None}
+    paired = len(xml & images)
+    return paired, len(xml) if layout.annotations is not None else paired, len(images)
+
+
+def _where(paths: list[str]) -> str:
+    tops = Tally(p.rsplit("/", 1)[0] + "/" if "/" in p else "the top folder" for p in paths)
+    shown = ", ".join(f"{folder!r} ({n})" if folder != "the top folder" else f"{folder} ({n})"
+                      for folder, n in tops.most_common(3))  # fmt: skip
+    return shown + (", ..." if len(tops) > 3 else "")
+
+
+def choose_voc_root(paths: list[str], origin: str) -> RootChoice:
+    """Relative file paths of a source -> the folder that holds the VOC dataset, with notes on what it leaves out.
+
+    The candidates are the folders with an `Annotations/` or `JPEGImages/` child (`voc_layout.dataset_roots`), else
+    the innermost folder that wraps everything (a flat layout). A candidate whose layout pairs annotations with
+    images is preferred, then one with annotations, then the shallowest. The notes say when annotations or images
+    lie outside the folder taken.
 
     Raises:
-        VisError: no XML and no image anywhere, or several datasets side by side.
+        VisError: no XML and no image anywhere, or several datasets side by side (at one depth, alike).
     """
-    candidates = dataset_roots(paths)
-    if candidates:
-        depth = min(_depth(c) for c in candidates)
-        shallowest = sorted(c for c in candidates if _depth(c) == depth)
-        if len(shallowest) > 1:
-            raise VisError(
-                f"{origin} holds several VOC datasets ({', '.join(repr(c) for c in shallowest[:MAX_LISTED])}); "
-                "ingest them one at a time (unzip, then `visapp ingest FOLDER --mode append`)"
-            )
-        root = shallowest[0]
-    else:
-        root = _common_folder(paths)
+    candidates = dataset_roots(paths) or {_common_folder(paths)}
+    held = {root: _held(paths, root) for root in candidates}
+
+    def kind(root: str) -> tuple[bool, bool]:
+        paired, annotations, _ = held[root]
+        return (paired > 0, annotations > 0)
+
+    best = max(kind(root) for root in candidates)
+    fitting = [root for root in candidates if kind(root) == best]
+    depth = min(_depth(root) for root in fitting)
+    shallowest = sorted(root for root in fitting if _depth(root) == depth)
+    if len(shallowest) > 1:
+        raise VisError(
+            f"{origin} holds several VOC datasets ({', '.join(repr(c) for c in shallowest[:MAX_LISTED])}); "
+            "ingest them one at a time (unzip, then `visapp ingest FOLDER --mode append`)"
+        )
+    root = shallowest[0]
     if not any(_is_data_file(p) for p in under(paths, root)):
         raise VisError(
             f"no VOC dataset in {origin}: found no .xml annotation and no image (JPEG, PNG, BMP, WebP); "
             "expected Annotations/ + JPEGImages/, annotations/ + images/, or each XML beside its image"
         )
-    return root
+    choice = RootChoice(root)
+    inside = set(under(paths, root))
+    outside_xml = [p for p in paths if p not in inside and p.lower().endswith(".xml")]
+    outside_images = [p for p in paths if p not in inside and has_image_suffix(p)]
+    _, xml, images = held[root]
+    if outside_images:
+        lack = " and no image" if not images else ""
+        choice.notes.append(
+            f"the folder taken, {choice.shown}, holds {xml} annotation(s){lack}; {len(outside_images)} image(s) "
+            f"outside it were left out: {_where(outside_images)}. Put the images beside the annotations "
+            "(Annotations/ and JPEGImages/ in one folder) if they belong to this dataset"
+        )
+    if outside_xml:
+        more = " (more than the folder taken holds)" if len(outside_xml) > xml else ""
+        choice.notes.append(
+            f"{len(outside_xml)} annotation(s) outside the folder taken, {choice.shown}, were left out{more}: "
+            f"{_where(outside_xml)}"
+        )
+    return choice
+
+
+def find_voc_root(paths: list[str], origin: str) -> str:
+    """The folder that holds the VOC dataset (`choose_voc_root`)."""
+    return choose_voc_root(paths, origin).root
 
 
 def _is_archive(path: str) -> bool:
@@ -156,7 +223,11 @@ class Source:
         check_collisions(entries, self.origin)
 
     def find_root(self) -> str:
-        """The folder that holds the dataset (`find_voc_root`).
+        """The folder that holds the dataset (`choose_root`)."""
+        return self.choose_root().root
+
+    def choose_root(self) -> RootChoice:
+        """The folder that holds the dataset, and what the choice left out (`choose_voc_root`).
 
         Raises:
             ArchiveRefused: `nested_archive`: no XML and no image, but other archives (a ZIP in a ZIP).
@@ -166,7 +237,7 @@ class Source:
             nested = [p for p in self.files if _is_archive(p)]
             if nested:
                 raise ArchiveRefused("nested_archive", self._nested_message(nested))
-        return find_voc_root(self.files, self.origin)
+        return choose_voc_root(self.files, self.origin)
 
     def _nested_message(self, nested: list[str]) -> str:
         """What to do with a source that holds archives instead of a dataset: unpack, then ingest each."""

@@ -72,16 +72,16 @@ def unpack(archive: Path, dest: Path, shown_as: str, limits: ArchiveLimits | Non
         raise refused("unsafe_archive", VisError(f"{exc.code}: {exc}")) from None
     try:
         try:
-            root = source.find_root()
+            choice = source.choose_root()
         except VisError as exc:
             raise refused("no_dataset", exc) from None
         try:
-            source.extract(dest, root)
+            source.extract(dest, choice.root)
         except ArchiveRefused as exc:
             raise refused("unsafe_archive", VisError(f"{exc.code}: {exc}")) from None
     finally:
         source.close()
-    return DatasetFolder(root=root)
+    return DatasetFolder(root=choice.root, notes=choice.notes)
 
 
 def _class_names(raw_dir: Path) -> list[str]:
@@ -108,8 +108,14 @@ def error_codes(report: dict[str, Any]) -> str:
     return ", ".join(f"{code} {n}" for code, n in report["by_code"].items() if code in errors)
 
 
-def rejection(report: dict[str, Any], stopped: str, job_id: str) -> str:
-    """Why a checked upload was rejected, in words a client can act on."""
+def rejection(report: dict[str, Any], stopped: str, job_id: str, folder: DatasetFolder) -> str:
+    """Why a checked upload was rejected, in words a client can act on (with what the choice of its dataset's
+    folder left out: often the reason)."""
+    notes = "".join(f"; {note}" for note in folder.notes)
+    return _rejection(report, stopped, job_id) + notes
+
+
+def _rejection(report: dict[str, Any], stopped: str, job_id: str) -> str:
     where = f"every issue: GET /jobs/{job_id}/report"
     if stopped == "dataset_empty" and not report["samples"]:
         return (
@@ -210,7 +216,7 @@ def _check(
         "progress": None,
     }
     if result.stopped is not None:
-        fields["error"] = rejection(result.report, result.stopped, job_id)
+        fields["error"] = rejection(result.report, result.stopped, job_id, dataset)
         return State.rejected, fields, result.report
     store.put(job_id, METADATA, folder / METADATA)
     meta = result.metadata or {}
