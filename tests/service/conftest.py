@@ -7,14 +7,12 @@ seconds; the defaults are 10 s and 60 s.
 
 from __future__ import annotations
 
-import io
 import itertools
 import os
 import re
 import signal
 import subprocess
 import time
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import VENV_BIN, free_port
+from conftest import VENV_BIN, answers, free_port, wait_until_serving
+from factory import zip_folder
 
 TOKEN = "test-token-0123456789abcdef"
 OTHER_TOKEN = "other-token-0123456789abcdef"
@@ -99,17 +98,9 @@ class Service:
         args = ["serve", "--port", str(port)] + ([] if worker else ["--no-worker"])
         started = self._start(args, "api", extra)
         started.url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{started.url}/health", timeout=2).status_code == 200:
-                    return started
-            except httpx.HTTPError:
-                pass
-            if started.proc.poll() is not None or time.monotonic() > deadline:
-                started.kill()
-                pytest.fail(f"visapp serve did not start:\n{started.output()}")
-            time.sleep(0.2)
+        wait_until_serving(started.proc, lambda: answers(f"{started.url}/health"), 60,
+                           lambda: f"visapp serve did not start:\n{started.output()}", stop=started.kill)  # fmt: skip
+        return started
 
     def worker(self, extra: dict[str, str] | None = None) -> Proc:
         return self._start(["worker"], "worker", extra)
@@ -160,12 +151,7 @@ def dataset_zip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     folder = tmp_path_factory.mktemp("tiny") / "voc"
     subprocess.run([str(VENV_BIN / "visapp"), "sample", "--out", str(folder), "--images", "12"], check=True,
                    capture_output=True)  # fmt: skip
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                archive.write(path, path.relative_to(folder).as_posix())
-    return buffer.getvalue()
+    return zip_folder(folder)
 
 
 def upload(api: httpx.Client, data: bytes, classes: str | None = "circle,square,triangle", name: str = "ds.zip"):

@@ -20,8 +20,9 @@ import httpx
 import pytest
 
 from conftest import free_port
+from factory import zip_folder
 from service.conftest import TINY_TRAINING, client, upload
-from service.test_uploads import CLASSES, sample, zip_folder
+from service.test_uploads import CLASSES, sample
 from visapp.service.scratch import CACHE
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

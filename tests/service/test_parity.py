@@ -8,9 +8,9 @@ import shutil
 
 import pytest
 
-from factory import Obj, image_bytes, write_sample
+from factory import Obj, image_bytes, write_sample, zip_folder
 from service.conftest import client
-from service.test_uploads import CLASSES, sample, zip_folder
+from service.test_uploads import CLASSES, sample
 
 pytestmark = pytest.mark.integration
 

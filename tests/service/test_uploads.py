@@ -4,30 +4,19 @@ the reads of a checked dataset (its whole report, its figures), deleting a job, 
 
 from __future__ import annotations
 
-import io
 import re
 import subprocess
-import zipfile
 from pathlib import Path
 
 import pytest
 
 from conftest import VENV_BIN
-from factory import Obj, image_bytes, write_sample
+from factory import Obj, image_bytes, write_sample, zip_folder
 from service.conftest import TINY_TRAINING, client, upload, wait_for
 
 pytestmark = pytest.mark.integration
 
 CLASSES = "circle,square,triangle"
-
-
-def zip_folder(folder: Path) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                archive.write(path, path.relative_to(folder).as_posix())
-    return buffer.getvalue()
 
 
 def sample(folder: Path, images: int = 12) -> Path:
