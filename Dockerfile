@@ -65,6 +65,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     MLFLOW_DISABLE_TELEMETRY=true \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
+# The commit the image is built from (ecr.yml passes it): a job's lineage names the code that trained it. Last, so a
+# new commit reuses every layer above.
+ARG GIT_COMMIT=
+ENV VISAPP_GIT_COMMIT=${GIT_COMMIT}
 USER 10001:10001
 EXPOSE 8000
 # `visapp serve` answers GET /health (on its --port); any other command (worker, doctor, dvc) is healthy while it runs.

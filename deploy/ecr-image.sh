@@ -52,7 +52,7 @@ build() { # -> the digest pushed as $commit_tag; non-zero when the build or the 
     docker buildx create --name visapp-builder --driver docker-container >/dev/null
   # --provenance=false: one image manifest per tag (no attestation index), as `docker pull` by digest expects.
   docker buildx build --builder visapp-builder --pull --provenance=false \
-    --build-arg "TORCH_VARIANT=$variant" \
+    --build-arg "TORCH_VARIANT=$variant" --build-arg "GIT_COMMIT=$commit" \
     --cache-from "type=registry,ref=$registry/$cache_repository:$variant" \
     --cache-to "type=registry,ref=$registry/$cache_repository:$variant,mode=max,image-manifest=true,oci-mediatypes=true" \
     --label "org.opencontainers.image.revision=$commit" \

@@ -134,7 +134,8 @@ for variant in "${variants[@]}"; do
   say "$variant: building $tag (log: $log_dir/build-$variant.log)"
   status=0
   guarded buildah build --isolation chroot --format docker --layers --pull=never \
-    --build-arg "PYTHON_IMAGE=$base_image" "${build_args[@]}" \
+    --build-arg "PYTHON_IMAGE=$base_image" --build-arg "GIT_COMMIT=$(git rev-parse HEAD 2>/dev/null || true)" \
+    "${build_args[@]}" \
     "${volumes[@]}" --tag "$tag" . >"$log_dir/build-$variant.log" 2>&1 || status=$?
   seconds=$((SECONDS - started))
   if ((status != 0)); then
