@@ -108,3 +108,18 @@ def test_rules_across_keys():
 def test_typed_params_round_trip_to_what_params_yaml_says():
     params = load_params(REPO_ROOT / "params.yaml")
     assert params_dict(params) == raw_params()
+
+
+def test_one_function_says_which_params_apply_in_a_folder(tmp_path):
+    """params.yaml where there is one (the pipeline's), else conf/'s composition; a face's changes over them,
+    through every check (the class list's too)."""
+    from visapp.composition import applicable_params, default_params
+    from visapp.config import ConfigError
+
+    assert applicable_params(tmp_path) == default_params()
+    (tmp_path / "params.yaml").write_text((REPO_ROOT / "params.yaml").read_text().replace("epochs: 40", "epochs: 7"))
+    assert applicable_params(tmp_path).train.epochs == 7
+    changed = applicable_params(tmp_path, {"data": {"classes": ["a", "b"]}, "diff": {"max_class_drift": 0.5}})
+    assert changed.data.classes == ["a", "b"] and changed.diff.max_class_drift == 0.5 and changed.train.epochs == 7
+    with pytest.raises(ConfigError, match=r"data\.classes is empty"):
+        applicable_params(tmp_path, {"data": {"classes": []}})

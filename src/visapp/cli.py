@@ -23,23 +23,24 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _check_params(args: argparse.Namespace) -> Any:
-    """params.yaml here (else conf/'s defaults) with the command's options over it, through the same checks.
+    """The params that apply here (`applicable_params`) with the command's options over them. Without --classes
+    and without a params.yaml, the classes are every name the dataset's annotations hold, sorted (as the
+    service does for an upload without classes)."""
+    from visapp.composition import applicable_params
+    from visapp.config import PARAMS_FILE
 
-    Without --classes and without a params.yaml, every class name is accepted (the class list is emptied).
-    """
-    from visapp.composition import compose
-    from visapp.config import PARAMS_FILE, read_params_file, to_params
-
-    raw = read_params_file(PARAMS_FILE) if PARAMS_FILE.is_file() else compose()
-    data = dict(raw.get("data") or {})
+    data: dict[str, Any] = {}
     if args.tolerance is not None:
         data["bbox_tolerance_px"] = args.tolerance
     if args.classes is not None:
         data["classes"] = [name.strip() for name in args.classes.split(",") if name.strip()]
-    params = to_params({**raw, "data": data})
-    if args.classes is None and not PARAMS_FILE.is_file():
-        params.data.classes = []
-    return params
+    elif not PARAMS_FILE.is_file():
+        from visapp.ingest.ingest import class_names
+
+        data["classes"] = class_names(Path(args.path))
+        if not data["classes"]:
+            raise VisError(f"{args.path}: the annotations name no object; give the class names with --classes")
+    return applicable_params(".", {"data": data})
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -167,12 +168,13 @@ def _cmd_params(args: argparse.Namespace) -> int:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    from visapp.config import PARAMS_FILE, load_params
+    from visapp.composition import applicable_params
+    from visapp.config import PARAMS_FILE
     from visapp.ingest.archive import ArchiveLimits, parse_size
     from visapp.ingest.ingest import ingest, recover
 
-    params = load_params(PARAMS_FILE) if PARAMS_FILE.is_file() else None
-    raw_dir = Path(args.raw or (params.paths.raw if params else "data/raw"))
+    params = applicable_params(".")
+    raw_dir = Path(args.raw or params.paths.raw)
     if args.recover:
         print(recover(raw_dir) or "no interrupted ingest to recover")
         return 0
@@ -191,7 +193,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         name=args.name,
         limits=limits,
         force=args.force,
-        classes=params.data.classes if params else None,
+        classes=params.data.classes if PARAMS_FILE.is_file() else None,  # a project's own class list
         progress=console.progress_display(),
     )
     print(result)

@@ -76,6 +76,23 @@ def default_params(conf: str | Path | None = None) -> Params:
     return to_params(copy.deepcopy(_composed_defaults(folder)))
 
 
+def applicable_raw(root: str | Path = ".") -> dict[str, Any]:
+    """The params that apply in `root`, as a plain mapping: its params.yaml when there is one (what the pipeline
+    runs with), else the composition of conf/ (a folder outside a project, the service's image)."""
+    path = Path(root) / PARAMS_FILE
+    return read_params_file(path) if path.is_file() else copy.deepcopy(_composed_defaults(str(conf_dir().resolve())))
+
+
+def applicable_params(root: str | Path = ".", changes: dict[str, Any] | None = None) -> Params:
+    """The params that apply in `root` (`applicable_raw`), with a face's own `changes` merged over them section by
+    section (`{"data": {"classes": [...]}}`), checked as the pipeline checks params.yaml: every face (the command
+    line, the service, doctor, the dataset diff) asks this one function."""
+    raw = applicable_raw(root)
+    for section, values in (changes or {}).items():
+        raw[section] = {**(raw.get(section) or {}), **values} if isinstance(values, dict) else values
+    return to_params(raw)
+
+
 @dataclass(frozen=True)
 class Difference:
     key: str

@@ -139,12 +139,10 @@ def cuda_check(require_gpu: bool = False) -> Check:
 
 
 def _params(root: Path) -> Any:
-    """params.yaml here, checked; else the defaults conf/ composes to (the image's /app has both)."""
-    from visapp.composition import default_params
-    from visapp.config import PARAMS_FILE, load_params
+    """The params that apply in `root` (params.yaml, else conf/'s composition), checked."""
+    from visapp.composition import applicable_params
 
-    path = root / PARAMS_FILE
-    return load_params(path) if path.is_file() else default_params()
+    return applicable_params(root)
 
 
 def params_check(root: Path) -> Check:

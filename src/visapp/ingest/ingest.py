@@ -74,6 +74,12 @@ def survey(raw_dir: Path) -> Survey:
     return found
 
 
+def class_names(raw_dir: Path) -> list[str]:
+    """Every object name a dataset's annotations hold, sorted: its classes when nobody named them (an upload, or
+    `visapp check` outside a project, without classes)."""
+    return sorted(survey(raw_dir).objects)
+
+
 def describe_classes(objects: Counter[str], classes: list[str] | None) -> list[str]:
     """Lines comparing the class names found with data.classes (when known)."""
     found = ", ".join(f"{name} {count}" for name, count in sorted(objects.items())) or "none"

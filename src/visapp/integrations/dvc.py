@@ -171,8 +171,9 @@ class Revision:
             found = self.fs.find(folder, detail=True)
         except Exception as exc:  # the folder's listing neither cached nor in the remote
             raise VisError(
-                f"cannot list {folder} at {self.rev[:12]} ({type(exc).__name__}: {exc}): `dvc pull` it, or check "
-                "the remote settings (`dvc remote list`, the credentials)"
+                f"cannot list {folder} at {self.rev[:12]} ({type(exc).__name__}: {exc}): its listing is neither in "
+                "the local DVC cache nor in the remote; `dvc pull` it, or check the remote settings (`dvc remote "
+                "list`, the credentials)"
             ) from None
         prefix = f"{folder.rstrip('/')}/"
         return {

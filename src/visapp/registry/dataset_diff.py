@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from visapp.composition import compose
-from visapp.config import PARAMS_FILE, read_params_file, to_params
+from visapp.composition import applicable_params, compose
+from visapp.config import PARAMS_FILE
 from visapp.dataset.diff import DatasetDiff, SampleSet, diff_samples, gate, headline, read_samples
 from visapp.dataset.diff_report import format_diff
 from visapp.errors import VisError
@@ -64,10 +64,8 @@ class RevisionDiff:
 
 def gate_limits(overrides: Mapping[str, float | None], params_file: Path = PARAMS_FILE) -> dict[str, float]:
     """The `diff.*` limits of params.yaml (else of conf/) with the command line's over them, checked as params."""
-    raw = read_params_file(params_file) if params_file.is_file() else compose()
-    limits = dict(raw.get("diff") or {})
-    limits.update({name: value for name, value in overrides.items() if value is not None})
-    return asdict(to_params({**raw, "diff": limits}).diff)
+    limits = {name: value for name, value in overrides.items() if value is not None}
+    return asdict(applicable_params(params_file.parent, {"diff": limits}).diff)
 
 
 # ---------------------------------------------------------------- reading a revision's dataset

@@ -19,6 +19,7 @@ from visapp.config import ConfigError, OnError
 from visapp.errors import VisError
 from visapp.formats.report import ERROR
 from visapp.ingest.archive import ArchiveLimits
+from visapp.ingest.ingest import class_names
 from visapp.service import records, scratch
 from visapp.service.leases import Holder, LeaseLost
 from visapp.service.params import METADATA, RAW, VALIDATED, with_classes, with_paths
@@ -82,13 +83,6 @@ def unpack(archive: Path, dest: Path, shown_as: str, limits: ArchiveLimits | Non
     finally:
         source.close()
     return DatasetFolder(root=choice.root, notes=choice.notes)
-
-
-def _class_names(raw_dir: Path) -> list[str]:
-    """Every object name the annotations hold, sorted: the classes of an upload that named none."""
-    from visapp.ingest.ingest import survey
-
-    return sorted(survey(raw_dir).objects)
 
 
 def summarize(report: dict[str, Any], on_error: OnError) -> ValidationSummary:
@@ -188,7 +182,7 @@ def _check(
     archive.unlink()
     raw = record.params
     if not record.classes_given:
-        names = _class_names(folder / RAW)
+        names = class_names(folder / RAW)
         if not names:
             raise UploadRefused(
                 "no_classes",

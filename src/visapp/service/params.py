@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from visapp.composition import default_params
+from visapp.composition import applicable_params
 from visapp.config import OnError, Params, TrainConfig, params_dict, to_params
 
 # Where each data stage reads and writes, in a job's scratch folder (`with_paths`).
@@ -60,13 +60,14 @@ def nearest_key(name: str) -> str:
 
 
 def dataset_params(classes: list[str] | None, on_error: OnError) -> dict[str, Any]:
-    """conf/'s params with the upload's classes and `on_error`, checked when classes are given (without them,
+    """The params that apply where the service runs (`applicable_params`: the deployed params.yaml, else conf/)
+    with the upload's classes and `on_error`, checked when classes are given (without them,
     `data.classes` stays empty until the check fills it from the annotations: `with_classes`).
 
     Raises:
         ConfigError: a class list the pipeline would refuse too (blank or repeated names).
     """
-    raw = params_dict(default_params())
+    raw = params_dict(applicable_params("."))
     raw["data"] = {**raw["data"], "classes": list(classes or []), "on_error": str(OnError(on_error))}
     if classes:
         to_params(raw)

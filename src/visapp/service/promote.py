@@ -9,7 +9,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from visapp.config import PARAMS_FILE, load_params
+from visapp.composition import applicable_params
+from visapp.config import PARAMS_FILE
 from visapp.errors import VisError
 from visapp.ingest.ingest import IngestResult, ingest
 from visapp.service import records
@@ -24,10 +25,11 @@ def promote(job_id: str, raw: str | None = None, name: str | None = None) -> Ing
         record = records.load(store, job_id)
     except UnknownJob:
         raise VisError(f"no job {job_id!r} in the job store {settings.store_url} (VISAPP_STORE_URL)") from None
-    if record.state in (records.State.rejected, records.State.uploaded, records.State.validating):
-        raise VisError(f"job {job_id} is {record.state}: only a dataset that passed validation can be promoted")
-    params = load_params(PARAMS_FILE) if Path(PARAMS_FILE).is_file() else None
-    raw_dir = raw or (params.paths.raw if params else "data/raw")
+    if record.metadata is None:
+        raise VisError(f"job {job_id} is {record.state}: only a dataset that passed its check can be promoted")
+    params = applicable_params(".")
+    own = Path(PARAMS_FILE).is_file()  # a project's own class list, to compare the job's with
+    raw_dir = raw or params.paths.raw
     stored = record.upload.stored_as
     label = name or f"service job {job_id} ({record.upload.filename or stored})"
     with tempfile.TemporaryDirectory(
@@ -35,11 +37,16 @@ def promote(job_id: str, raw: str | None = None, name: str | None = None) -> Ing
     ) as tmp:
         archive = Path(tmp) / stored
         store.get(job_id, stored, archive)
-        result = ingest(archive, raw_dir, name=label, classes=params.data.classes if params else None)
-    if params and record.classes and record.classes != params.data.classes:
+        result = ingest(archive, raw_dir, name=label, classes=params.data.classes if own else None)
+    if own and record.classes and record.classes != params.data.classes:
         result.notes.append(
             f"the job trained with classes {record.classes}; data.classes is {params.data.classes}: set it in "
             "conf/data/ and run `make params` if the model should match"
+        )
+    if record.validation is not None and record.validation.left_out:
+        result.notes.append(
+            f"the job left {record.validation.rejected} rejected sample(s) out (on_error=skip); the archive holds "
+            "them, so `dvc repro` rejects them too unless data.on_error is skip"
         )
     result.notes.append("next: `dvc repro`, then `visapp release` (and commit data/raw.dvc)")
     return result
