@@ -165,6 +165,22 @@ class DiffConfig:
 
 
 @dataclass
+class AuditConfig:
+    """The label audit of the evaluate stage (`visapp.training.audit`): what it asks the model, what it shows."""
+
+    confidence: float = field(metadata=_range(0, 1, above=True))  # the predictions' floor: cleanlab wants low ones
+    top: int = field(metadata=_range(0))  # the samples drawn in audit.png and printed by `visapp audit`
+
+
+@dataclass
+class ReleaseConfig:
+    """`visapp release --stage prod`'s gate: the most a candidate may lose against prod on the same test split."""
+
+    max_drop: float = field(metadata=_range(0, 1))  # mAP50-95, absolute
+    max_class_drop: float = field(metadata=_range(0, 1))  # any class's AP50-95, absolute
+
+
+@dataclass
 class Params:
     seed: int = field(metadata=_range(0))
     paths: PathsConfig
@@ -174,6 +190,8 @@ class Params:
     model: ModelConfig
     train: TrainConfig
     tracking: TrackingConfig
+    audit: AuditConfig
+    release: ReleaseConfig
 
 
 # Free-form mappings: their keys are not ours to check (train.extra goes to Ultralytics as it is).

@@ -12,7 +12,7 @@ from conftest import REPO_ROOT
 
 pytestmark = pytest.mark.unit
 
-STAGES = ["params", "validate", "convert", "metadata", "train"]
+STAGES = ["params", "validate", "convert", "metadata", "train", "evaluate"]
 SRC = REPO_ROOT / "src"
 
 

@@ -65,6 +65,7 @@ class Example:
     orientation: int
     image_path: Path
     boxes: tuple[Box, ...]
+    predicted: tuple[Box, ...] = ()  # a model's boxes, drawn thin and dashed beside the labels (the label audit)
 
 
 @dataclass
@@ -318,6 +319,10 @@ def _render_example(example: Example, classes: list[str]) -> tuple[Any, str] | N
         tx = min(max(x0, 0), max(size[0] - text_w, 0))
         draw.rectangle((tx, ty, tx + text_w, ty + text_h), fill=colour)
         draw.text((tx + 2 - left, ty + 2 - top), name, fill="white", font=font)
+    for box in example.predicted:
+        x0, y0 = (box.cx - box.w / 2) * size[0], (box.cy - box.h / 2) * size[1]
+        x1, y1 = (box.cx + box.w / 2) * size[0], (box.cy + box.h / 2) * size[1]
+        _dashed_rectangle(draw, (x0, y0, x1, y1), class_colour(box.class_id))
     caption = f"{example.split}/{example.id}  {example.width}x{example.height}"
     if example.orientation != 1:
         caption += f"  EXIF {example.orientation}"
@@ -326,8 +331,22 @@ def _render_example(example: Example, classes: list[str]) -> tuple[Any, str] | N
     return image, caption
 
 
+def _dashed_rectangle(draw: Any, corners: tuple[float, float, float, float], colour: str, dash: float = 5) -> None:
+    """A rectangle of dashes, a white one under each so it shows on any background."""
+    x0, y0, x1, y1 = corners
+    for (ax, ay), (bx, by) in (((x0, y0), (x1, y0)), ((x1, y0), (x1, y1)), ((x1, y1), (x0, y1)), ((x0, y1), (x0, y0))):
+        length = max(abs(bx - ax), abs(by - ay))
+        steps = max(1, int(length // (2 * dash)))
+        for step in range(steps):
+            start, end = (2 * step) / (2 * steps), (2 * step + 1) / (2 * steps)
+            segment = (ax + (bx - ax) * start, ay + (by - ay) * start, ax + (bx - ax) * end, ay + (by - ay) * end)
+            draw.line(segment, fill="white", width=3)
+            draw.line(segment, fill=colour, width=1)
+
+
 EXAMPLES_TITLE = "YOLO labels drawn back on the images, in the frame training sees"
 FLAGGED_TITLE = "Samples a quality check flagged (caption: the check), with their YOLO labels"
+AUDIT_TITLE = "Likely label errors, worst first (caption: the kind, the score): labels solid, the model's boxes dashed"
 
 
 def draw_examples(

@@ -265,6 +265,78 @@ def validate(weights: Path, data_yaml: Path, imgsz: int, batch: int, device: str
     return {key: float(value) for key, value in dict(metrics.results_dict).items()}
 
 
+@dataclass
+class SplitMetrics:
+    """What Ultralytics' validation measured on one split: overall, per class (by id), and its speed."""
+
+    overall: dict[str, float]  # precision, recall, mAP50, mAP50-95
+    per_class: dict[int, dict[str, float]]  # class id -> the same four (classes without objects: absent)
+    objects: dict[int, int]  # class id -> objects of it in the split
+    images: dict[int, int]  # class id -> images holding it
+    speed_ms: dict[str, float]  # per image: preprocess, inference, postprocess
+    plots: Path  # the folder of its figures (confusion matrix, PR curve, ...)
+
+
+def validate_split(
+    weights: Path, data_yaml: Path, split: str, imgsz: int, batch: int, device: str, save_dir: Path, plots: bool
+) -> SplitMetrics:
+    """Validate `weights` on `split` of `data_yaml` (in a session); its figures go to `save_dir`."""
+    from ultralytics import YOLO
+
+    found = YOLO(str(weights)).val(
+        data=str(data_yaml), split=split, imgsz=imgsz, batch=batch, device=device, plots=plots,
+        project=str(save_dir.parent), name=save_dir.name, exist_ok=True, verbose=False,
+    )  # fmt: skip
+    box = found.box
+    per_class = {}
+    for index, class_id in enumerate(box.ap_class_index):
+        precision, recall, ap50, ap = box.class_result(index)
+        per_class[int(class_id)] = {
+            "precision": float(precision),
+            "recall": float(recall),
+            "mAP50": float(ap50),
+            "mAP50-95": float(ap),
+        }
+    counts = getattr(found, "nt_per_class", None)
+    holding = getattr(found, "nt_per_image", None)
+    return SplitMetrics(
+        overall={
+            "precision": float(box.mp),
+            "recall": float(box.mr),
+            "mAP50": float(box.map50),
+            "mAP50-95": float(box.map),
+        },
+        per_class=per_class,
+        objects={i: int(n) for i, n in enumerate(counts)} if counts is not None else {},
+        images={i: int(n) for i, n in enumerate(holding)} if holding is not None else {},
+        speed_ms={key: float(value) for key, value in dict(found.speed).items() if key != "loss"},
+        plots=Path(found.save_dir),
+    )
+
+
+@dataclass
+class Detections:
+    """One image's predicted boxes, in the pixels of the image as Ultralytics reads it (EXIF orientation applied)."""
+
+    xyxy: Any  # (n, 4) float array
+    confidence: Any  # (n,) float array
+    class_id: Any  # (n,) int array
+    size: tuple[int, int]  # (width, height) of that image
+
+
+def predict(weights: Path, images: list[Path], imgsz: int, confidence: float, device: str) -> Iterator[Detections]:
+    """`weights`' boxes on each image (in a session), down to `confidence`, one image at a time."""
+    from ultralytics import YOLO
+
+    model = YOLO(str(weights))
+    for image in images:
+        (result,) = model.predict(str(image), imgsz=imgsz, conf=confidence, device=device, verbose=False)
+        boxes = result.boxes
+        height, width = result.orig_shape[:2]
+        xyxy, conf, cls = (boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy())
+        yield Detections(xyxy, conf, cls.astype(int), (int(width), int(height)))
+
+
 # ---------------------------------------------------------------- its argument list, read without importing it
 
 
