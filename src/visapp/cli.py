@@ -75,7 +75,9 @@ def _cmd_export_yolo(args: argparse.Namespace) -> int:
 def _cmd_release(args: argparse.Namespace) -> int:
     from visapp.registry.release import release
 
-    print(release(".", stage=args.stage, push=args.push))
+    if args.force and args.stage != "prod":
+        raise VisError("--force overrides the gate of a promotion to prod: use it with --stage prod")
+    print(release(".", stage=args.stage, push=args.push, force=args.force, reason=args.reason))
     return 0
 
 
@@ -86,6 +88,24 @@ def _cmd_models(args: argparse.Namespace) -> int:
     rows = list_versions(".")
     orphans = promotions_without_versions(".")
     print(dumps_json(rows) if args.json else format_versions(rows, orphans), end="" if args.json else "\n")
+    return 0
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from visapp.composition import applicable_params
+    from visapp.training.audit_table import format_audit, read_audit
+
+    params = applicable_params(".")
+    top = params.audit.top if args.top is None else args.top
+    print(format_audit(read_audit(Path(params.paths.model)), Path(params.paths.raw), top))
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from visapp.composition import applicable_params
+    from visapp.registry.gate import compare_models, format_compared
+
+    print(format_compared(compare_models(Path().resolve(), applicable_params("."), args.rev_a, args.rev_b)))
     return 0
 
 
@@ -282,11 +302,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("release", help="tag HEAD's trained model as the next version (yolo@vN.0.0) with GTO")
     p.add_argument("--stage", help="also promote it to this stage, e.g. prod (tag yolo#prod#N)")
     p.add_argument("--push", action="store_true", help="dvc push the outputs, then push the tags to origin")
+    p.add_argument("--force", action="store_true", help="with --stage prod: promote even when the gate refuses")
+    p.add_argument("--reason", help="with --force: why (kept in the tag's message)")
     p.set_defaults(func=_cmd_release)
+
+    p = sub.add_parser("compare", help="two models per class on the workspace's current test split")
+    p.add_argument("rev_a", help="a version (yolo@v1.0.0, yolo#prod) or `workspace` (models/yolo/weights/best.pt)")
+    p.add_argument("rev_b", help="the same, for the second model")
+    p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("models", help="list the model versions and their stages")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("audit", help="the likely label errors the evaluate stage found, worst first, with their files")
+    p.add_argument("--top", type=int, help="how many (default: audit.top)")
+    p.set_defaults(func=_cmd_audit)
 
     p = sub.add_parser("experiments", help="compare the DVC experiments: the params that differ, the headline metrics")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -13,8 +13,17 @@ from typing import Any
 from visapp.config import PARAMS_FILE, flatten, read_params_file
 from visapp.integrations import dvc
 
-HEADLINE = ("mAP50-95", "mAP50", "precision", "recall", "epochs")
-METRICS_FILE = "metrics.json"
+# Column -> (the file, its key): the validation metrics of training (val chose best.pt) and the evaluate stage's on
+# the held-out test split, side by side.
+HEADLINE = {
+    "mAP50-95": ("metrics.json", "mAP50-95"),
+    "test mAP50-95": ("eval.json", "overall.mAP50-95"),
+    "mAP50": ("metrics.json", "mAP50"),
+    "test mAP50": ("eval.json", "overall.mAP50"),
+    "precision": ("metrics.json", "precision"),
+    "recall": ("metrics.json", "recall"),
+    "epochs": ("metrics.json", "epochs"),
+}
 
 
 @dataclass
@@ -27,11 +36,11 @@ class Comparison:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _metric(row: dict[str, Any], name: str) -> Any:
-    """A metric of the model's metrics.json: DVC names it `name`, or `<file>:name` when names clash."""
-    if name in row:
-        return row[name]
-    return next((value for key, value in row.items() if key.endswith(f"{METRICS_FILE}:{name}")), None)
+def _metric(row: dict[str, Any], column: str) -> Any:
+    """A headline metric: DVC names it by its key, or `<file>:key` when two files have the key."""
+    file, name = HEADLINE[column]
+    found = next((value for key, value in row.items() if key.endswith(f"{file}:{name}")), None)
+    return row.get(name) if found is None else found
 
 
 def compare(root: str | Path = ".") -> Comparison:

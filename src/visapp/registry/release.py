@@ -195,13 +195,54 @@ def _tag_run(track: Tracking, run_id: str, tag: str, commit: str) -> str | None:
     return None
 
 
-def release(root: str | Path = ".", stage: str | None = None, push: bool = False, name: str = ARTIFACT) -> Release:
+GATED_STAGE = "prod"  # a promotion to this stage passes the gate (`visapp.registry.gate`)
+
+
+def _gate(root: Path, name: str, candidate: str, force: bool, reason: str | None) -> tuple[str | None, str]:
+    """The gate of a promotion to prod: the candidate (`workspace`, or a released version) against the version
+    in prod, on the current test split. Returns (what goes in the tag's message, the table shown); raises
+    VisError when the candidate loses more than `release.*` allows and `force` is not given."""
+    from visapp.composition import applicable_params
+    from visapp.registry.gate import compare_models, format_compared, refusals
+
+    current = gto.version_in_stage(root, name, GATED_STAGE)
+    if current is None:
+        return None, f"no version is in {GATED_STAGE} yet: nothing to compare with"
+    current_tag = f"{name}@{current}" if "@" not in current else current
+    if candidate == current_tag:
+        return None, f"{candidate} is in {GATED_STAGE} already"
+    params = applicable_params(root)
+    compared = compare_models(root, params, current_tag, candidate)
+    table = format_compared(compared)
+    problems = refusals(compared, params.release)
+    if not problems:
+        return f"gate: passed against {current_tag} on the {compared.first.split} split", table
+    if not force:
+        raise VisError(
+            f"refused: the candidate is worse than {current_tag} (in {GATED_STAGE}) on the current "
+            f"{compared.first.split} split: " + "; ".join(problems) + "\n" + table + "\nrelease it anyway with "
+            '`visapp release --stage prod --force --reason "..."`, or change release.* in conf/'
+        )
+    if not reason or not reason.strip():
+        raise VisError('--force needs --reason "..." (why a worse model goes to prod: it is kept in the tag)')
+    return f"gate: forced past {current_tag} ({'; '.join(problems)}); reason: {reason.strip()}", table
+
+
+def release(
+    root: str | Path = ".",
+    stage: str | None = None,
+    push: bool = False,
+    name: str = ARTIFACT,
+    force: bool = False,
+    reason: str | None = None,
+) -> Release:
     """Register HEAD's trained model as the next major version; optionally promote it to `stage` and push.
 
     Refuses (VisError, nothing tagged) a dirty workspace, a stale pipeline, a commit whose dvc.lock pins no
     weights, an already released commit (unless only a promotion is asked for), and an unreachable required
-    tracking server. With `push`, the outputs go to the DVC remote before any tag is made, then the tags go
-    to `origin` when there is one.
+    tracking server. A promotion to prod passes the gate first (`_gate`): `force` with a `reason` overrides it,
+    and the reason is kept in the tag's message. With `push`, the outputs go to the DVC remote before any tag is
+    made, then the tags go to `origin` when there is one.
     """
     root = Path(root).resolve()
     commit = git.head_commit(root)
@@ -236,6 +277,10 @@ def release(root: str | Path = ".", stage: str | None = None, push: bool = False
             )
         run_id = find_run(head, track)
     notes = []
+    gate_note = None
+    if stage == GATED_STAGE:
+        gate_note, table = _gate(root, name, existing or "workspace", force, reason)
+        notes.append(table)
     if push:
         pushed = remote.push(root)
         notes.append(f"dvc push: {pushed} files pushed to {remote.describe(remote.remote_info(root))}")
@@ -245,11 +290,12 @@ def release(root: str | Path = ".", stage: str | None = None, push: bool = False
         commit = version_tags(root, name)[existing]
     else:
         version = gto.next_major(root, name)
-        message = tag_message(name, version, metrics, metadata, run_id)
+        message = tag_message(name, version, metrics, metadata, run_id) + (f"{gate_note}\n" if gate_note else "")
         tag = gto.register(root, name, commit, version, message)
     promotion_tag = None
     if stage:
-        promotion_tag = gto.assign(root, name, stage, version, f"{name} {version} -> {stage}")
+        promotion = f"{name} {version} -> {stage}" + (f"\n\n{gate_note}\n" if gate_note else "")
+        promotion_tag = gto.assign(root, name, stage, version, promotion)
     if not run_id:
         notes.append(f"no MLflow run of this training found at {track.uri} (experiment {track.experiment!r})")
     else:
