@@ -89,7 +89,8 @@ def label_issues(images: Sequence[ImageBoxes], classes: int) -> list[LabelIssue]
     labels, predictions = _inputs(images, classes)
     with _numpy_compat():
         scores = rank.get_label_quality_scores(labels, predictions, verbose=False)
-        flagged = issues_filter.find_label_issues(labels, predictions)
+        # cleanlab's own list of the images it calls issues, ranked by score (it is this call that needs in1d).
+        flagged = set(issues_filter.find_label_issues(labels, predictions, return_indices_ranked_by_score=True))
         per_kind = {
             "overlooked": rank.compute_overlooked_box_scores(labels=labels, predictions=predictions),
             "swap": rank.compute_swap_box_scores(labels=labels, predictions=predictions),
@@ -105,7 +106,7 @@ def label_issues(images: Sequence[ImageBoxes], classes: int) -> list[LabelIssue]
         found.append(
             LabelIssue(
                 score=float(score),
-                issue=bool(flagged[index]),
+                issue=index in flagged,
                 kind=KINDS[worst[1]] if worst else None,
                 kind_score=worst[0] if worst else None,
                 label_index=worst[2] if worst and worst[1] != "overlooked" else None,
