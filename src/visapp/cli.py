@@ -77,7 +77,20 @@ def _cmd_release(args: argparse.Namespace) -> int:
 
     if args.force and args.stage != "prod":
         raise VisError("--force overrides the gate of a promotion to prod: use it with --stage prod")
-    print(release(".", stage=args.stage, push=args.push, force=args.force, reason=args.reason))
+    done = release(".", stage=args.stage, push=args.push, force=args.force, reason=args.reason)
+    print(done)
+    if args.onnx:
+        from visapp.composition import applicable_params
+        from visapp.registry.export import export_onnx
+
+        root = Path(".").resolve()
+        dvc_file, parity = export_onnx(root, done.tag, applicable_params(root))
+        print(f"exported {done.tag} to ONNX: {dvc_file.with_suffix('')} ({parity})")
+        if args.push:
+            from visapp.registry import remote
+
+            print(f"dvc push: {remote.push(root)} files pushed")
+        print(f"next: commit {dvc_file} (git add {dvc_file} && git commit)")
     return 0
 
 
@@ -98,6 +111,20 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     params = applicable_params(".")
     top = params.audit.top if args.top is None else args.top
     print(format_audit(read_audit(Path(params.paths.model)), Path(params.paths.raw), top))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from visapp.composition import applicable_params
+    from visapp.registry import remote
+    from visapp.registry.export import export_onnx
+
+    root = Path(".").resolve()
+    dvc_file, parity = export_onnx(root, args.version, applicable_params(root))
+    print(f"exported {args.version} to ONNX: {dvc_file.with_suffix('')}\n{parity}")
+    if args.push:
+        print(f"dvc push: {remote.push(root)} files pushed")
+    print(f"next: commit {dvc_file} (git add {dvc_file} && git commit), so that any checkout can fetch it")
     return 0
 
 
@@ -304,7 +331,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--push", action="store_true", help="dvc push the outputs, then push the tags to origin")
     p.add_argument("--force", action="store_true", help="with --stage prod: promote even when the gate refuses")
     p.add_argument("--reason", help="with --force: why (kept in the tag's message)")
+    p.add_argument("--onnx", action="store_true", help="also export the version to ONNX (checked, DVC-tracked)")
     p.set_defaults(func=_cmd_release)
+
+    p = sub.add_parser("export", help="export a version to ONNX, checked against PyTorch, tracked with DVC")
+    _version_argument(p)
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="the format (onnx)")
+    p.add_argument("--push", action="store_true", help="dvc push it to the remote too")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("compare", help="two models per class on the workspace's current test split")
     p.add_argument("rev_a", help="a version (yolo@v1.0.0, yolo#prod) or `workspace` (models/yolo/weights/best.pt)")

@@ -78,6 +78,18 @@ def folder_hash(folder: Path) -> str:
     return str(obj.hash_info.value)
 
 
+def track_file(root: Path, path: Path) -> Path:
+    """`dvc add` one file of the repository (into its cache; Git ignores the file, tracks its .dvc); the .dvc."""
+    from dvc.exceptions import DvcException
+
+    with open_repo(root) as repo:
+        try:
+            repo.add(str(path))
+        except DvcException as exc:
+            raise VisError(f"dvc add failed for {path}: {exc}") from None
+    return path.with_name(path.name + ".dvc")
+
+
 def add_folder(repo: Any, folder: Path, desc: str | None) -> str:
     """Hash `folder` into the DVC cache; the text of its .dvc file (removed from disk again).
 

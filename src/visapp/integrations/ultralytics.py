@@ -330,11 +330,31 @@ def predict(weights: Path, images: list[Path], imgsz: int, confidence: float, de
 
     model = YOLO(str(weights))
     for image in images:
-        (result,) = model.predict(str(image), imgsz=imgsz, conf=confidence, device=device, verbose=False)
-        boxes = result.boxes
-        height, width = result.orig_shape[:2]
-        xyxy, conf, cls = (boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy())
-        yield Detections(xyxy, conf, cls.astype(int), (int(width), int(height)))
+        yield detect(model, str(image), imgsz, confidence, device)
+
+
+def export_onnx(weights: Path, imgsz: int) -> Path:
+    """Ultralytics' own ONNX export of `weights` (in a session), at a fixed `imgsz`, beside them; the file."""
+    from ultralytics import YOLO
+
+    return Path(YOLO(str(weights)).export(format="onnx", imgsz=imgsz, device="cpu", verbose=False))
+
+
+def load(weights: Path) -> Any:
+    """A model ready to predict: a `.pt` runs on PyTorch, a `.onnx` on ONNX Runtime (Ultralytics picks the backend
+    by the file)."""
+    from ultralytics import YOLO
+
+    return YOLO(str(weights), task="detect")
+
+
+def detect(model: Any, image: Any, imgsz: int, confidence: float, device: str = "cpu") -> Detections:
+    """A loaded model's boxes on one image (a path, or a decoded BGR array in the frame training sees)."""
+    (result,) = model.predict(image, imgsz=imgsz, conf=confidence, device=device, verbose=False)
+    boxes = result.boxes
+    height, width = result.orig_shape[:2]
+    xyxy, conf, cls = (boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy())
+    return Detections(xyxy, conf, cls.astype(int), (int(width), int(height)))
 
 
 # ---------------------------------------------------------------- its argument list, read without importing it
