@@ -83,7 +83,7 @@ def _cmd_release(args: argparse.Namespace) -> int:
         from visapp.composition import applicable_params
         from visapp.registry.export import export_onnx
 
-        root = Path(".").resolve()
+        root = Path().resolve()
         dvc_file, parity = export_onnx(root, done.tag, applicable_params(root))
         print(f"exported {done.tag} to ONNX: {dvc_file.with_suffix('')} ({parity})")
         if args.push:
@@ -119,7 +119,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from visapp.registry import remote
     from visapp.registry.export import export_onnx
 
-    root = Path(".").resolve()
+    root = Path().resolve()
     dvc_file, parity = export_onnx(root, args.version, applicable_params(root))
     print(f"exported {args.version} to ONNX: {dvc_file.with_suffix('')}\n{parity}")
     if args.push:
