@@ -13,6 +13,7 @@ replacement (same arguments, same result for 1-d input), lent to numpy for the c
 from __future__ import annotations
 
 import contextlib
+import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -87,7 +88,8 @@ def label_issues(images: Sequence[ImageBoxes], classes: int) -> list[LabelIssue]
     from cleanlab.object_detection import rank
 
     labels, predictions = _inputs(images, classes)
-    with _numpy_compat():
+    # cleanlab prints its pruning counts to stdout: kept out of a stage's output (the log says what matters).
+    with _numpy_compat(), contextlib.redirect_stdout(io.StringIO()):
         scores = rank.get_label_quality_scores(labels, predictions, verbose=False)
         # cleanlab's own list of the images it calls issues, ranked by score (it is this call that needs in1d).
         flagged = set(issues_filter.find_label_issues(labels, predictions, return_indices_ranked_by_score=True))

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 AUDIT_FILE, AUDIT_FIGURE = "audit.json", "audit.png"
 AUDITED_SPLITS = ("val", "test")  # the images best.pt was not trained on
+SHOWN_CONFIDENCE = 0.25  # audit.png draws the model's boxes from this confidence (audit.json keeps them all)
 
 
 @dataclass
@@ -165,7 +166,7 @@ def write_audit(found: Audit, params: Params, model_dir: Path) -> None:
                 1,
                 Path(params.paths.raw) / finding.image,
                 _boxes(finding.given, names, size),
-                _boxes(finding.predicted, names, size),
+                _boxes([b for b in finding.predicted if b["confidence"] >= SHOWN_CONFIDENCE], names, size),
             )
         )
     draw_examples(
