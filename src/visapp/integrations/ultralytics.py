@@ -330,7 +330,8 @@ def predict(weights: Path, images: list[Path], imgsz: int, confidence: float, de
 
     model = YOLO(str(weights))
     for image in images:
-        yield detect(model, str(image), imgsz, confidence, device)
+        (result,) = model.predict(str(image), imgsz=imgsz, conf=confidence, device=device, verbose=False)
+        yield _detections(result)
 
 
 def export_onnx(weights: Path, imgsz: int) -> Path:
@@ -340,17 +341,41 @@ def export_onnx(weights: Path, imgsz: int) -> Path:
     return Path(YOLO(str(weights)).export(format="onnx", imgsz=imgsz, device="cpu", verbose=False))
 
 
-def load(weights: Path) -> Any:
-    """A model ready to predict: a `.pt` runs on PyTorch, a `.onnx` on ONNX Runtime (Ultralytics picks the backend
-    by the file)."""
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to predict, the runtime it predicts with, and the image size it was made for."""
+
+    model: Any
+    runtime: str  # "onnxruntime" (an .onnx file) or "pytorch" (a .pt)
+    imgsz: int  # the training's (.pt) or the export's (.onnx) image size: what it predicts best at
+
+
+def load(weights: Path) -> LoadedModel:
+    """Load `weights` to predict: a `.pt` runs on PyTorch, an `.onnx` on ONNX Runtime (on the CPU)."""
+    import ast
+
     from ultralytics import YOLO
 
-    return YOLO(str(weights), task="detect")
+    model = YOLO(str(weights), task="detect")
+    if Path(weights).suffix == ".onnx":
+        import onnxruntime
+
+        meta = onnxruntime.InferenceSession(str(weights), providers=["CPUExecutionProvider"]).get_modelmeta()
+        size = ast.literal_eval(meta.custom_metadata_map.get("imgsz", "[640]"))
+        return LoadedModel(model, "onnxruntime", int(max(size) if isinstance(size, list | tuple) else size))
+    args = (getattr(model, "ckpt", None) or {}).get("train_args") or {}
+    size = args.get("imgsz") or 640
+    return LoadedModel(model, "pytorch", int(max(size) if isinstance(size, list | tuple) else size))
 
 
-def detect(model: Any, image: Any, imgsz: int, confidence: float, device: str = "cpu") -> Detections:
-    """A loaded model's boxes on one image (a path, or a decoded BGR array in the frame training sees)."""
-    (result,) = model.predict(image, imgsz=imgsz, conf=confidence, device=device, verbose=False)
+def detect(loaded: LoadedModel, image: Any, confidence: float, imgsz: int | None = None) -> Detections:
+    """A loaded model's boxes on one image (a path: read as training reads it, EXIF orientation applied), at its
+    own image size unless `imgsz` is given."""
+    (result,) = loaded.model.predict(image, imgsz=imgsz or loaded.imgsz, conf=confidence, device="cpu", verbose=False)
+    return _detections(result)
+
+
+def _detections(result: Any) -> Detections:
     boxes = result.boxes
     height, width = result.orig_shape[:2]
     xyxy, conf, cls = (boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy())

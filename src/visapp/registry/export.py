@@ -62,8 +62,8 @@ def check_parity(weights: Path, onnx: Path, images: list[Path], imgsz: int) -> P
     torch_model, onnx_model = ultralytics.load(weights), ultralytics.load(onnx)
     boxes, worst_iou, worst_gap = 0, 1.0, 0.0
     for image in images:
-        ours = ultralytics.detect(torch_model, str(image), imgsz, CONFIDENCE)
-        theirs = ultralytics.detect(onnx_model, str(image), imgsz, CONFIDENCE * 0.5)  # a box at the edge still counts
+        ours = ultralytics.detect(torch_model, str(image), CONFIDENCE, imgsz)
+        theirs = ultralytics.detect(onnx_model, str(image), CONFIDENCE * 0.5, imgsz)  # a box at the edge still counts
         for xyxy, conf, cls in zip(ours.xyxy, ours.confidence, ours.class_id, strict=True):
             candidates = [(_iou(tuple(xyxy), tuple(other)), abs(float(conf) - float(other_conf)))
                           for other, other_conf, other_cls in zip(theirs.xyxy, theirs.confidence, theirs.class_id,

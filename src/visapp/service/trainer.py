@@ -2,7 +2,8 @@
 
 The worker prepares SCRATCH (the dataset, its metadata, the checkpoint folder of a resumed attempt, and
 `trainer.json`: the training's params as composed at its request) and watches this process. It runs the library's
-`train_model`, as the `train` stage does, with those params (paths into SCRATCH); it never composes params itself.
+`train_model`, as the `train` stage does, then `run_evaluate`, as the `evaluate` stage does, with those params
+(paths into SCRATCH); it never composes params itself.
 
 It tells the worker what it does by appending JSON lines to `SCRATCH/progress.jsonl`: a phase when it starts and
 when Ultralytics begins its first epoch, then after each epoch the epoch's numbers and the name of a snapshot:
@@ -93,6 +94,7 @@ def _tell(scratch: Path, line: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     from visapp.errors import VisError
     from visapp.service.params import with_paths
+    from visapp.training.evaluate import run_evaluate
     from visapp.training.run import train_model
 
     scratch = Path((argv or sys.argv[1:])[0])
@@ -111,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     environ = {"VISAPP_CHECKPOINT_DIR": str(scratch / CHECKPOINTS)}
     try:
         train_model(params, environ=environ, progress=report)
+        _tell(scratch, {"phase": "evaluating on the held-out split and auditing the labels"})
+        run_evaluate(params)  # eval.json, audit.json and their figures, beside the weights: as the evaluate stage
     except Exception as exc:
         told = str(exc) if isinstance(exc, VisError) else f"the training failed ({type(exc).__name__}: {exc})"
         (scratch / ERROR_FILE).write_text(json.dumps({"error": scrub(told, scratch)}), encoding="utf-8")

@@ -37,7 +37,9 @@ log = logging.getLogger(__name__)
 LOG_FILE = "train.log"
 CHECKPOINT_RECORD = "checkpoint.json"  # names the stored checkpoint that is whole, and its training
 STOP_GRACE_S = 30  # after SIGTERM, before SIGKILL
-MODEL_FILES = ("weights/best.pt", "metrics.json", "results.csv", "mlflow_run.json")
+MODEL_FILES = ("weights/best.pt", "metrics.json", "results.csv", "mlflow_run.json", "eval.json", "audit.json",
+               "audit.png")  # fmt: skip
+MODEL_FOLDERS = ("eval_plots",)
 
 
 def model_folder(attempt: int) -> str:
@@ -189,8 +191,8 @@ class Training:
         target = model_folder(self.attempt)
         self.store.put(self.job_id, f"{target}/{LOG_FILE}", self.folder / LOG_FILE)
         if how == "done":
-            for name in MODEL_FILES:
-                if (self.folder / MODEL / name).is_file():
+            for name in (*MODEL_FILES, *MODEL_FOLDERS):
+                if (self.folder / MODEL / name).exists():
                     self.store.put(self.job_id, f"{target}/{name}", self.folder / MODEL / name)
             return True
         if self.best_snapshot is not None:

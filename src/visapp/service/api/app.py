@@ -109,6 +109,7 @@ def create_app(settings: ServiceSettings | None = None, open_access: bool = Fals
     one queue consumer in this process, as `visapp serve` does by default. The reaper runs either way."""
     from fastapi_offline import FastAPIOffline
 
+    from visapp.service.predictor import Predictors
     from visapp.service.queue import JobQueue
     from visapp.service.reaper import Reaper
     from visapp.service.serving import load_promoted
@@ -148,7 +149,7 @@ def create_app(settings: ServiceSettings | None = None, open_access: bool = Fals
         static_url=DOCS_ASSETS,
         generate_unique_id_function=lambda route: route.name,  # operation ids are the functions' names (links)
     )
-    app.state.context = Context(settings, store, queue, tokens, open_access)
+    app.state.context = Context(settings, store, queue, tokens, open_access, Predictors(settings.work_dir))
     promoted = load_promoted(settings)  # a version it cannot serve stops the start, with the reason
     if promoted is not None:
         app.state.context.served, app.state.context.served_weights = promoted

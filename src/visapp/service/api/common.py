@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from visapp.config import OnError
 from visapp.service import records
+from visapp.service.predictor import Predictors
 from visapp.service.queue import JobQueue
 from visapp.service.records import (
     DatasetFolder,
@@ -53,8 +54,9 @@ class Context:
     queue: JobQueue
     tokens: tuple[bytes, ...]
     open_access: bool
+    predictors: Predictors
     served: ServedModel | None = None  # the promoted model, once loaded (`visapp.service.serving`)
-    served_weights: Path | None = None
+    served_weights: Path | None = None  # its best.pt (and best.onnx beside it when `served.onnx`)
 
 
 def context(request: Request) -> Context:
@@ -235,9 +237,18 @@ def job_error(status: int, code: str, message: str, record: JobRecord, **extra: 
     return ApiError(status, code, message, job_id=record.id, job=Job.of(record).model_dump(mode="json"), **extra)
 
 
-LINKED_OPERATIONS = {"GetJob": "get_job", "TrainJob": "train_async", "CancelJob": "cancel", "DeleteJob": "delete_job",
-                     "JobReport": "job_report", "JobLineage": "job_lineage", "JobMetadata": "dataset_metadata",
-                     "JobModel": "download_model"}  # fmt: skip
+LINKED_OPERATIONS = {
+    "GetJob": "get_job",
+    "TrainJob": "train_async",
+    "CancelJob": "cancel",
+    "DeleteJob": "delete_job",
+    "JobReport": "job_report",
+    "JobLineage": "job_lineage",
+    "JobMetadata": "dataset_metadata",
+    "JobModel": "download_model",
+    "JobEvaluation": "job_evaluation",
+    "JobAudit": "job_audit",
+}
 
 
 def job_links(job_id: str) -> dict[str, Any]:
@@ -247,3 +258,34 @@ def job_links(job_id: str) -> dict[str, Any]:
         name: {"operationId": operation, "parameters": {"job_id": job_id}}
         for name, operation in LINKED_OPERATIONS.items()
     }
+
+
+class Prediction(BaseModel):
+    """What a model sees in an image: its boxes (class, confidence, xyxy in the image's pixels, in the frame
+    training sees), and which model answered, with which runtime, in how many milliseconds."""
+
+    model: dict[str, Any]
+    image: dict[str, Any]
+    confidence: float
+    boxes: list[dict[str, Any]]
+    ms: float
+
+
+IMAGE_STATUS = {"image_unreadable": 415, "image_truncated": 422, "image_too_large": 413}
+
+
+def predict_answer(ctx: Context, loaded: Any, image: Any, confidence: float) -> Prediction:
+    """Read an uploaded image (at most VISAPP_MAX_UPLOAD bytes) and predict it; image problems as 4xx."""
+    from visapp.composition import applicable_params
+    from visapp.service.predictor import ImageRefused
+
+    data = image.file.read(ctx.settings.max_upload + 1)
+    if len(data) > ctx.settings.max_upload:
+        raise ApiError(
+            413, "too_large", f"the image is larger than {ctx.settings.max_upload:,} bytes (VISAPP_MAX_UPLOAD)"
+        )
+    max_pixels = applicable_params(".").data.max_image_pixels
+    try:
+        return Prediction(**ctx.predictors.predict(loaded, data, max_pixels, confidence))
+    except ImageRefused as exc:
+        raise ApiError(IMAGE_STATUS.get(exc.code, 422), exc.code, exc.message) from None

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Body, Query, Response
+from fastapi import APIRouter, Body, File, Form, Query, Response, UploadFile
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 
@@ -19,10 +20,12 @@ from visapp.service.api.common import (
     Context,
     Ctx,
     Job,
+    Prediction,
     errors,
     job_links,
     own_job,
     owned_records,
+    predict_answer,
     stream,
 )
 from visapp.service.lineage import lineage
@@ -210,18 +213,61 @@ def download_model(
 ) -> StreamingResponse:
     """The trained weights (`best.pt`, Ultralytics' format): the newest training that succeeded, also while another
     runs; `?attempt=N` for an attempt's own (a cancelled or failed one: its best weights so far)."""
-    record = own_job(ctx, job_id, owner)
+    chosen = _attempt_with_model(own_job(ctx, job_id, owner), attempt)
+    handle = ctx.store.reader(job_id, f"{model_folder(chosen.number)}/weights/best.pt")
+    return stream(handle, f"{job_id}-{chosen.number}-best.pt")
+
+
+def _attempt_with_model(record: JobRecord, attempt: int | None) -> Attempt:
+    """The newest attempt that succeeded (or attempt N) and left its model; 404/409 otherwise."""
     if attempt is None:
         chosen = record.latest_model()
         if chosen is None:
-            kept = [a.number for a in record.attempts if a.model]
-            hint = f"; attempts with weights so far: {kept} (`?attempt=N`)" if kept else ""
-            raise ApiError(409, "no_model", f"job {job_id} has no training that succeeded (it is {record.state}){hint}")
-    else:
-        chosen = next((a for a in record.attempts if a.number == attempt), None)
-        if chosen is None:
-            raise ApiError(404, "unknown_attempt", f"job {job_id} has no attempt {attempt}")
-        if not chosen.model:
-            raise ApiError(409, "no_model", f"attempt {attempt} of job {job_id} is {chosen.state}: it left no weights")
-    handle = ctx.store.reader(job_id, f"{model_folder(chosen.number)}/weights/best.pt")
-    return stream(handle, f"{job_id}-{chosen.number}-best.pt")
+            raise ApiError(409, "no_model", f"job {record.id} has no training that succeeded (it is {record.state})")
+        return chosen
+    found = next((a for a in record.attempts if a.number == attempt), None)
+    if found is None:
+        raise ApiError(404, "unknown_attempt", f"job {record.id} has no attempt {attempt}")
+    if not found.model:
+        raise ApiError(409, "no_model", f"attempt {attempt} of job {record.id} is {found.state}: it left no weights")
+    return found
+
+
+ATTEMPT = Query(None, ge=1, description="an attempt's (default: the newest training that succeeded)")
+
+
+@router.get(JOB + "/evaluation", response_model=dict[str, Any], responses=errors(404, 409))
+def job_evaluation(job_id: str, attempt: int | None = ATTEMPT, owner: str = Caller, ctx: Context = Ctx) -> JSONResponse:
+    """The model's evaluation on the held-out split (as the evaluate stage's eval.json: overall and per class)."""
+    record = own_job(ctx, job_id, owner)
+    chosen = _attempt_with_model(record, attempt)
+    return _stored_json(ctx, record, f"{model_folder(chosen.number)}/eval.json", "evaluation")
+
+
+@router.get(JOB + "/audit", response_model=dict[str, Any], responses=errors(404, 409))
+def job_audit(job_id: str, attempt: int | None = ATTEMPT, owner: str = Caller, ctx: Context = Ctx) -> JSONResponse:
+    """The likely label errors of the job's dataset, worst first (as the evaluate stage's audit.json)."""
+    record = own_job(ctx, job_id, owner)
+    chosen = _attempt_with_model(record, attempt)
+    return _stored_json(ctx, record, f"{model_folder(chosen.number)}/audit.json", "audit")
+
+
+@router.post(JOB + "/predict", response_model=Prediction, responses=errors(404, 409, 413, 415, 422))
+def predict_job(
+    job_id: str,
+    image: UploadFile = File(description="an image: JPEG, PNG, BMP or WebP"),  # noqa: B008
+    confidence: float = Form(0.25, gt=0, le=1, description="the lowest confidence of a box answered"),
+    attempt: int | None = ATTEMPT,
+    owner: str = Caller,
+    ctx: Context = Ctx,
+) -> Prediction:
+    """The job's model's boxes on an image (PyTorch; loaded once per process)."""
+    record = own_job(ctx, job_id, owner)
+    chosen = _attempt_with_model(record, attempt)
+
+    def fetch(folder: Path) -> Path:
+        ctx.store.get(job_id, f"{model_folder(chosen.number)}/weights/best.pt", folder / "best.pt")
+        return folder / "best.pt"
+
+    loaded = ctx.predictors.loaded(f"job:{job_id}:{chosen.number}", f"job {job_id} attempt {chosen.number}", fetch)
+    return predict_answer(ctx, loaded, image, confidence)
