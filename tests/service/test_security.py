@@ -231,7 +231,7 @@ def test_health_and_the_api_description_are_public_and_hold_no_job(shared):
             answer = anonymous.get(path)
             assert answer.status_code == 200, (path, answer.text)
             assert shared.ready not in answer.text and shared.done not in answer.text
-        assert set(anonymous.get("/health").json()) == {"ok", "store", "queue", "tracking"}
+        assert set(anonymous.get("/health").json()) == {"ok", "store", "queue", "tracking", "model"}
 
 
 def test_an_unauthenticated_upload_is_refused_before_its_body_is_read(shared):
@@ -522,11 +522,11 @@ def test_one_upload_more_than_the_limit_is_429_while_the_others_are_received(mak
 def test_two_uploads_at_once_and_their_trainings_never_see_each_others_files(
     make_service, dataset_zip, tmp_path, mlflow_server
 ):
-    """Two datasets (12 and 9 images, classes in different orders) uploaded at the same moment from two
+    """Two datasets (12 and 10 images, classes in different orders) uploaded at the same moment from two
     threads, then trained at the same time by two consumers (the API's and a `visapp worker`) sharing one
     scratch folder: each job keeps its own archive, metadata, classes and MLflow run."""
     other = tmp_path / "other"
-    subprocess.run([str(VENV_BIN / "visapp"), "sample", "--out", str(other), "--images", "9", "--seed", "1"],
+    subprocess.run([str(VENV_BIN / "visapp"), "sample", "--out", str(other), "--images", "10", "--seed", "1"],
                    check=True, capture_output=True)  # fmt: skip
     datasets = {"a": (dataset_zip, "circle,square,triangle"), "b": (zip_folder(other), "triangle,square,circle")}
     service = make_service(VISAPP_WORK_DIR=str(tmp_path / "scratch"))
@@ -553,7 +553,7 @@ def test_two_uploads_at_once_and_their_trainings_never_see_each_others_files(
         bodies[key] = answer.json()
     ids = {key: body["job"]["id"] for key, body in bodies.items()}
     assert ids["a"] != ids["b"]
-    assert bodies["a"]["metadata"]["images"] == 12 and bodies["b"]["metadata"]["images"] == 9
+    assert bodies["a"]["metadata"]["images"] == 12 and bodies["b"]["metadata"]["images"] == 10
     assert bodies["a"]["metadata"]["fingerprint"] != bodies["b"]["metadata"]["fingerprint"]
     assert bodies["b"]["classes"] == ["triangle", "square", "circle"]
 

@@ -208,3 +208,18 @@ def test_the_folder_taken_as_the_dataset_is_named_and_what_it_left_out_is_said(m
     assert job["dataset"]["root"] == "VOC2012" and answer.json()["report"]["by_code"]["image_missing"] == 3
     assert "3 image(s) outside it were left out: 'images/' (3)" in job["error"], job["error"]
     assert job["dataset"]["notes"] and job["dataset"]["notes"][0] in job["error"]
+
+
+def test_a_dataset_with_an_empty_val_split_says_so_and_is_not_trained(make_service, tmp_path):
+    """Nine images whose hashes send none to val: the upload is ready (its data is valid) and its answer says val
+    is empty; a training request is refused at once, naming the split, instead of failing in Ultralytics later."""
+    folder = tmp_path / "nine"
+    subprocess.run([str(VENV_BIN / "visapp"), "sample", "--out", str(folder), "--images", "9", "--seed", "1"],
+                   check=True, capture_output=True)  # fmt: skip
+    api_proc = make_service().api(worker=False)
+    with client(api_proc.url) as api:
+        answer = upload(api, zip_folder(folder), classes=CLASSES)
+        assert answer.status_code == 201 and answer.json()["metadata"]["splits"].get("val", 0) == 0, answer.text
+        assert "the val split is empty" in answer.json()["note"]
+        refused = api.post(f"/train-async/{answer.json()['job_id']}", json=TINY_TRAINING)
+    assert refused.status_code == 409 and "val split is empty" in refused.json()["error"]["message"], refused.text

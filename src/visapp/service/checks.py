@@ -213,6 +213,8 @@ def _check(
         fields["error"] = rejection(result.report, result.stopped, job_id, dataset)
         return State.rejected, fields, result.report
     store.put(job_id, METADATA, folder / METADATA)
+    if result.conversion is not None:  # an empty train or val split: said now, not when a training fails
+        fields["dataset"] = dataset.model_copy(update={"notes": [*dataset.notes, *result.conversion.warnings]})
     meta = result.metadata or {}
     fields["metadata"] = MetadataSummary(
         fingerprint=meta["fingerprint"],

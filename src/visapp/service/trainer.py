@@ -41,7 +41,8 @@ ERROR_FILE = "error.json"
 CHECKPOINTS = "checkpoint"
 SNAPSHOTS = "snapshots"
 WORKER_PID = "VISAPP_WORKER_PID"
-_ABSOLUTE = re.compile(r"(?<![\w.])/(?:[\w.@+-]+/)+[\w.@+-]*")  # an absolute POSIX path of two parts or more
+_ABSOLUTE = re.compile(r"(?<![\w.:/])/(?:[\w.@+-]+/)+[\w.@+-]*")  # an absolute POSIX path (not a URL's)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # terminal colours in a library's message
 
 
 def end_with_worker(interval: float = 1.0) -> None:
@@ -80,7 +81,9 @@ def snapshot(scratch: Path, epoch: int) -> str:
 
 
 def scrub(text: str, scratch: Path) -> str:
-    """A message without this machine's paths: the scratch folder dropped, any other absolute path cut to its name."""
+    """A message without this machine's paths (the scratch folder dropped, any other absolute path cut to its name)
+    or terminal colours."""
+    text = _ANSI.sub("", text)
     text = re.sub(re.escape(str(scratch)) + r"(/|(?![\w.@+-]))", lambda m: "" if m.group(1) else "the job's folder",
                   text)  # fmt: skip
     return _ABSOLUTE.sub(lambda match: Path(match.group(0)).name, text)

@@ -339,6 +339,15 @@ def train_model(
     if not (yolo_dir / DATA_YAML).is_file():
         raise VisError(f"{yolo_dir / DATA_YAML} not found: run the convert stage first (`dvc repro convert`)")
     metadata = read_metadata(metadata_path)
+    empty = [name for name in ("train", "val") if not (metadata.get("splits", {}).get(name) or {}).get("images")]
+    if empty:
+        counts = ", ".join(
+            f"{name} {(split or {}).get('images', 0)}" for name, split in metadata.get("splits", {}).items()
+        )
+        raise VisError(
+            f"the {' and '.join(empty)} split is empty ({counts} images): training needs images in both train and "
+            "val; add images, or change data.split (or the ImageSets/Main lists)"
+        )
     # A GPU training without a usable GPU stops here, in its first seconds, not hours later on the CPU.
     device = resolve_device(params.train.device, ultralytics.cuda_device_count(), cuda.why_none)
     train_args(params, Path(DATA_YAML), Path("run"), "cpu")  # refuse a bad train.extra before anything runs

@@ -166,6 +166,8 @@ def create_app(settings: ServiceSettings | None = None, open_access: bool = Fals
         message = str(exc.detail)
         if exc.status_code == 413:
             message = uploads.too_large(settings.max_upload)
+        if exc.status_code == 400 and "parsing the body" in message:
+            message = "the body cannot be read: send JSON (or a multipart form where the route takes a file)"
         headers = dict(exc.headers or {})
         if exc.status_code == 405:  # Starlette names the methods of one route; a path may have several
             headers["Allow"] = ", ".join(_allowed(request))

@@ -59,6 +59,12 @@ def train_async(
     if record.state not in TRAINABLE:
         raise ApiError(409, "not_trainable", f"job {job_id} is {record.state}: only a ready (or finished) dataset "
                        "can be trained")  # fmt: skip
+    splits = record.metadata.splits if record.metadata else {}
+    empty = [name for name in ("train", "val") if not splits.get(name)]
+    if empty:
+        counts = ", ".join(f"{name} {n or 0}" for name, n in splits.items())
+        raise ApiError(409, "not_trainable", f"the dataset's {' and '.join(empty)} split is empty ({counts} images): "
+                       "training needs images in both; upload a larger dataset")  # fmt: skip
     asked = overrides.model_dump(exclude_none=True, mode="json") if overrides is not None else {}
     try:
         params = training_params(record.params, asked)
