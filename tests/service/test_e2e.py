@@ -3,6 +3,9 @@ model and load it with Ultralytics, fetch the dataset's metadata; with the store
 
 from __future__ import annotations
 
+import io
+import zipfile
+
 import pytest
 
 from service.conftest import TINY_TRAINING, client, upload, wait_for
@@ -33,6 +36,16 @@ def upload_train_download(service, dataset_zip: bytes, tmp_path) -> dict:
         metadata = api.get(f"/dataset/metadata/{job_id}")
         assert metadata.status_code == 200
         assert metadata.json()["fingerprint"] == body["metadata"]["fingerprint"]
+        # The training was evaluated and audited as the evaluate stage does, and its model answers an image.
+        evaluation = api.get(f"/jobs/{job_id}/evaluation").json()
+        assert evaluation["split"] in ("test", "val") and set(evaluation["classes"]) == {"circle", "square", "triangle"}
+        audit = api.get(f"/jobs/{job_id}/audit").json()
+        assert audit["images"] == len(audit["findings"]) > 0
+        with zipfile.ZipFile(io.BytesIO(dataset_zip)) as archive:
+            image = ("a.jpg", archive.read("JPEGImages/000001.jpg"), "image/jpeg")
+        found = api.post(f"/jobs/{job_id}/predict", files={"image": image}, data={"confidence": "0.001"})
+        assert found.status_code == 200 and found.json()["model"]["runtime"] == "pytorch", found.text
+        assert found.json()["image"]["width"] == 256 and found.json()["confidence"] == 0.001
     from ultralytics import YOLO
 
     model = YOLO(str(tmp_path / "best.pt"))

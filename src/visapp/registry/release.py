@@ -205,7 +205,7 @@ def _gate(root: Path, name: str, candidate: str, force: bool, reason: str | None
     from visapp.composition import applicable_params
     from visapp.registry.gate import compare_models, format_compared, refusals
 
-    current = gto.version_in_stage(root, name, GATED_STAGE)
+    current = gto.version_in_stage(root, name, GATED_STAGE) if version_tags(root, name) else None
     if current is None:
         return None, f"no version is in {GATED_STAGE} yet: nothing to compare with"
     current_tag = f"{name}@{current}" if "@" not in current else current
