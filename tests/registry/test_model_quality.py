@@ -92,7 +92,7 @@ def test_a_worse_candidate_is_refused_at_the_gate_and_a_forced_one_keeps_its_rea
     project.run("dvc", "repro", env=project.env)
     project.commit("v2 trained")
     refused = project.run("visapp", "release", "--stage", "prod", check=False, env=project.env)
-    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert refused.returncode == 2, refused.stdout + refused.stderr  # a refusal, not a crash
     assert "refused: the candidate is worse than yolo@v1.0.0 (in prod) on the current test split" in refused.stderr
     assert "mAP50-95" in refused.stderr and "class '" in refused.stderr and "--force" in refused.stderr
     assert project.run("git", "tag", "-l", "yolo@v2*").stdout == ""  # nothing tagged
