@@ -61,7 +61,7 @@ from visapp.dataset import figures
 from visapp.dataset.figure_images import DRAW_MAX_BYTES, drawable
 from visapp.dataset.figures import Example
 from visapp.errors import VisError
-from visapp.formats.dvcfile import read_dvc_out
+from visapp.formats.dvcfile import SOURCE_FILE, read_dvc_out
 from visapp.formats.image_formats import displayed_size
 from visapp.formats.manifest import MANIFEST_FILE, read_manifest
 from visapp.formats.metadata import METADATA_FILE
@@ -447,5 +447,14 @@ def run_metadata(
         classes=params.data.classes,
         progress=progress,
         report_path=Path(paths.validated) / REPORT_FILE,
-        raw_dvc_hash=raw_dvc_hash,
+        raw_dvc_hash=raw_dvc_hash or _source_hash(Path(paths.validated)),
     )
+
+
+def _source_hash(validated_dir: Path) -> str | None:
+    """The version of data/raw that validate read (its source.json), when it wrote one."""
+    try:
+        found = json.loads((validated_dir / SOURCE_FILE).read_text(encoding="utf-8")).get("raw_dvc_hash")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return found if isinstance(found, str) else None

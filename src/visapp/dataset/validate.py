@@ -52,6 +52,7 @@ from visapp.dataset.reuse_store import Reuse
 from visapp.dataset.sample_checks import FileDigest
 from visapp.dataset.sample_pool import check_all
 from visapp.errors import VisError
+from visapp.formats.dvcfile import SOURCE_FILE, source_record
 from visapp.formats.manifest import MANIFEST_FILE, ManifestRow, write_manifest
 from visapp.formats.report import REPORT_FILE, Issue, build_report, has_errors
 from visapp.formats.voc_image_sets import read_image_sets
@@ -197,11 +198,13 @@ def write_validation(result: ValidationResult, out_dir: Path, on_error: OnError)
 def run_validate(
     params: Params, progress: ProgressCallback | None = None, reuse_dir: Path | None = None
 ) -> ValidationResult:
-    """The validate stage: `paths.raw` -> report.json (always) and manifest.jsonl in `paths.validated`, with the
-    quality checks of `params` and the outcomes of earlier runs in `reuse_dir` (None: check everything)."""
+    """The validate stage: `paths.raw` -> report.json (always), manifest.jsonl and source.json in `paths.validated`,
+    with the quality checks of `params` and the outcomes of earlier runs in `reuse_dir` (None: check everything)."""
     result = validate_dataset(
         Path(params.paths.raw), params.data, progress=progress, reuse_dir=reuse_dir,
         quality=QualityRules.from_params(params),
     )  # fmt: skip
     write_validation(result, Path(params.paths.validated), on_error=params.data.on_error)
+    # The later stages depend on the manifest, not on data/raw: this names the version of data/raw they describe.
+    write_json(Path(params.paths.validated) / SOURCE_FILE, source_record(Path(params.paths.raw)))
     return result
