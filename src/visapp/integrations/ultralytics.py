@@ -324,13 +324,18 @@ class Detections:
     size: tuple[int, int]  # (width, height) of that image
 
 
-def predict(weights: Path, images: list[Path], imgsz: int, confidence: float, device: str) -> Iterator[Detections]:
-    """`weights`' boxes on each image (in a session), down to `confidence`, one image at a time."""
+def predict(
+    weights: Path, images: list[Path], imgsz: int, confidence: float, device: str, agnostic: bool = False
+) -> Iterator[Detections]:
+    """`weights`' boxes on each image (in a session), down to `confidence`, one image at a time; `agnostic`: one
+    box per place, whatever its class (non-maximum suppression across classes)."""
     from ultralytics import YOLO
 
     model = YOLO(str(weights))
     for image in images:
-        (result,) = model.predict(str(image), imgsz=imgsz, conf=confidence, device=device, verbose=False)
+        (result,) = model.predict(
+            str(image), imgsz=imgsz, conf=confidence, device=device, verbose=False, agnostic_nms=agnostic
+        )
         yield _detections(result)
 
 

@@ -104,8 +104,11 @@ def audit(params: Params, weights: Path) -> Audit:
     device = resolve_device("auto", ultralytics.cuda_device_count()).split(",")[0]
     images, boxes = [], []
     with ultralytics.session(repository_root() / ULTRALYTICS_CACHE):
+        # One box per place (NMS across classes): a model unsure of a class answers the object twice, and the
+        # second box would read as an object the labeller missed.
+        images_of = [raw_dir / image for _, image, _ in samples]
         predictions = ultralytics.predict(
-            weights, [raw_dir / image for _, image, _ in samples], params.train.imgsz, params.audit.confidence, device
+            weights, images_of, params.train.imgsz, params.audit.confidence, device, agnostic=True
         )
         for (_, _, labels), found in zip(samples, predictions, strict=True):
             given = [(box.class_id, _xyxy(box, found.size)) for box in labels]
