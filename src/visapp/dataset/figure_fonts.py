@@ -11,7 +11,10 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
 
 DEFAULT_FONT_FAMILY = "DejaVu Sans"  # matplotlib's default, bundled with it
 # Fonts that are never used for class names: Last Resort (bundled with recent matplotlib) "has" every
@@ -33,7 +36,7 @@ class ClassLabels:
     families: tuple[str, ...]
 
     @property
-    def rc(self) -> dict[str, Any]:
+    def rc(self) -> dict[RcKeyType, Any]:
         """matplotlib settings that draw these labels (none when DejaVu Sans has every glyph)."""
         return {"font.family": [DEFAULT_FONT_FAMILY, *self.families]} if self.families else {}
 

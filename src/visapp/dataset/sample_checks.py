@@ -69,7 +69,7 @@ class SampleOutcome:
     def to_json(self) -> str:
         row = self.row.to_dict() if self.row is not None else None
         issues = [[i.path, i.code, i.severity, i.message] for i in self.issues]
-        measurement = self.measurement.to_list() if self.measurement is not None else None
+        measurement = self.measurement.to_values() if self.measurement is not None else None
         return json.dumps(
             {"issues": issues, "row": row, "sha256": self.sha256, "split": self.split, "measurement": measurement}
         )
@@ -78,7 +78,7 @@ class SampleOutcome:
     def from_json(cls, text: str) -> SampleOutcome:
         data = json.loads(text)
         row = ManifestRow.from_dict(data["row"]) if data["row"] is not None else None
-        measurement = ImageMeasurement.from_list(data["measurement"]) if data["measurement"] is not None else None
+        measurement = ImageMeasurement.from_values(data["measurement"]) if data["measurement"] is not None else None
         return cls([Issue(*issue) for issue in data["issues"]], row, data["sha256"], data["split"], measurement)
 
 
