@@ -72,7 +72,7 @@ def folder_hash(folder: Path) -> str:
     from dvc_data.hashfile.db import HashFileDB
     from dvc_objects.fs.local import LocalFileSystem
 
-    fs = LocalFileSystem()
+    fs = LocalFileSystem()  # type: ignore[no-untyped-call]  # dvc_objects leaves its __init__ unannotated
     with tempfile.TemporaryDirectory(prefix="visapp-hash-") as scratch:
         _, _, obj = build(HashFileDB(fs, scratch), str(Path(folder).resolve()), fs, "md5", dry_run=True)
     return str(obj.hash_info.value)
@@ -144,7 +144,8 @@ class Revision:
             if not self.fs.exists(path):
                 return None
             with self.fs.open(path, "r", encoding="utf-8") as handle:
-                return handle.read()
+                text: str = handle.read()
+            return text
         except FileNotFoundError:
             return None
         except Exception as exc:  # DVC's own errors say what is missing; add what to do
@@ -156,7 +157,8 @@ class Revision:
     def md5(self, path: str) -> str | None:
         """The md5 DVC recorded for a file (inside a tracked folder too), or None when DVC records none."""
         try:
-            return self.fs.info(path).get("md5")
+            md5: str | None = self.fs.info(path).get("md5")
+            return md5
         except FileNotFoundError:
             return None
         except Exception as exc:  # a folder's listing neither cached nor in the remote
@@ -184,7 +186,8 @@ class Revision:
         """A file's bytes at this revision (the first `size` only, when given) from Git, the cache or the remote."""
         try:
             with self.fs.open(path, "rb") as handle:
-                return handle.read(size)
+                data: bytes = handle.read(size)
+            return data
         except Exception as exc:  # FileNotFoundError too: the listing named it, so its contents are missing
             raise VisError(
                 f"cannot read {path} at {self.rev[:12]} ({type(exc).__name__}: {exc}): it is neither in the local "
@@ -250,7 +253,7 @@ def remote_settings(root: Path, name: str | None = None) -> RemoteSettings | Non
         section = config["remote"].get(name) if name else None
         if section is None:
             return None
-        return RemoteSettings(name, section["url"], section.get("endpointurl"), section.get("profile"))  # type: ignore[arg-type]
+        return RemoteSettings(name, section["url"], section.get("endpointurl"), section.get("profile"))
 
 
 def head_bucket(root: Path, name: str) -> None:
@@ -264,4 +267,5 @@ def head_bucket(root: Path, name: str) -> None:
 def push(root: Path, revs: list[str] | None = None) -> int:
     """`dvc push` of the workspace's outputs (or those of `revs`); the number of files pushed."""
     with open_repo(root) as repo:
-        return repo.push(revs=revs) if revs else repo.push()
+        pushed: int = repo.push(revs=revs) if revs else repo.push()
+        return pushed
