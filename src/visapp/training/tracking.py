@@ -18,12 +18,15 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from visapp.config import TrackingConfig
 from visapp.errors import VisError
 from visapp.integrations import git
 from visapp.integrations.dvc_env import experiment_name, repository_root
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 RUN_FILE = "mlflow_run.json"  # beside metrics.json: the MLflow run of the model (the registry reads it)
@@ -85,7 +88,7 @@ def _no_telemetry() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
-def client_for(uri: str) -> Any:
+def client_for(uri: str) -> MlflowClient:
     """An `MlflowClient` for `uri`, with MLflow's telemetry off (offline machines, no surprise traffic)."""
     _no_telemetry()
     from mlflow.tracking import MlflowClient
@@ -107,10 +110,10 @@ class Run:
     uri: str
     run_id: str
     experiment_id: str
-    _client: Any = field(default=None, repr=False)
+    _client: MlflowClient | None = field(default=None, repr=False)
 
     @property
-    def client(self) -> Any:
+    def client(self) -> MlflowClient:
         if self._client is None:
             self._client = client_for(self.uri)
         return self._client
@@ -154,7 +157,7 @@ class Run:
         self.client.set_terminated(self.run_id, status=status)
 
 
-def _experiment_id(client: Any, name: str) -> str:
+def _experiment_id(client: MlflowClient, name: str) -> str:
     """The experiment's id, created when missing (two parallel trainings may race to create it: one wins)."""
     from mlflow.exceptions import MlflowException
 
