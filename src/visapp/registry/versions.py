@@ -194,7 +194,7 @@ def lineage(root: str | Path, ref: str) -> dict[str, Any]:
         except VisError as exc:  # the folder's listing is neither cached nor in the remote: say so, show the rest
             weights_md5, md5_problem = None, str(exc)
         track = tracking_for(root, snap)
-        info = {
+        info: dict[str, Any] = {
             "artifact": found.name,
             "version": found.version,
             "tag": found.tag,
