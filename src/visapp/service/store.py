@@ -163,9 +163,10 @@ class JobStore:
 
     def reader(self, job_id: str, name: str) -> IO[bytes]:
         try:
-            return self.fs.open(self.path(job_id, name), "rb")
+            handle: IO[bytes] = self.fs.open(self.path(job_id, name), "rb")
         except FileNotFoundError:
             raise UnknownJob(f"job {job_id} has no {name}") from None
+        return handle
 
     def put(self, job_id: str, name: str, local: Path) -> None:
         """Upload a file or a folder (replacing what was there)."""

@@ -110,12 +110,14 @@ class Training:
         """The training's MLflow run: from the model's record once written, else from the checkpoint's state."""
         written = self.folder / MODEL / "mlflow_run.json"
         if written.is_file():
-            return json.loads(written.read_text(encoding="utf-8")).get("run_id")
+            run_id: str | None = json.loads(written.read_text(encoding="utf-8")).get("run_id")
+            return run_id
         for state_file in (self.folder / CHECKPOINTS).glob("*/state.json"):
             try:
-                return json.loads(state_file.read_text(encoding="utf-8")).get("mlflow_run_id")
+                run_id = json.loads(state_file.read_text(encoding="utf-8")).get("mlflow_run_id")
             except (OSError, ValueError):
                 return None
+            return run_id
         return None
 
     def store_snapshot(self, name: str, training: int) -> None:

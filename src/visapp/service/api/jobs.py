@@ -46,7 +46,7 @@ class JobPage(BaseModel):
 @router.post("/train-async/{job_id}", status_code=202, response_model=Job, responses=errors(400, 404, 409, 422, 429))
 def train_async(
     job_id: str,
-    overrides: TrainOverrides | None = Body(None),  # type: ignore[valid-type]  # noqa: B008
+    overrides: TrainOverrides | None = Body(None),  # noqa: B008
     owner: str = Caller,
     ctx: Context = Ctx,
 ) -> Job:
@@ -56,7 +56,7 @@ def train_async(
     if record.state not in TRAINABLE:
         raise ApiError(409, "not_trainable", f"job {job_id} is {record.state}: only a ready (or finished) dataset "
                        "can be trained")  # fmt: skip
-    asked = overrides.model_dump(exclude_none=True, mode="json") if overrides is not None else {}
+    asked: dict[str, Any] = overrides.model_dump(exclude_none=True, mode="json") if overrides is not None else {}
     try:
         params = training_params(record.params, asked)
     except (ConfigError, VisError) as exc:
