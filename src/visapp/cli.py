@@ -258,6 +258,7 @@ def _cmd_promote(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `visapp` command line: one subcommand per task, each calling one library function."""
     parser = argparse.ArgumentParser(prog="visapp", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -372,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run `visapp` with `argv` (default: the process's arguments); the exit code."""
     args = build_parser().parse_args(argv)
     return console.run(lambda: args.func(args))
 

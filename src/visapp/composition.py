@@ -94,6 +94,8 @@ def applicable_params(root: str | Path = ".", changes: dict[str, Any] | None = N
 
 @dataclass(frozen=True)
 class Difference:
+    """A dotted key whose value differs between params.yaml and conf/ (`MISSING` where one of them lacks it)."""
+
     key: str
     in_params: Any  # `MISSING` when params.yaml lacks the key
     in_conf: Any
@@ -123,6 +125,7 @@ def in_experiment(environ: dict[str, str] | None = None) -> bool:
 
 
 def describe(differences: list[Difference], limit: int = 6) -> str:
+    """The first `limit` differences in words, and how many more there are."""
     shown = ", ".join(f"{d.key}: {d.in_params!r} in params.yaml, {d.in_conf!r} from conf/" for d in differences[:limit])
     return shown + (f" and {len(differences) - limit} more" if len(differences) > limit else "")
 
@@ -135,6 +138,7 @@ FIX = (
 
 
 def drift_error(differences: list[Difference], when: str) -> ConfigError:
+    """The error that stops `when` (a stage, a release) because params.yaml and conf/ differ, with the fix."""
     return ConfigError(f"{when}: params.yaml disagrees with conf/ ({describe(differences)}); {FIX}")
 
 

@@ -67,6 +67,8 @@ def _range(low: float | None = None, high: float | None = None, *, above: bool =
 
 @dataclass
 class PathsConfig:
+    """Every path of the pipeline, declared once (`dvc.yaml` templates them): relative to the repository root."""
+
     checked: str
     raw: str
     validated: str
@@ -77,6 +79,8 @@ class PathsConfig:
 
 @dataclass
 class SplitConfig:
+    """The hash split's ratios when there are no ImageSets lists; they add up to 1."""
+
     train: float = field(metadata=_range(0, 1))
     val: float = field(metadata=_range(0, 1))
     test: float = field(metadata=_range(0, 1))
@@ -84,6 +88,8 @@ class SplitConfig:
 
 @dataclass
 class DataConfig:
+    """The dataset: class names in YOLO id order, what validate does with problems, and the conversion's conventions."""
+
     classes: list[str]
     on_error: OnError
     allow_background: bool
@@ -115,6 +121,8 @@ class QualityConfig:
 
 @dataclass
 class ModelConfig:
+    """The architecture YAML, and the weights to fine-tune (None: train from scratch)."""
+
     arch: str
     weights: str | None
 
@@ -149,6 +157,8 @@ def train_argument_names() -> tuple[str, ...]:
 
 @dataclass
 class TrackingConfig:
+    """MLflow: the tracking URI (`MLFLOW_TRACKING_URI` wins), the experiment, and whether a training needs it."""
+
     uri: str | None
     experiment: str
     required: bool
@@ -166,6 +176,8 @@ class DiffConfig:
 
 @dataclass
 class Params:
+    """Every param of params.yaml, typed and checked (`to_params`)."""
+
     seed: int = field(metadata=_range(0))
     paths: PathsConfig
     diff: DiffConfig

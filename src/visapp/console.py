@@ -75,6 +75,7 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 
 def is_terminal(stream: TextIO) -> bool:
+    """Whether `stream` is a terminal (False for a closed or a replaced stream without `isatty`)."""
     try:
         return stream.isatty()
     except (AttributeError, ValueError):

@@ -44,6 +44,8 @@ PIPELINE_TIMEOUT_S = 300.0  # `dvc status` hashes a changed dataset: a large one
 
 @dataclass(frozen=True)
 class Check:
+    """One row of `visapp doctor`'s table: what was checked, its verdict (ok, FAIL, warn, skip) and the detail."""
+
     name: str
     verdict: str
     detail: str
@@ -351,6 +353,7 @@ def run_checks(
 
 
 def failed(checks: list[Check]) -> bool:
+    """Whether any check failed (`visapp doctor` then exits 1)."""
     return any(check.verdict == FAIL for check in checks)
 
 

@@ -170,6 +170,7 @@ def dumps_json(data: Any) -> str:
 
 
 def write_json(path: str | Path, data: Any) -> None:
+    """Write `data` as deterministic JSON (`dumps_json`), atomically."""
     write_text(path, dumps_json(data))
 
 
