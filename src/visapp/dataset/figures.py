@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 
 def class_colour(class_id: int) -> str:
+    """The colour a class is drawn in (the palette repeats past its length)."""
     return PALETTE[class_id % len(PALETTE)]
 
 
@@ -80,6 +81,7 @@ class BoxData:
     side_px: array[float] = field(default_factory=lambda: array("d"))
 
     def add(self, boxes: list[Box], width: int, height: int) -> None:
+        """Add an image's boxes; its size in pixels (`width` x `height`) gives their pixel sizes."""
         for box in boxes:
             self.class_ids.append(box.class_id)
             self.rel_cx.append(box.cx)

@@ -22,8 +22,10 @@ def cores(environ: dict[str, str] | None = None) -> int:
 
 
 def can_fork() -> bool:
+    """Whether workers may be forked: this process runs one thread, and the platform forks."""
     return threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
 
 
 def context(fork: bool) -> Any:
+    """A multiprocessing context that forks the workers, or spawns them."""
     return multiprocessing.get_context("fork" if fork else "spawn")

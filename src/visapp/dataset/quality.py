@@ -70,6 +70,7 @@ class QualityRules:
 
     @classmethod
     def from_params(cls, params: Params) -> QualityRules:
+        """The rules the params give."""
         return cls(params.quality, params.train.imgsz, params.seed)
 
     @property

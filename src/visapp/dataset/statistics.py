@@ -153,6 +153,7 @@ class SplitStats:
         self.images_per_class = [0] * self.n_classes
 
     def add(self, record: ImageRecord, boxes: list[Box]) -> None:
+        """Count one image and its boxes."""
         self.images += 1
         self.widths.append(record.width)
         self.heights.append(record.height)
@@ -175,6 +176,7 @@ class SplitStats:
         }
 
     def to_dict(self, classes: list[str]) -> dict[str, Any]:
+        """The split's section of dataset_metadata.json (or the overall one)."""
         return {
             "images": self.images,
             "objects": sum(self.objects_per_class),

@@ -47,6 +47,8 @@ MAX_CLUTTER_LINES = 3  # thin lines that are not objects
 
 @dataclass
 class Shape:
+    """One drawn object: its class name and VOC box."""
+
     name: str
     xmin: int  # VOC: 1-based pixel indices of the first and last pixel the shape covers
     ymin: int
@@ -55,6 +57,7 @@ class Shape:
 
     @property
     def box(self) -> tuple[int, int, int, int]:
+        """The box as (xmin, ymin, xmax, ymax)."""
         return (self.xmin, self.ymin, self.xmax, self.ymax)
 
 
@@ -73,6 +76,7 @@ class SyntheticSummary:
 
     @property
     def background(self) -> int:
+        """Images without objects: with no annotation, or an empty one."""
         return self.background_without_xml + self.background_with_empty_xml
 
     def __str__(self) -> str:

@@ -19,6 +19,8 @@ REPORT_FILE = "report.json"
 
 @dataclass(frozen=True)
 class Code:
+    """An issue code's severity, what it means, and whether it is a dataset-quality finding."""
+
     severity: str
     meaning: str
     quality: bool = False  # a dataset-quality finding (visapp.dataset.quality), beyond validity: a warning
