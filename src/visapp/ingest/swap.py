@@ -52,17 +52,20 @@ class Journal:
 
 
 def journal_path(repo_root: Path) -> Path:
+    """Where an ingest's journal lies while it swaps a version in: `.dvc/tmp/` of the repository."""
     return repo_root / ".dvc" / "tmp" / JOURNAL_NAME
 
 
 @contextmanager
 def ingest_lock(repo_root: Path) -> Iterator[None]:
+    """Hold the repository's ingest lock (one ingest at a time); a `VisError` says another ingest holds it."""
     busy = f"another `visapp ingest` is running in {repo_root}; wait for it to finish, then retry"
     with exclusive_lock(repo_root / ".dvc" / "tmp" / LOCK_NAME, busy):
         yield
 
 
 def remove_tree(path: Path) -> None:
+    """Remove a folder, a file or a link, if there is one (a link is removed, never followed)."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     elif path.exists() or path.is_symlink():

@@ -51,6 +51,7 @@ class SafeTar(SafeArchive):
         self._size_on_disk = 0
 
     def close(self) -> None:
+        """Close the tar file."""
         if self._tar is not None:
             self._tar.close()
             self._tar = None

@@ -65,6 +65,7 @@ class SafeZip(SafeArchive):
         self._zip: zipfile.ZipFile | None = None
 
     def close(self) -> None:
+        """Close the ZIP file."""
         if self._zip is not None:
             self._zip.close()
             self._zip = None

@@ -208,6 +208,7 @@ class Revision:
             ) from None
 
     def close(self) -> None:
+        """Close DVC's file system of the revision (errors while closing are ignored)."""
         with contextlib.suppress(Exception):
             self.fs.close()
 
@@ -239,6 +240,8 @@ def download_artifact(root: Path, name: str, version: str, out: Path) -> None:
 
 @dataclass(frozen=True)
 class RemoteSettings:
+    """A DVC remote as its config names it: the URL, and for S3 the endpoint and the AWS profile."""
+
     name: str
     url: str
     endpointurl: str | None = None

@@ -139,10 +139,12 @@ def session(cache_dir: Path, verbose: bool = False) -> Iterator[None]:
 
 
 def cuda_available() -> bool:
+    """Whether torch sees a usable CUDA device."""
     return cuda_device_count() > 0
 
 
 def cuda_device_count() -> int:
+    """How many CUDA devices torch can use (0 with a CPU-only torch)."""
     import torch
 
     return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
