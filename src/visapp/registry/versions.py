@@ -73,6 +73,8 @@ def format_versions(rows: list[dict[str, Any]], orphans: list[str] | None = None
 
 @dataclass(frozen=True)
 class Resolved:
+    """A registered model version: artifact name, version, its GTO tag, and the commit the tag points at."""
+
     name: str
     version: str
     tag: str
@@ -139,6 +141,7 @@ class Tracking:
 
 
 def tracking_for(root: Path, snap: Snapshot) -> Tracking:
+    """Where a commit's training was tracked, seen from `root` (with the problem, when that store cannot be read)."""
     config = snap.tracking()
     uri = _local_uri(root, tracking.resolve_uri(config))
     found = Tracking(uri, config.experiment, config.required)
