@@ -68,6 +68,7 @@ def read_state(ckpt_dir: Path) -> dict[str, Any]:
 
 
 def save_state(ckpt_dir: Path, state: dict[str, Any]) -> None:
+    """Write the folder's state.json (atomically: a kill leaves the previous state)."""
     write_text(ckpt_dir / STATE_FILE, dumps_json(state))
 
 

@@ -70,6 +70,7 @@ def clean_results(text: str) -> tuple[list[str], list[dict[str, str]]]:
 
 
 def format_results(columns: list[str], rows: list[dict[str, str]]) -> str:
+    """results.csv's text: the columns, then one row per epoch."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
     writer.writeheader()

@@ -114,6 +114,7 @@ class Run:
 
     @property
     def client(self) -> MlflowClient:
+        """The MLflow client of the run's tracking URI (made on first use)."""
         if self._client is None:
             self._client = client_for(self.uri)
         return self._client
@@ -130,11 +131,13 @@ class Run:
         return changed
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set the run's tags (values as text)."""
         from mlflow.entities import RunTag
 
         self.client.log_batch(self.run_id, tags=[RunTag(key, str(value)) for key, value in sorted(tags.items())])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Log metrics at `step` (an epoch; 0 when None), in batches MLflow accepts."""
         from mlflow.entities import Metric
 
         stamp = int(time.time() * 1000)
@@ -143,6 +146,7 @@ class Run:
             self.client.log_batch(self.run_id, metrics=batch[start : start + 1000])
 
     def log_text(self, text: str, artifact_file: str) -> None:
+        """Store `text` as the artifact file `artifact_file` of the run."""
         self.client.log_text(self.run_id, text, artifact_file)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
@@ -154,6 +158,7 @@ class Run:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def end(self, status: str = "FINISHED") -> None:
+        """End the run with `status` (FINISHED, FAILED, KILLED)."""
         self.client.set_terminated(self.run_id, status=status)
 
 
@@ -213,6 +218,7 @@ class Source:
 
 
 def source(cwd: Path | None = None) -> Source:
+    """The code in `cwd` (default: the working directory): its commit, branch and uncommitted changes."""
     root = cwd or Path()
     commit = git.head_commit(root)
     if commit is None:
