@@ -86,6 +86,7 @@ def unpack(archive: Path, dest: Path, shown_as: str, limits: ArchiveLimits | Non
 
 
 def summarize(report: Report, on_error: OnError) -> ValidationSummary:
+    """The record's summary of a report; with on_error=skip, the rejected samples by error code (`left_out`)."""
     left_out: Counter[str] = Counter()
     if on_error == OnError.skip:
         rejected: dict[str, set[str]] = {}
@@ -104,6 +105,7 @@ def summarize(report: Report, on_error: OnError) -> ValidationSummary:
 
 
 def error_codes(report: Report) -> str:
+    """The error codes of a report with their counts: `bbox_invalid 3, image_missing 1`."""
     errors = {issue["code"] for issue in report["issues"] if issue["severity"] == ERROR}
     return ", ".join(f"{code} {n}" for code, n in report["by_code"].items() if code in errors)
 

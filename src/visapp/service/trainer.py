@@ -91,6 +91,7 @@ def _tell(scratch: Path, line: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train the job whose scratch folder `argv` names (see the module docstring); 0, or raise what failed."""
     from visapp.errors import VisError
     from visapp.service.params import with_paths
     from visapp.training.run import train_model

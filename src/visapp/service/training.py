@@ -57,6 +57,8 @@ class Training:
         self.last_progress: Progress | None = None  # the trainer's newest news
 
     def claim(self) -> JobRecord | None:
+        """Win the attempt's lease and mark it running; None when another process has it, or the job moved on."""
+
         def start(record: JobRecord) -> JobRecord | None:
             if record.attempt != self.attempt or record.state != State.queued:
                 return None  # a stale message: the job moved on (cancelled, re-queued, finished)
@@ -203,6 +205,7 @@ class Training:
         return False
 
     def run(self, record: JobRecord) -> None:
+        """Prepare the scratch, run the trainer as a subprocess and supervise it, store the model, end the attempt."""
         current = record.current_attempt()
         assert current is not None
         with scratch.scratch(self.settings.work_dir, self.job_id, f"attempt-{self.attempt}") as folder:
@@ -249,6 +252,9 @@ class Training:
     def end(
         self, stored: bool, state: State, metrics: dict[str, Any] | None, error: str | None, run_id: str | None
     ) -> None:
+        """Write how the attempt ended (state, metrics, error, MLflow run) and give the lease up; a failed or cancelled
+        training's MLflow run is ended too."""
+
         def change(record: JobRecord) -> JobRecord:
             current = record.current_attempt()
             if current is not None:

@@ -58,6 +58,7 @@ class Context:
 
 
 def context(request: Request) -> Context:
+    """The app's `Context` (a dependency of every route)."""
     found: Context = request.app.state.context
     return found
 
@@ -66,12 +67,16 @@ def context(request: Request) -> Context:
 
 
 class ApiError(Exception):
+    """An error answer: its HTTP status, code and message, and what else the body holds (`extra`)."""
+
     def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.extra = status, code, message, extra
 
 
 class ErrorDetail(BaseModel):
+    """What went wrong: a code a client can branch on, and a message a person can act on."""
+
     code: str
     message: str
 
@@ -79,6 +84,7 @@ class ErrorDetail(BaseModel):
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any
 ) -> JSONResponse:
+    """The JSON answer of an error: `{"error": {"code", "message"}}` and the extra fields that are set."""
     body = {"error": {"code": code, "message": message}, **{k: v for k, v in extra.items() if v is not None}}
     if status == 401:
         headers = {"WWW-Authenticate": "Bearer", **(headers or {})}  # RFC 6750: say which scheme is expected
@@ -129,6 +135,7 @@ def own_job(ctx: Context, job_id: str, owner: str) -> JobRecord:
 
 
 def owned_records(ctx: Context, owner: str) -> Iterator[JobRecord]:
+    """The records of the caller's jobs (jobs deleted meanwhile, or not readable by this release, are passed over)."""
     for job_id in ctx.store.job_ids():
         try:
             record = records.load(ctx.store, job_id)
@@ -146,12 +153,16 @@ Ctx = Depends(context)
 
 
 class PublicLease(BaseModel):
+    """Which work holds the job now (the worker stays inside)."""
+
     task: str
     number: int
     heartbeat_at: float
 
 
 class PublicAttempt(BaseModel):
+    """An attempt as a client sees it (its params and the worker's code stay inside)."""
+
     number: int
     training: int
     state: State
@@ -196,6 +207,7 @@ class Job(BaseModel):
 
     @classmethod
     def of(cls, record: JobRecord) -> Job:
+        """What a client sees of `record`."""
         data = record.model_dump(exclude={"owner", "params", "code", "classes_given"})
         hidden = ("params", "worker_code")
         data["attempts"] = [{k: v for k, v in a.items() if k not in hidden} for a in data["attempts"]]
@@ -205,6 +217,8 @@ class Job(BaseModel):
 
 
 class ErrorBody(BaseModel):
+    """The body of an error answer: the error, and the job it concerns (with its report, for a rejected upload)."""
+
     error: ErrorDetail
     job_id: str | None = None
     job: Job | None = None
@@ -212,11 +226,15 @@ class ErrorBody(BaseModel):
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses` of a route for these error statuses (all with the `ErrorBody` schema)."""
     return {status: {"model": ErrorBody} for status in statuses}
 
 
 def stream(handle: Any, name: str, media_type: str = "application/octet-stream",
            cleanup: Path | None = None) -> StreamingResponse:  # fmt: skip
+    """An answer that streams `handle` in chunks (closing it, and removing `cleanup`, when done); `name` is the file
+    name a download is saved as."""
+
     def chunks() -> Iterator[bytes]:
         try:
             while block := handle.read(CHUNK):

@@ -36,6 +36,8 @@ FIGURE_TYPES = {".png": "image/png"}
 
 
 class JobPage(BaseModel):
+    """A page of the caller's jobs, and `next`: the `after` of the next page (None: this is the last)."""
+
     jobs: list[Job]
     next: str | None = None
 

@@ -17,6 +17,8 @@ router = APIRouter()
 
 
 class ModelVersion(BaseModel):
+    """A registered model version: its version, tag, commit, stages and more (`list_versions`' row)."""
+
     model_config = ConfigDict(extra="allow")
     version: str
 
