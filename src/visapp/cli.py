@@ -8,10 +8,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from visapp import console
 from visapp.errors import VisError
+
+if TYPE_CHECKING:
+    from visapp.config import Params
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
@@ -22,7 +25,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_params(args: argparse.Namespace) -> Any:
+def _check_params(args: argparse.Namespace) -> Params:
     """The params that apply here (`applicable_params`) with the command's options over them. Without --classes
     and without a params.yaml, the classes are every name the dataset's annotations hold, sorted (as the
     service does for an upload without classes)."""

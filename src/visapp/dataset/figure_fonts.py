@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from matplotlib.typing import RcKeyType
+    from PIL.ImageFont import FreeTypeFont
+    from PIL.ImageFont import ImageFont as BitmapFont
 
 DEFAULT_FONT_FAMILY = "DejaVu Sans"  # matplotlib's default, bundled with it
 # Fonts that are never used for class names: Last Resort (bundled with recent matplotlib) "has" every
@@ -136,7 +138,7 @@ def class_labels(classes: Sequence[str]) -> ClassLabels:
 
 
 @functools.lru_cache(maxsize=32)
-def pillow_font(size: int, font: tuple[str, int] | None = None) -> Any:
+def pillow_font(size: int, font: tuple[str, int] | None = None) -> FreeTypeFont | BitmapFont:
     """Pillow's bundled font (nothing to download), or a font file that has the glyphs of a class name."""
     from PIL import ImageFont
 

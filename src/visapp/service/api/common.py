@@ -13,7 +13,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -230,7 +230,7 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorBody} for status in statuses}
 
 
-def stream(handle: Any, name: str, media_type: str = "application/octet-stream",
+def stream(handle: IO[bytes], name: str, media_type: str = "application/octet-stream",
            cleanup: Path | None = None) -> StreamingResponse:  # fmt: skip
     """An answer that streams `handle` in chunks (closing it, and removing `cleanup`, when done); `name` is the file
     name a download is saved as."""
