@@ -30,7 +30,15 @@ from visapp.service.params import METADATA, MODEL, RAW, VALIDATED, with_paths
 from visapp.service.records import JobRecord, Progress, State
 from visapp.service.settings import ServiceSettings
 from visapp.service.store import JobStore
-from visapp.service.trainer import CHECKPOINTS, ERROR_FILE, PROGRESS_FILE, SNAPSHOTS, TRAINER_FILE, WORKER_PID
+from visapp.service.trainer import (
+    CHECKPOINTS,
+    ERROR_FILE,
+    PROGRESS_FILE,
+    SNAPSHOTS,
+    TRAINER_FILE,
+    WORKER_PID,
+    ProgressLine,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +104,7 @@ class Training:
             log.info("job %s attempt %d: a new training (training %d)", self.job_id, self.attempt, current.training)
         (folder / TRAINER_FILE).write_text(json.dumps({"params": current.params}), encoding="utf-8")
 
-    def read_progress(self) -> list[dict[str, Any]]:
+    def read_progress(self) -> list[ProgressLine]:
         """The lines the trainer appended since the last call."""
         path = self.folder / PROGRESS_FILE
         if not path.is_file():
