@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from visapp.config import OnError
 from visapp.errors import VisError
 from visapp.service.store import RECORD, JobStore, UnknownJob
+from visapp.training.results import Metrics
 
 
 class State(enum.StrEnum):
@@ -158,7 +159,7 @@ class Attempt(Record):
     started_at: float | None = None
     finished_at: float | None = None
     epochs_done: int = 0
-    metrics: dict[str, Any] | None = None
+    metrics: Metrics | None = None  # metrics.json of the training
     mlflow_run_id: str | None = None
     model: bool = False  # its best.pt is in the store (`models/<number>/`)
     worker_code: CodeVersion | None = None
@@ -192,7 +193,7 @@ class JobRecord(Record):
     lease: Lease | None = None
     progress: Progress | None = None
     mlflow_run_id: str | None = None
-    metrics: dict[str, Any] | None = None
+    metrics: Metrics | None = None  # metrics.json of the training
     error: str | None = None  # why the job was rejected or failed, in words a client can act on
     note: str | None = None
 

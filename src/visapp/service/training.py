@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 from visapp.errors import VisError
 from visapp.service import records, scratch
@@ -39,6 +38,7 @@ from visapp.service.trainer import (
     WORKER_PID,
     ProgressLine,
 )
+from visapp.training.results import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -241,9 +241,9 @@ class Training:
             outcome = self.outcome(how, child.returncode)
         self.end(stored, *outcome)  # once the scratch is gone
 
-    def outcome(self, how: str, returncode: int | None) -> tuple[State, dict[str, Any] | None, str | None, str | None]:
+    def outcome(self, how: str, returncode: int | None) -> tuple[State, Metrics | None, str | None, str | None]:
         """How the training ended, read from its scratch: the state, the metrics, the error, the MLflow run."""
-        metrics = None
+        metrics: Metrics | None = None
         if how == "done":
             metrics = json.loads((self.folder / MODEL / "metrics.json").read_text(encoding="utf-8"))
         state = {"done": State.succeeded, "cancelled": State.cancelled}.get(how, State.failed)
@@ -257,9 +257,7 @@ class Training:
             )
         return state, metrics, error, self.mlflow_run_id()
 
-    def end(
-        self, stored: bool, state: State, metrics: dict[str, Any] | None, error: str | None, run_id: str | None
-    ) -> None:
+    def end(self, stored: bool, state: State, metrics: Metrics | None, error: str | None, run_id: str | None) -> None:
         """Write how the attempt ended (state, metrics, error, MLflow run) and give the lease up; a failed or cancelled
         training's MLflow run is ended too."""
 

@@ -36,6 +36,7 @@ from visapp.service.records import (
 from visapp.service.serving import ServedModel
 from visapp.service.settings import ServiceSettings
 from visapp.service.store import JobStore, UnknownJob
+from visapp.training.results import Metrics
 
 CHUNK = 1024 * 1024
 UNAUTHORIZED = "send `Authorization: Bearer <token>` with a token of VISAPP_API_TOKEN"
@@ -172,7 +173,7 @@ class PublicAttempt(BaseModel):
     started_at: float | None
     finished_at: float | None
     epochs_done: int
-    metrics: dict[str, Any] | None
+    metrics: Metrics | None
     mlflow_run_id: str | None
     model: bool
     error: str | None
@@ -201,7 +202,7 @@ class Job(BaseModel):
     lease: PublicLease | None
     progress: Progress | None
     mlflow_run_id: str | None
-    metrics: dict[str, Any] | None
+    metrics: Metrics | None
     error: str | None
     note: str | None
 
