@@ -43,7 +43,7 @@ def models(owner: str = Caller) -> list[ModelVersion]:
 
     registry()
     try:
-        return [ModelVersion(**row) for row in list_versions(".")]
+        return [ModelVersion.model_validate(row) for row in list_versions(".")]
     except VisError as exc:
         raise ApiError(409, "no_registry", str(exc)) from None
 
