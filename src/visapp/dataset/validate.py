@@ -35,7 +35,6 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from visapp.config import DataConfig, OnError, Params
 from visapp.dataset.dataset_checks import (
@@ -54,7 +53,7 @@ from visapp.dataset.sample_pool import check_all
 from visapp.errors import VisError
 from visapp.formats.dvcfile import SOURCE_FILE, source_record
 from visapp.formats.manifest import MANIFEST_FILE, ManifestRow, write_manifest
-from visapp.formats.report import REPORT_FILE, Issue, build_report, has_errors
+from visapp.formats.report import REPORT_FILE, Issue, Report, build_report, has_errors
 from visapp.formats.voc_image_sets import read_image_sets
 from visapp.formats.voc_layout import discover_samples
 from visapp.fsio import write_json
@@ -67,7 +66,7 @@ log = logging.getLogger(__name__)
 class ValidationResult:
     """report: report.json's content; rows: manifest.jsonl's rows (accepted samples, sorted by image)."""
 
-    report: dict[str, Any]
+    report: Report
     rows: list[ManifestRow] = field(default_factory=list)
 
     def stop_reason(self, on_error: OnError) -> str | None:

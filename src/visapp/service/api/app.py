@@ -34,6 +34,7 @@ PUBLIC_PATHS = frozenset({"/health", DOCS, f"{DOCS}/oauth2-redirect", REDOC, OPE
 
 
 def is_public(path: str) -> bool:
+    """Whether a path is answered without a token (the health verdict, the API's description and its assets)."""
     return path in PUBLIC_PATHS or path.startswith(DOCS_ASSETS + "/")
 
 
