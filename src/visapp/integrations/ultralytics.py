@@ -284,7 +284,7 @@ def validate_split(
     weights: Path, data_yaml: Path, split: str, imgsz: int, batch: int, device: str, save_dir: Path, plots: bool
 ) -> SplitMetrics:
     """Validate `weights` on `split` of `data_yaml` (in a session); its figures go to `save_dir`."""
-    from ultralytics import YOLO
+    from ultralytics.models import YOLO
 
     found = YOLO(str(weights)).val(
         data=str(data_yaml), split=split, imgsz=imgsz, batch=batch, device=device, plots=plots,
@@ -332,7 +332,7 @@ def predict(
 ) -> Iterator[Detections]:
     """`weights`' boxes on each image (in a session), down to `confidence`, one image at a time; `agnostic`: one
     box per place, whatever its class (non-maximum suppression across classes)."""
-    from ultralytics import YOLO
+    from ultralytics.models import YOLO
 
     model = YOLO(str(weights))
     for image in images:
@@ -344,7 +344,7 @@ def predict(
 
 def export_onnx(weights: Path, imgsz: int) -> Path:
     """Ultralytics' own ONNX export of `weights` (in a session), at a fixed `imgsz`, beside them; the file."""
-    from ultralytics import YOLO
+    from ultralytics.models import YOLO
 
     return Path(YOLO(str(weights)).export(format="onnx", imgsz=imgsz, device="cpu", verbose=False))
 
@@ -362,7 +362,7 @@ def load(weights: Path) -> LoadedModel:
     """Load `weights` to predict: a `.pt` runs on PyTorch, an `.onnx` on ONNX Runtime (on the CPU)."""
     import ast
 
-    from ultralytics import YOLO
+    from ultralytics.models import YOLO
 
     model = YOLO(str(weights), task="detect")
     if Path(weights).suffix == ".onnx":

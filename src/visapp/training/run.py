@@ -78,6 +78,13 @@ def reserved_args() -> frozenset[str]:
     return CONTROLLED_ARGS | {f.name for f in fields(TrainConfig) if f.name != "extra"}
 
 
+def asks_for_cuda(device: str) -> bool:
+    """Whether `train.device` names GPUs only (`cuda`, indices such as "0,1" or "cuda:1"): no CPU fallback."""
+    text = str(device).strip().lower()
+    parts = [part.strip().removeprefix("cuda:") for part in text.split(",") if part.strip()]
+    return text == "cuda" or (bool(parts) and all(part.isdigit() for part in parts))
+
+
 def resolve_device(device: str, cuda_devices: int, why_none: Callable[[], str] = lambda: "") -> str:
     """The device Ultralytics trains on, from `train.device`.
 
@@ -335,6 +342,8 @@ def train_model(
         progress: told after each epoch (task "train", unit "epoch", with the epoch's losses and metrics).
         verbose: let Ultralytics print as it does on a terminal (argument dump, layer table, bars).
     """
+    if asks_for_cuda(params.train.device):  # a GPU training without a usable GPU stops first, in seconds
+        resolve_device(params.train.device, ultralytics.cuda_device_count(), cuda.why_none)
     yolo_dir, raw_dir = Path(params.paths.yolo), Path(params.paths.raw)
     metadata_path = Path(params.paths.metadata) / METADATA_FILE
     if not (yolo_dir / DATA_YAML).is_file():
@@ -349,7 +358,6 @@ def train_model(
             f"the {' and '.join(empty)} split is empty ({counts} images): training needs images in both train and "
             "val; add images, or change data.split (or the ImageSets/Main lists)"
         )
-    # A GPU training without a usable GPU stops here, in its first seconds, not hours later on the CPU.
     device = resolve_device(params.train.device, ultralytics.cuda_device_count(), cuda.why_none)
     train_args(params, Path(DATA_YAML), Path("run"), "cpu")  # refuse a bad train.extra before anything runs
     uri = _tracking_uri(params)  # an unreachable server fails here, before any training or folder
