@@ -67,9 +67,10 @@ def test_retrains_keep_every_attempt_s_model_and_lineage_and_end_their_mlflow_ru
         assert api.post(f"/train-async/{job_id}", json={**TINY_TRAINING, "epochs": 50}).status_code == 202
         wait_until(lambda: ((api.get(f"/jobs/{job_id}").json()["progress"] or {}).get("epoch") or 0) >= 1, 300,
                    "the first epoch of the fourth training")  # fmt: skip
-        (trainer,) = [
-            p for p in psutil.process_iter(["cmdline"]) if "visapp.service.trainer" in (p.info["cmdline"] or [])
-        ]
+        work = api_proc.env["VISAPP_WORK_DIR"]  # this service's trainer, not another test's
+        (trainer,) = [p for p in psutil.process_iter(["cmdline"])
+                      if "visapp.service.trainer" in (p.info["cmdline"] or [])
+                      and any(work in part for part in p.info["cmdline"])]  # fmt: skip
         trainer.kill()
         died = wait_for(api, job_id, FINAL, 120)
         assert died["state"] == "failed" and "exit status" in died["error"], died
