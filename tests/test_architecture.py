@@ -62,7 +62,7 @@ def test_a_forbidden_import_in_a_scratch_copy_breaks_a_rule(tmp_path, module, li
     proc = lint_imports(tmp_path)
     assert proc.returncode != 0, proc.stdout
     broken = proc.stdout[proc.stdout.index("Broken contracts") :]
-    assert contract in broken.replace("\n", " "), proc.stdout
+    assert contract in " ".join(broken.split()), proc.stdout
 
 
 def private_uses(source: str, own: str = "visapp") -> list[str]:

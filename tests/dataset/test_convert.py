@@ -195,9 +195,9 @@ def test_adding_images_moves_no_existing_image_to_another_split(tmp_path):
     labels_a = {p.relative_to(tmp_path / "yolo_a") for p in (tmp_path / "yolo_a" / "labels").rglob("*.txt")}
     labels_b = {p.relative_to(tmp_path / "yolo_b") for p in (tmp_path / "yolo_b" / "labels").rglob("*.txt")}
     assert len(labels_a) == 300
-    assert {p.parts[1] for p in labels_a} == {"train", "val"}
+    assert {p.parts[1] for p in labels_a} == {"train", "val", "test"}
     assert labels_a <= labels_b  # same split folder for every earlier image
-    for split in ("train", "val"):
+    for split in ("train", "val", "test"):
         listed_a = set((tmp_path / "yolo_a" / f"{split}.txt").read_text().splitlines())
         listed_b = set((tmp_path / "yolo_b" / f"{split}.txt").read_text().splitlines())
         assert listed_a <= listed_b
@@ -227,11 +227,10 @@ def test_convert_writes_labels_split_lists_and_data_yaml_and_no_image(tmp_path):
 
     assert {p.suffix for p in out.rglob("*") if p.is_file()} == {".txt", ".yaml"}
     assert (out / "data.yaml").read_text() == (
-        "path: .\ntrain: train.txt\nval: val.txt\nnames:\n  0: circle\n  1: square\n  2: triangle\n"
+        "path: .\ntrain: train.txt\nval: val.txt\ntest: test.txt\nnames:\n  0: circle\n  1: square\n  2: triangle\n"
     )
-    assert not (out / "test.txt").exists()
     listed = []
-    for split in ("train", "val"):
+    for split in ("train", "val", "test"):
         lines = (out / f"{split}.txt").read_text().splitlines()
         assert lines == sorted(lines)
         assert all(line.startswith("../raw/JPEGImages/") for line in lines)
@@ -242,10 +241,8 @@ def test_convert_writes_labels_split_lists_and_data_yaml_and_no_image(tmp_path):
     labels = read_labels(out)
     objects = {r.id: len(r.objects) for r in rows}
     assert {key.split("/")[1]: len(lines) for key, lines in labels.items()} == objects
-    assert summary.splits["train"].images + summary.splits["val"].images == 40
-    assert summary.splits["train"].background + summary.splits["val"].background == sum(
-        1 for n in objects.values() if not n
-    )
+    assert sum(counts.images for counts in summary.splits.values()) == 40
+    assert sum(counts.background for counts in summary.splits.values()) == sum(1 for n in objects.values() if not n)
     for lines in labels.values():
         for cls, *box in lines:
             assert cls in (0, 1, 2)

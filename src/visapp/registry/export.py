@@ -31,6 +31,8 @@ PARITY_IMAGES = 50  # at most, from the test split (else val)
 
 @dataclass
 class Parity:
+    """How closely the ONNX model's boxes match the PyTorch model's on the same images."""
+
     images: int
     boxes: int  # PyTorch boxes above CONFIDENCE, each matched by an ONNX box
     worst_iou: float
@@ -42,6 +44,7 @@ class Parity:
 
 
 def export_path(name: str, version: str) -> Path:
+    """Where the ONNX export of a model version lives (`models/exports/<name>/<version>.onnx`)."""
     return EXPORTS / name / f"{version}.onnx"
 
 

@@ -35,6 +35,8 @@ class ImageRefused(VisError):
 
 @dataclass
 class Loaded:
+    """A model loaded for predictions, with the name the answers give it."""
+
     label: str  # what the answer names: the version, or the job and its attempt
     model: ultralytics.LoadedModel
 

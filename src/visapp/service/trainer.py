@@ -119,8 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     spec = json.loads((scratch / TRAINER_FILE).read_text(encoding="utf-8"))
     params = with_paths(spec["params"], scratch)
 
+    trained: ProgressLine = {"phase": "evaluating on the held-out split and auditing the labels"}
+
     def report(update: Progress) -> None:
         line: ProgressLine = {"phase": "training", "epoch": update.done, "epochs": update.total}
+        trained["epoch"], trained["epochs"] = update.done, update.total
         if update.metrics:  # an epoch ended (without metrics: the first epoch of this run begins)
             line["metrics"] = dict(update.metrics)
             line["snapshot"] = snapshot(scratch, update.done)
@@ -129,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     environ = {"VISAPP_CHECKPOINT_DIR": str(scratch / CHECKPOINTS)}
     try:
         train_model(params, environ=environ, progress=report)
-        _tell(scratch, {"phase": "evaluating on the held-out split and auditing the labels"})
+        # The epochs trained stay in the progress while the model is evaluated: the training is done, not undone.
+        _tell(scratch, trained)
         run_evaluate(params)  # eval.json, audit.json and their figures, beside the weights: as the evaluate stage
     except Exception as exc:
         told = str(exc) if isinstance(exc, VisError) else f"the training failed ({type(exc).__name__}: {exc})"

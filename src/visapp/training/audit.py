@@ -53,15 +53,19 @@ class Finding:
 
 @dataclass
 class Audit:
+    """The label audit of a model's splits: each audited image's finding, likeliest label error first."""
+
     splits: list[str]
     images: int
     findings: list[Finding]  # every audited image, likeliest error first
 
     def summary(self) -> dict[str, Any]:
+        """The counts: images audited, images flagged, and the flagged ones by kind of error."""
         flagged = [f for f in self.findings if f.issue]
         return {"images": self.images, "flagged": len(flagged), "kinds": _count(f.kind for f in flagged)}
 
     def to_dict(self) -> dict[str, Any]:
+        """The audit as `audit.json` holds it: the splits, the counts and every finding."""
         return {"splits": self.splits, **self.summary(), "findings": [asdict(f) for f in self.findings]}
 
 

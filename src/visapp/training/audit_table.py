@@ -13,6 +13,7 @@ KIND_WORDS = {"missing_box": "a box is missing", "wrong_class": "wrong class", "
 
 
 def read_audit(model_dir: Path) -> dict[str, Any]:
+    """The `audit.json` beside a model's weights; raises VisError, saying how to make it, when there is none."""
     path = Path(model_dir) / AUDIT_FILE
     try:
         data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))

@@ -50,6 +50,7 @@ class Evaluation:
     plots: Path | None = field(default=None, repr=False)  # Ultralytics' figures, while the scratch lives
 
     def to_dict(self) -> dict[str, Any]:
+        """The evaluation as `eval.json` holds it (without the paths of its plots)."""
         data = asdict(self)
         data.pop("plots")
         return data
