@@ -169,10 +169,10 @@ class Training:
                 progress = Progress(phase=last["phase"], epoch=last.get("epoch"), epochs=last.get("epochs"),
                                     metrics=last.get("metrics") or {})  # fmt: skip
                 epoch = max((int(line["epoch"]) for line in lines if line.get("snapshot")), default=None)
-                ended = [EpochMetrics(epoch=int(line["epoch"]), metrics=line["metrics"]) for line in lines
-                         if line.get("snapshot") and line.get("metrics")]  # fmt: skip
+                points = [EpochMetrics(epoch=int(line["epoch"]), metrics=line["metrics"]) for line in lines
+                          if line.get("snapshot") and line.get("metrics")]  # fmt: skip
                 try:
-                    self.tell(progress, epoch, self.mlflow_run_id(), ended)
+                    self.tell(progress, epoch, self.mlflow_run_id(), points)
                 except LeaseLost:
                     stop(child)
                     raise
