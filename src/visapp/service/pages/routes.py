@@ -29,7 +29,7 @@ from visapp.service.records import ACTIVE, TRAINABLE, JobRecord, State
 
 router = APIRouter(include_in_schema=False)
 JOBS_PER_PAGE = 20
-ISSUES_PER_PAGE = 100
+ISSUES_PER_PAGE = 25
 ACTIVE_REFRESH_S = 3  # how often a page with active work updates itself (its script; a person can stop it)
 
 
