@@ -163,6 +163,23 @@ def test_the_cookie_is_secure_over_https_and_the_api_still_wants_its_bearer_toke
         assert http.get("/openapi.json").json()["paths"].keys().isdisjoint({"/ui/", "/ui/sign-in", "/"})
 
 
+def test_what_the_api_refuses_a_page_says_in_words(served):
+    """An API refusal (409), an unknown page (404) and a bad query (422), each a page in words: never JSON."""
+    with httpx.Client(base_url=served.url, follow_redirects=False) as http:
+        csrf = http.get("/ui/sign-in").text.split('name="csrf" value="')[1].split('"')[0]
+        assert http.post("/ui/sign-in", data={"token": TOKEN, "csrf": csrf}).status_code == 303
+        session_csrf = http.get("/ui/upload").text.split('name="csrf" value="')[1].split('"')[0]
+        answers = {
+            409: http.post(f"/ui/jobs/{served.job_id}/cancel", data={"csrf": session_csrf}),
+            404: http.get("/ui/no-such-page"),
+            422: http.get("/ui/?page=0"),
+        }
+    for status, answer in answers.items():
+        assert answer.status_code == status and answer.headers["content-type"].startswith("text/html"), answer.text
+        assert '<div class="alert" role="alert">' in answer.text and '{"error"' not in answer.text
+    assert "nothing to cancel" in answers[409].text
+
+
 # ---------------------------------------------------------------- an upload, its report and thumbnails
 
 

@@ -50,7 +50,8 @@ def draw_flagged(params: Params, out_dir: Path, limit: int = LIMIT, size: int = 
             codes[row.image].append(issue["code"])
     declared = read_data_yaml(yolo_dir / DATA_YAML)
     classes = list(params.data.classes) or declared.names
-    samples, left_out = [], 0
+    samples: list[dict[str, Any]] = []
+    left_out = 0
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         for image, found in codes.items():

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from visapp.config import OnError
@@ -360,7 +360,7 @@ def model_download(version: str, format: Literal["pt", "onnx"] = "pt", session: 
     return models.download_version(version, format, session.owner or "", ctx)
 
 
-def install(app: Any, sessions_made: Sessions) -> None:
+def install(app: FastAPI, sessions_made: Sessions) -> None:
     """The pages on `app`: their routes, static files and sessions, and their errors as pages."""
     from fastapi.staticfiles import StaticFiles
 
