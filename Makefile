@@ -57,9 +57,10 @@ test: install services browser ## Set everything up and run the whole test suite
 test-fast: install ## Run the unit tier: tests that need nothing but Python (no git, DVC, server or training)
 	pytest -m "unit and not integration"
 
-lint: install ## ruff lint + format check
+lint: install ## ruff lint + format check, and the type checker (mypy, [tool.mypy] of pyproject.toml)
 	ruff check .
 	ruff format --check .
+	mypy
 
 format: install ## Apply ruff's fixes and formatting
 	ruff check --fix .
@@ -79,4 +80,4 @@ image: ## Build the Dockerfile with buildah and check it from inside (root; need
 	bash scripts/image.sh $(IMAGE_VARIANTS)
 
 clean: ## Remove caches and training scratch (not data, not .venv)
-	rm -rf .pytest_cache .ruff_cache .hypothesis .cache
+	rm -rf .pytest_cache .ruff_cache .mypy_cache .hypothesis .cache

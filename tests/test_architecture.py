@@ -1,5 +1,6 @@
 """The layout holds: import rules (import-linter) that bite, private APIs only in integrations, no print()
-outside the command line, and no reference to documents outside the repository."""
+outside the command line, a docstring on every public definition, and no reference to documents outside the
+repository."""
 
 from __future__ import annotations
 
@@ -149,6 +150,44 @@ def test_only_the_command_line_prints():
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
                 offenders.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}")
     assert offenders == [], "use logging (or the progress callback) outside the CLI"
+
+
+def undocumented(source: str) -> list[str]:
+    """The public definitions of a module without a docstring: its functions and classes whose names do not start
+    with `_`, and the public methods of those classes."""
+    found = []
+    for node in ast.parse(source).body:
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) or node.name.startswith("_"):
+            continue
+        if ast.get_docstring(node) is None:
+            found.append(node.name)
+        if isinstance(node, ast.ClassDef):
+            found += [
+                f"{node.name}.{item.name}"
+                for item in node.body
+                if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef)
+                and not item.name.startswith("_")
+                and ast.get_docstring(item) is None
+            ]
+    return found
+
+
+def test_the_docstring_check_bites():
+    assert undocumented("def f():\n    pass\n") == ["f"]
+    assert undocumented('class C:\n    """A C."""\n\n    def m(self):\n        pass\n') == ["C.m"]
+    assert undocumented("class C:\n    x: int\n\n    @property\n    def y(self):\n        return 1\n") == ["C", "C.y"]
+    assert undocumented('def f():\n    """An f."""\n') == []
+    assert undocumented("def _f():\n    pass\n\n\nclass _C:\n    def m(self):\n        pass\n") == []
+    assert undocumented('class C:\n    """A C."""\n\n    def __init__(self):\n        pass\n') == []
+
+
+def test_every_public_definition_has_a_docstring():
+    missing = [
+        f"{path.relative_to(REPO_ROOT)}: {name}"
+        for path in sorted(SRC.rglob("*.py"))
+        for name in undocumented(path.read_text())
+    ]
+    assert missing == [], "give each a one-line summary (Args:/Returns:/Raises: where the signature does not say it)"
 
 
 # Documents that live outside this repository, and tracker references (an issue, a step or an acceptance criterion

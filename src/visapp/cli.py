@@ -8,10 +8,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from visapp import console
 from visapp.errors import VisError
+
+if TYPE_CHECKING:
+    from visapp.config import Params
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
@@ -22,7 +25,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_params(args: argparse.Namespace) -> Any:
+def _check_params(args: argparse.Namespace) -> Params:
     """The params that apply here (`applicable_params`) with the command's options over them. Without --classes
     and without a params.yaml, the classes are every name the dataset's annotations hold, sorted (as the
     service does for an upload without classes)."""
@@ -305,6 +308,7 @@ def _cmd_promote(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `visapp` command line: one subcommand per task, each calling one library function."""
     parser = argparse.ArgumentParser(prog="visapp", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -437,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run `visapp` with `argv` (default: the process's arguments); the exit code."""
     args = build_parser().parse_args(argv)
     return console.run(lambda: args.func(args))
 

@@ -18,7 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from visapp.config import CONF_DIR, PARAMS_FILE, ConfigError, Params, flatten, read_params_file, to_params
+from visapp.config import CONF_DIR, PARAMS_FILE, ConfigError, Params, flatten, read_params_file, to_params, to_plain
 from visapp.integrations.dvc_env import experiment_name
 
 CONF_DIR_ENV = "VISAPP_CONF_DIR"
@@ -42,7 +42,6 @@ def compose(conf: str | Path | None = None, overrides: list[str] | None = None) 
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
-    from omegaconf import OmegaConf
 
     folder = Path(conf) if conf is not None else conf_dir()
     try:
@@ -50,7 +49,7 @@ def compose(conf: str | Path | None = None, overrides: list[str] | None = None) 
             cfg = hydra_compose(config_name=CONFIG_NAME, overrides=overrides or [])
     except HydraException as exc:
         raise ConfigError(f"cannot compose {folder}: {str(exc).splitlines()[0]}") from None
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return to_plain(cfg, resolve=True)
 
 
 def to_yaml(params: dict[str, Any]) -> str:
@@ -95,6 +94,8 @@ def applicable_params(root: str | Path = ".", changes: dict[str, Any] | None = N
 
 @dataclass(frozen=True)
 class Difference:
+    """A dotted key whose value differs between params.yaml and conf/ (`MISSING` where one of them lacks it)."""
+
     key: str
     in_params: Any  # `MISSING` when params.yaml lacks the key
     in_conf: Any
@@ -124,6 +125,7 @@ def in_experiment(environ: dict[str, str] | None = None) -> bool:
 
 
 def describe(differences: list[Difference], limit: int = 6) -> str:
+    """The first `limit` differences in words, and how many more there are."""
     shown = ", ".join(f"{d.key}: {d.in_params!r} in params.yaml, {d.in_conf!r} from conf/" for d in differences[:limit])
     return shown + (f" and {len(differences) - limit} more" if len(differences) > limit else "")
 
@@ -136,6 +138,7 @@ FIX = (
 
 
 def drift_error(differences: list[Difference], when: str) -> ConfigError:
+    """The error that stops `when` (a stage, a release) because params.yaml and conf/ differ, with the fix."""
     return ConfigError(f"{when}: params.yaml disagrees with conf/ ({describe(differences)}); {FIX}")
 
 

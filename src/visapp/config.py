@@ -67,6 +67,8 @@ def _range(low: float | None = None, high: float | None = None, *, above: bool =
 
 @dataclass
 class PathsConfig:
+    """Every path of the pipeline, declared once (`dvc.yaml` templates them): relative to the repository root."""
+
     checked: str
     raw: str
     validated: str
@@ -77,6 +79,8 @@ class PathsConfig:
 
 @dataclass
 class SplitConfig:
+    """The hash split's ratios when there are no ImageSets lists; they add up to 1."""
+
     train: float = field(metadata=_range(0, 1))
     val: float = field(metadata=_range(0, 1))
     test: float = field(metadata=_range(0, 1))
@@ -84,6 +88,8 @@ class SplitConfig:
 
 @dataclass
 class DataConfig:
+    """The dataset: class names in YOLO id order, what validate does with problems, and the conversion's conventions."""
+
     classes: list[str]
     on_error: OnError
     allow_background: bool
@@ -115,6 +121,8 @@ class QualityConfig:
 
 @dataclass
 class ModelConfig:
+    """The architecture YAML, and the weights to fine-tune (None: train from scratch)."""
+
     arch: str
     weights: str | None
 
@@ -149,6 +157,8 @@ def train_argument_names() -> tuple[str, ...]:
 
 @dataclass
 class TrackingConfig:
+    """MLflow: the tracking URI (`MLFLOW_TRACKING_URI` wins), the experiment, and whether a training needs it."""
+
     uri: str | None
     experiment: str
     required: bool
@@ -182,6 +192,8 @@ class ReleaseConfig:
 
 @dataclass
 class Params:
+    """Every param of params.yaml, typed and checked (`to_params`)."""
+
     seed: int = field(metadata=_range(0))
     paths: PathsConfig
     diff: DiffConfig
@@ -206,9 +218,9 @@ def _field_types(schema: type) -> dict[str, Any]:
     return typing.get_type_hints(schema)
 
 
-def _unknown_keys(raw: Any, schema: Any, prefix: str = "") -> list[tuple[str, str | None]]:
+def _unknown_keys(raw: object, schema: object, prefix: str = "") -> list[tuple[str, str | None]]:
     """(unknown key, nearest known key or None) for every key of `raw` that `schema` does not declare."""
-    if not isinstance(raw, Mapping) or not is_dataclass(schema):
+    if not isinstance(raw, Mapping) or not isinstance(schema, type) or not is_dataclass(schema):
         return []
     known = _field_types(schema)
     found = []
@@ -275,12 +287,12 @@ def _check_rules(params: Params) -> None:
         raise ConfigError("tracking.experiment is empty: name the MLflow experiment")
 
 
-def to_params(raw: Any) -> Params:
+def to_params(raw: object) -> Params:
     """A plain mapping (or DictConfig) of every key -> checked `Params`; `ConfigError` names the key and the fix."""
     from omegaconf import OmegaConf
     from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-    plain = OmegaConf.to_container(raw, resolve=True) if OmegaConf.is_config(raw) else raw
+    plain = to_plain(raw, resolve=True) if OmegaConf.is_config(raw) else raw
     unknown = _unknown_keys(plain, Params)
     if unknown:
         key, near = unknown[0]
@@ -288,7 +300,7 @@ def to_params(raw: Any) -> Params:
         raise ConfigError(f"{key} is not a param{hint}")
     try:
         merged = OmegaConf.merge(OmegaConf.structured(Params), plain)
-        params: Params = OmegaConf.to_object(merged)  # type: ignore[assignment]
+        params = OmegaConf.to_object(merged)
     except MissingMandatoryValue as exc:
         raise ConfigError(
             f"{exc.full_key} is missing from the params: recompose params.yaml from conf/ (`make params`)"
@@ -296,8 +308,12 @@ def to_params(raw: Any) -> Params:
     except OmegaConfBaseException as exc:
         # OmegaConf names the key (full_key) and the expected type or the allowed enum values.
         message = str(exc).splitlines()[0]
-        key = getattr(exc, "full_key", None)
-        raise ConfigError(f"{key}: {message}" if key and key not in message else f"invalid params: {message}") from None
+        full_key = getattr(exc, "full_key", None)
+        raise ConfigError(
+            f"{full_key}: {message}" if full_key and full_key not in message else f"invalid params: {message}"
+        ) from None
+    if not isinstance(params, Params):  # it is: OmegaConf's annotation allows any container
+        raise TypeError(f"OmegaConf made a {type(params).__name__} of the params, not Params")
     _check_ranges(params)
     _check_rules(params)
     return params
@@ -314,11 +330,22 @@ def _section_keys(key: str) -> str:
     return ", ".join(f.name for f in fields(node))
 
 
+def to_plain(cfg: object, *, resolve: bool = False, enum_to_str: bool = False) -> dict[str, Any]:
+    """An OmegaConf mapping (a `DictConfig`) -> plain dicts and lists."""
+    from omegaconf import OmegaConf
+
+    # OmegaConf annotates its result as any container; a mapping gives a dict.
+    plain: object = OmegaConf.to_container(cfg, resolve=resolve, enum_to_str=enum_to_str)
+    if not isinstance(plain, dict):
+        raise TypeError(f"not a mapping of params: {type(plain).__name__}")
+    return plain
+
+
 def params_dict(params: Params) -> dict[str, Any]:
     """Typed params -> plain values (enums as their strings), as params.yaml writes them."""
     from omegaconf import OmegaConf
 
-    return OmegaConf.to_container(OmegaConf.structured(params), enum_to_str=True)  # type: ignore[return-value]
+    return to_plain(OmegaConf.structured(params), enum_to_str=True)
 
 
 def read_params_file(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
@@ -342,7 +369,7 @@ def apply_overrides(raw: Mapping[str, Any], overrides: list[str]) -> dict[str, A
     from omegaconf import OmegaConf
 
     merged = OmegaConf.merge(OmegaConf.create(dict(raw)), OmegaConf.from_dotlist(list(overrides)))
-    return OmegaConf.to_container(merged)  # type: ignore[return-value]
+    return to_plain(merged)
 
 
 def load_params(path: str | Path = PARAMS_FILE, overrides: list[str] | None = None) -> Params:

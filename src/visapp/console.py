@@ -28,13 +28,13 @@ UNKNOWN_TOTAL_EVERY_S = 30.0
 EPOCH_UNIT = "epoch"
 
 
-class _StderrHandler(logging.StreamHandler):
+class _StderrHandler(logging.StreamHandler[TextIO]):
     """Writes to whatever `sys.stderr` is at the time (a test's capture, a redirection), not the one at set-up."""
 
     def __init__(self) -> None:
         super().__init__()
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> TextIO:
         return sys.stderr
 
@@ -65,17 +65,17 @@ def configure_logging(level: int = logging.INFO) -> None:
     """Plain log lines on stderr for the `visapp` loggers; idempotent."""
     for stream in (sys.stdout, sys.stderr):
         _tolerant(stream)
-    if any(getattr(handler, "_visapp", False) for handler in log.handlers):
+    if any(isinstance(handler, _StderrHandler) for handler in log.handlers):
         return
     handler = _StderrHandler()
     handler.setFormatter(_Formatter("%(message)s"))
-    handler._visapp = True  # type: ignore[attr-defined]
     log.addHandler(handler)
     log.setLevel(level)
     log.propagate = False
 
 
 def is_terminal(stream: TextIO) -> bool:
+    """Whether `stream` is a terminal (False for a closed or a replaced stream without `isatty`)."""
     try:
         return stream.isatty()
     except (AttributeError, ValueError):

@@ -26,10 +26,14 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from visapp.errors import VisError
+
+if TYPE_CHECKING:
+    from visapp.config import Params
+    from visapp.service.settings import ServiceSettings
 
 OK, FAIL, WARN, SKIP = "ok", "FAIL", "warn", "skip"
 
@@ -44,6 +48,8 @@ PIPELINE_TIMEOUT_S = 300.0  # `dvc status` hashes a changed dataset: a large one
 
 @dataclass(frozen=True)
 class Check:
+    """One row of `visapp doctor`'s table: what was checked, its verdict (ok, FAIL, warn, skip) and the detail."""
+
     name: str
     verdict: str
     detail: str
@@ -138,7 +144,7 @@ def cuda_check(require_gpu: bool = False) -> Check:
 # ---------------------------------------------------------------- the project
 
 
-def _params(root: Path) -> Any:
+def _params(root: Path) -> Params:
     """The params that apply in `root` (params.yaml, else conf/'s composition), checked."""
     from visapp.composition import applicable_params
 
@@ -199,7 +205,7 @@ def tracking_check(root: Path, environ: Mapping[str, str]) -> Check:
 # ---------------------------------------------------------------- the service
 
 
-def _service_settings(environ: Mapping[str, str]) -> Any:
+def _service_settings(environ: Mapping[str, str]) -> ServiceSettings:
     from visapp.service.settings import ServiceSettings
 
     return ServiceSettings.from_env(environ)
@@ -351,6 +357,7 @@ def run_checks(
 
 
 def failed(checks: list[Check]) -> bool:
+    """Whether any check failed (`visapp doctor` then exits 1)."""
     return any(check.verdict == FAIL for check in checks)
 
 

@@ -98,8 +98,8 @@ def sweep_abandoned(path: Path) -> None:
     of it on disk, and untracked files that `git status` (so `visapp release`) reports.
     """
     parent, prefix = path.parent, f".{path.name}."
-    owners = {p: p.name[len(prefix) :].split(".", 1)[0] for p in parent.glob(f"{glob.escape(prefix)}*.tmp")}
-    owners = {p: int(pid) for p, pid in owners.items() if pid.isdigit()}
+    pids = {p: p.name[len(prefix) :].split(".", 1)[0] for p in parent.glob(f"{glob.escape(prefix)}*.tmp")}
+    owners = {p: int(pid) for p, pid in pids.items() if pid.isdigit()}
     if not owners:
         return
     import psutil  # portable (os.kill(pid, 0) would terminate the process on Windows)
@@ -170,6 +170,7 @@ def dumps_json(data: Any) -> str:
 
 
 def write_json(path: str | Path, data: Any) -> None:
+    """Write `data` as deterministic JSON (`dumps_json`), atomically."""
     write_text(path, dumps_json(data))
 
 

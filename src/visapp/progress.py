@@ -24,6 +24,7 @@ class Progress:
 
     @property
     def finished(self) -> bool:
+        """Whether every unit is done (never, when the total is unknown)."""
         return self.total is not None and self.done >= self.total
 
 
@@ -39,9 +40,11 @@ class Counter:
         self.report()
 
     def report(self, metrics: Mapping[str, float] | None = None) -> None:
+        """Tell the callback where the task stands (with the latest numbers, if any)."""
         if self.callback is not None:
             self.callback(Progress(self.task, self.done, self.total, self.unit, dict(metrics or {})))
 
     def advance(self, count: int = 1, metrics: Mapping[str, float] | None = None) -> None:
+        """Count `count` more units done and report."""
         self.done += count
         self.report(metrics)

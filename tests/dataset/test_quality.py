@@ -220,12 +220,12 @@ def test_flat_images_have_no_perceptual_hash_and_are_never_near_duplicates():
 
     flat = [measure_image(np.full((8, 8), level, np.uint8), (8, 8)) for level in (10, 128, 250)]
     assert [m.phash for m in flat] == [None, None, None]
-    assert ImageMeasurement.from_list(flat[0].to_list()) == flat[0]
+    assert ImageMeasurement.from_values(flat[0].to_values()) == flat[0]
 
 
 def test_measurements_round_trip_through_json():
     measured = ImageMeasurement(12.3456, None, (1 << 64) - 2)
-    assert ImageMeasurement.from_list(json.loads(json.dumps(measured.to_list()))) == ImageMeasurement(
+    assert ImageMeasurement.from_values(json.loads(json.dumps(measured.to_values()))) == ImageMeasurement(
         12.346, None, (1 << 64) - 2
     )
 

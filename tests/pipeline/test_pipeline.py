@@ -48,6 +48,7 @@ def test_repro_runs_data_stages_then_nothing_and_status_is_clean(sample_project)
         "dvc.lock",
         "data/params.checked",
         "data/validated/report.json",
+        "data/validated/source.json",
     }
 
 
@@ -133,3 +134,38 @@ def test_stage_reports_a_bad_param_without_a_traceback(make_project):
     assert proc.returncode == 2
     assert "data.on_error" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.integration
+def test_only_validate_reads_data_raw_and_a_changed_image_still_reruns_every_stage_after_it(sample_project):
+    """data/raw is checked once per `dvc repro` (by validate, its one reader in dvc.yaml); the later stages depend
+    on validate's manifest, which names every accepted image's content hash, so an image whose bytes change still
+    reruns them all."""
+    import yaml
+
+    stages = yaml.safe_load((sample_project.root / "dvc.yaml").read_text())["stages"]
+    readers = sorted(name for name, stage in stages.items() if "${paths.raw}" in stage.get("deps", []))
+    assert readers == ["validate"]
+    manifest = "${paths.validated}/manifest.jsonl"
+    assert all(manifest in stages[name]["deps"] for name in ("metadata", "train", "evaluate"))
+
+    sample_project.run("dvc", "repro", "metadata")
+    from PIL import Image
+
+    image = sample_project.root / "data/raw/JPEGImages/000003.jpg"
+    Image.open(image).save(image, "JPEG", quality=70)  # the same picture, other bytes
+    sample_project.run("dvc", "add", "-q", "data/raw")
+    again = sample_project.run("dvc", "repro", "metadata")
+    for stage in DATA_STAGES:
+        assert f"Running stage '{stage}'" in again.stdout, again.stdout
+
+    # An annotation edit that changes no box: validate checks it, convert has nothing new to write; metadata
+    # reruns, as it records which version of data/raw it describes (raw_dvc_hash, from data/raw.dvc).
+    xml = sample_project.root / "data/raw/Annotations/000003.xml"
+    xml.write_text(xml.read_text() + "\n")
+    sample_project.run("dvc", "add", "-q", "data/raw")
+    last = sample_project.run("dvc", "repro", "metadata")
+    assert "Running stage 'validate'" in last.stdout and "Running stage 'convert'" not in last.stdout, last.stdout
+    assert "Running stage 'metadata'" in last.stdout
+    metadata = json.loads((sample_project.root / "data/metadata/dataset_metadata.json").read_text())
+    assert f"md5: {metadata['raw_dvc_hash']}" in (sample_project.root / "data/raw.dvc").read_text()

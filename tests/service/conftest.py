@@ -1,7 +1,7 @@
 """Fixtures of the service tests: real processes on loopback (uvicorn through `visapp serve`, `visapp worker`,
 `redis-server`, moto's S3 server, an MLflow server), a tiny dataset as a ZIP, and an HTTP client with a token.
 
-Timing knobs are small here (a heartbeat of 1 s, a lease stale after 4 s) so that the faults play out in
+Timing knobs are small here (a heartbeat of 1 s, a lease stale after 10 s) so that the faults play out in
 seconds; the defaults are 10 s and 60 s.
 """
 
@@ -25,7 +25,7 @@ from factory import zip_folder
 
 TOKEN = "test-token-0123456789abcdef"
 OTHER_TOKEN = "other-token-0123456789abcdef"
-FAST = {"VISAPP_HEARTBEAT_S": "1", "VISAPP_STALE_AFTER_S": "4"}
+FAST = {"VISAPP_HEARTBEAT_S": "1", "VISAPP_STALE_AFTER_S": "10"}
 # Ultralytics' plots are most of a tiny training's time; no service test looks at them.
 TINY_TRAINING = {"epochs": 1, "imgsz": 64, "batch": 3, "workers": 0, "device": "cpu", "extra": {"plots": False}}
 

@@ -159,7 +159,7 @@ def test_a_killed_worker_s_training_resumes_on_another_worker_from_its_checkpoin
     make_service, redis_queue, dataset_zip
 ):
     epochs = 5
-    service = make_service(queue_url=redis_queue)  # FAST: a lease is stale 4 s after its last heartbeat
+    service = make_service(queue_url=redis_queue)  # FAST: a lease is stale 10 s after its last heartbeat
     first = service.worker()
     api_proc = service.api(worker=False)  # it runs a reaper too
     with client(api_proc.url) as api:

@@ -63,10 +63,10 @@ NEGATABLE = [
 # What the schema cannot say: an upload is a ZIP or tar of a VOC dataset; train params have rules beyond their types
 # and ranges (a batch of 0, split ratios); a paging cursor names a job of the caller. A schema-valid request that
 # breaks one is refused, with one of these documented answers (schemathesis' `positive_data_acceptance` would call
-# it a bug).
+# it a bug). A body that is not JSON at all is a 400 (FastAPI cannot parse it), documented too.
 CONTENT_REFUSALS = {
     ("POST", "/upload-dataset"): {400, 413, 415, 422},
-    ("POST", "/train-async/{job_id}"): {422},
+    ("POST", "/train-async/{job_id}"): {400, 422},
     ("GET", "/jobs"): {422},
 }
 

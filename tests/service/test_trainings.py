@@ -9,6 +9,7 @@ import io
 import subprocess
 import zipfile
 
+import psutil
 import pytest
 
 from conftest import REPO_ROOT
@@ -62,21 +63,33 @@ def test_retrains_keep_every_attempt_s_model_and_lineage_and_end_their_mlflow_ru
         assert not any(part.startswith("/") and part.count("/") > 1 for part in failed["error"].split()), failed
         assert api.get(f"/download/model/{job_id}").content == weights
 
-        lineage = {n: api.get(f"/jobs/{job_id}/lineage", params={"attempt": n}).json() for n in (1, 2, 3)}
+        # A training that dies on its own (its process killed) ends FAILED in MLflow too, by its worker.
+        assert api.post(f"/train-async/{job_id}", json={**TINY_TRAINING, "epochs": 50}).status_code == 202
+        wait_until(lambda: ((api.get(f"/jobs/{job_id}").json()["progress"] or {}).get("epoch") or 0) >= 1, 300,
+                   "the first epoch of the fourth training")  # fmt: skip
+        work = api_proc.env["VISAPP_WORK_DIR"]  # this service's trainer, not another test's
+        (trainer,) = [p for p in psutil.process_iter(["cmdline"])
+                      if "visapp.service.trainer" in (p.info["cmdline"] or [])
+                      and any(work in part for part in p.info["cmdline"])]  # fmt: skip
+        trainer.kill()
+        died = wait_for(api, job_id, FINAL, 120)
+        assert died["state"] == "failed" and "exit status" in died["error"], died
+
+        lineage = {n: api.get(f"/jobs/{job_id}/lineage", params={"attempt": n}).json() for n in (1, 2, 3, 4)}
         assert api.get(f"/jobs/{job_id}/lineage", params={"attempt": 9}).status_code == 404
         job = api.get(f"/jobs/{job_id}").json()
 
     # When each state was last entered; every entry is kept.
-    assert [t["state"] for t in job["transitions"]].count("queued") == 3
+    assert [t["state"] for t in job["transitions"]].count("queued") == 4
     assert job["history"]["succeeded"] == first["history"]["succeeded"] < job["history"]["cancelled"]
     assert job["history"]["queued"] > job["history"]["cancelled"]
-    assert [a["state"] for a in job["attempts"]] == ["succeeded", "cancelled", "failed"]
-    assert [a["model"] for a in job["attempts"]] == [True, True, False]
+    assert [a["state"] for a in job["attempts"]] == ["succeeded", "cancelled", "failed", "failed"]
+    assert [a["model"] for a in job["attempts"]] == [True, True, False, True]
 
-    runs = {n: lineage[n]["training"]["mlflow_run_id"] for n in (1, 2, 3)}
-    assert len(set(runs.values())) == 3, runs
-    statuses = {n: tracking.get_run(run_id).info.status for n, run_id in runs.items()}
-    assert statuses == {1: "FINISHED", 2: "KILLED", 3: "FAILED"}
+    runs = {n: lineage[n]["training"]["mlflow_run_id"] for n in (1, 2, 3, 4)}
+    assert runs[3] is None and len({runs[1], runs[2], runs[4]}) == 3, runs  # no run opened for a device it lacks
+    statuses = {n: tracking.get_run(runs[n]).info.status for n in (1, 2, 4)}
+    assert statuses == {1: "FINISHED", 2: "KILLED", 4: "FAILED"}
 
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
     for n, found in lineage.items():
@@ -89,4 +102,4 @@ def test_retrains_keep_every_attempt_s_model_and_lineage_and_end_their_mlflow_ru
     assert lineage[1]["params"]["train"]["extra"]["nbs"] == 8  # conf/'s extra keys kept: merged key by key
     assert lineage[1]["params"]["data"]["classes"] == ["circle", "square", "triangle"]
     # A new training is never announced as a resume.
-    assert "resuming after epoch" not in api_proc.output() and api_proc.output().count("a new training") == 3
+    assert "resuming after epoch" not in api_proc.output() and api_proc.output().count("a new training") == 4

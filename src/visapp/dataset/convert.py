@@ -49,6 +49,8 @@ def _clamp(value: float) -> float:
 
 @dataclass
 class SplitCounts:
+    """What one split received: images, objects, background images."""
+
     images: int = 0
     objects: int = 0
     background: int = 0

@@ -17,16 +17,16 @@ from visapp.formats.voc_layout import ANNOTATION_DIRS, SampleFiles
 
 def id_conflicts(samples: list[SampleFiles]) -> dict[str, str]:
     """image -> the image that keeps the shared id; the annotated one (else the first) keeps it."""
-    by_id: dict[str, list[SampleFiles]] = {}
+    by_id: dict[str, list[tuple[str, SampleFiles]]] = {}
     for files in samples:
         if files.image:
-            by_id.setdefault(sample_id(files.image), []).append(files)
-    conflicts = {}
+            by_id.setdefault(sample_id(files.image), []).append((files.image, files))
+    conflicts: dict[str, str] = {}
     for group in by_id.values():
         if len(group) > 1:
-            keeper = next((files for files in group if files.annotation), group[0])
-            conflicts.update({files.image: keeper.image for files in group if files is not keeper})
-    return conflicts  # type: ignore[return-value]
+            keeper = next((image for image, files in group if files.annotation), group[0][0])
+            conflicts.update({image: keeper for image, _ in group if image != keeper})
+    return conflicts
 
 
 def _annotation_id(rel: str) -> str:

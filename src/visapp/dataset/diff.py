@@ -58,17 +58,21 @@ class Box:
 
     @property
     def width(self) -> float:
+        """The box's width in pixels."""
         return self.xmax - self.xmin
 
     @property
     def height(self) -> float:
+        """The box's height in pixels."""
         return self.ymax - self.ymin
 
     @property
     def centre(self) -> tuple[float, float]:
+        """The box's centre (x, y) in pixels."""
         return (self.xmin + self.xmax) / 2, (self.ymin + self.ymax) / 2
 
     def text(self) -> str:
+        """The box for a person: `dog (10,20,110,220)`."""
         return f"{self.name} ({self.xmin:g},{self.ymin:g},{self.xmax:g},{self.ymax:g})"
 
 
@@ -148,6 +152,7 @@ def read_samples(raw_dir: Path, image_hash: Callable[[str], str] | None = None) 
 
 
 def iou(a: Box, b: Box) -> float:
+    """Intersection over union of two boxes (0 when they do not overlap)."""
     width = min(a.xmax, b.xmax) - max(a.xmin, b.xmin)
     height = min(a.ymax, b.ymax) - max(a.ymin, b.ymin)
     if width <= 0 or height <= 0:
@@ -265,6 +270,8 @@ def ks_statistic(a: Sequence[float], b: Sequence[float]) -> float:
 
 @dataclass(frozen=True)
 class ClassCount:
+    """A class's objects in each version, and the change."""
+
     name: str
     before: int
     after: int
@@ -319,6 +326,7 @@ class DatasetDiff:
 
     @property
     def paired(self) -> int:
+        """How many samples of A are still in B (A's samples but the removed ones)."""
         return self.samples_before - len(self.removed)
 
     def box_totals(self) -> dict[str, int]:

@@ -81,7 +81,7 @@ def _triple(values: tuple[float, float, float] | None) -> str:
     return "/".join(f"{value:g}" for value in values) if values else "-"
 
 
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
+def _table(rows: Sequence[tuple[str, ...]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return [
         "  ".join(

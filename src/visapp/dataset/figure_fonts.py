@@ -11,7 +11,12 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+    from PIL.ImageFont import FreeTypeFont
+    from PIL.ImageFont import ImageFont as BitmapFont
 
 DEFAULT_FONT_FAMILY = "DejaVu Sans"  # matplotlib's default, bundled with it
 # Fonts that are never used for class names: Last Resort (bundled with recent matplotlib) "has" every
@@ -33,7 +38,7 @@ class ClassLabels:
     families: tuple[str, ...]
 
     @property
-    def rc(self) -> dict[str, Any]:
+    def rc(self) -> dict[RcKeyType, Any]:
         """matplotlib settings that draw these labels (none when DejaVu Sans has every glyph)."""
         return {"font.family": [DEFAULT_FONT_FAMILY, *self.families]} if self.families else {}
 
@@ -133,7 +138,7 @@ def class_labels(classes: Sequence[str]) -> ClassLabels:
 
 
 @functools.lru_cache(maxsize=32)
-def pillow_font(size: int, font: tuple[str, int] | None = None) -> Any:
+def pillow_font(size: int, font: tuple[str, int] | None = None) -> FreeTypeFont | BitmapFont:
     """Pillow's bundled font (nothing to download), or a font file that has the glyphs of a class name."""
     from PIL import ImageFont
 

@@ -8,10 +8,13 @@ against data.max_image_pixels. What an EXIF orientation shows is `visapp.formats
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from visapp.formats.image_formats import displayed_size
 from visapp.formats.images import exif_orientation, pillow_displayed, pillow_unchecked
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 # Decoding one example image may cost about this much memory; a larger one is left out of the grid. A JPEG
 # decodes at up to 1/8 scale, so this admits any baseline JPEG (a progressive one up to ~16 MP: its decoder
@@ -36,7 +39,7 @@ def drawable(fmt: str, width: int, height: int) -> bool:
     return least <= DRAW_MAX_BYTES
 
 
-def _decode_cost(image: Any, stored: tuple[int, int]) -> int:
+def _decode_cost(image: PILImage, stored: tuple[int, int]) -> int:
     """Bytes that decoding this opened (and, for a JPEG, drafted) image and reducing it take at most."""
     full = stored[0] * stored[1]
     if image.format == "WEBP":
@@ -48,10 +51,12 @@ def _decode_cost(image: Any, stored: tuple[int, int]) -> int:
     return _MODE_BYTES.get(image.mode, 4) * image.width * image.height + copy
 
 
-def shown_reduced(image_path: Path, cell: int) -> tuple[Any, tuple[int, int]] | None:
+def shown_reduced(image_path: Path, cell: int) -> tuple[PILImage, tuple[int, int]] | None:
     """The image at about twice `cell` (px, its longer side), in RGB, in the frame training sees, and the frame
     Pillow sees; None when decoding it would cost more than `DRAW_MAX_BYTES`."""
-    with pillow_unchecked() as Image, Image.open(image_path) as opened:
+    from PIL import Image
+
+    with pillow_unchecked(), Image.open(image_path) as opened:
         stored = opened.size
         if opened.format == "JPEG":
             opened.draft("RGB", (cell, cell))  # decode at a reduced scale (1/2 to 1/8)
@@ -59,7 +64,7 @@ def shown_reduced(image_path: Path, cell: int) -> tuple[Any, tuple[int, int]] | 
             return None
         orientation = exif_orientation(opened)  # may decode a PNG: within the budget
         factor = max(1, max(opened.size) // (2 * cell))
-        image = opened
+        image: PILImage = opened
         if factor > 1:
             image = image if image.mode in _REDUCIBLE_MODES else image.convert("RGB")
             image = image.reduce(factor)

@@ -26,6 +26,7 @@ from visapp.errors import VisError
 from visapp.formats.yolo import Box
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 FIGURE_FILES = ("class_distribution.png", "box_sizes.png", "samples.png", "annotations.png", "flagged.png")
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 
 
 def class_colour(class_id: int) -> str:
+    """The colour a class is drawn in (the palette repeats past its length)."""
     return PALETTE[class_id % len(PALETTE)]
 
 
@@ -72,14 +74,15 @@ class Example:
 class BoxData:
     """Every kept box, compactly: class id, relative centre and width/height, and sqrt of its pixel area."""
 
-    class_ids: array = field(default_factory=lambda: array("i"))
-    rel_cx: array = field(default_factory=lambda: array("d"))
-    rel_cy: array = field(default_factory=lambda: array("d"))
-    rel_w: array = field(default_factory=lambda: array("d"))
-    rel_h: array = field(default_factory=lambda: array("d"))
-    side_px: array = field(default_factory=lambda: array("d"))
+    class_ids: array[int] = field(default_factory=lambda: array("i"))
+    rel_cx: array[float] = field(default_factory=lambda: array("d"))
+    rel_cy: array[float] = field(default_factory=lambda: array("d"))
+    rel_w: array[float] = field(default_factory=lambda: array("d"))
+    rel_h: array[float] = field(default_factory=lambda: array("d"))
+    side_px: array[float] = field(default_factory=lambda: array("d"))
 
     def add(self, boxes: list[Box], width: int, height: int) -> None:
+        """Add an image's boxes; its size in pixels (`width` x `height`) gives their pixel sizes."""
         for box in boxes:
             self.class_ids.append(box.class_id)
             self.rel_cx.append(box.cx)
@@ -133,7 +136,7 @@ def plot_class_distribution(metadata: dict[str, Any], path: Path) -> None:
     with matplotlib.style.context("default"), matplotlib.rc_context(labels.rc):
         fig = _new_figure(max(8.0, 1.2 * len(classes) + 3), 7.5)
         ax_objects, ax_images = fig.subplots(2, 1)
-        panels = [
+        panels: list[tuple[Axes, list[str], Callable[[dict[str, Any]], list[int]], str]] = [
             (ax_objects, list(labels.texts), lambda s: [s["objects_per_class"][c] for c in classes], "objects"),
             (
                 ax_images,
@@ -142,8 +145,8 @@ def plot_class_distribution(metadata: dict[str, Any], path: Path) -> None:
                 "images",
             ),
         ]
-        for ax, labels, values_of, what in panels:
-            x = np.arange(len(labels))
+        for ax, ticks, values_of, what in panels:
+            x = np.arange(len(ticks))
             width = 0.8 / max(len(splits), 1)
             for i, (split, stats) in enumerate(splits.items()):
                 offset = (i - (len(splits) - 1) / 2) * width
@@ -152,7 +155,7 @@ def plot_class_distribution(metadata: dict[str, Any], path: Path) -> None:
                     x + offset, values_of(stats), width, label=f"{split} ({total})", color=SPLIT_COLOURS.get(split)
                 )
                 ax.bar_label(bars, fontsize=8, padding=1)
-            ax.set_xticks(x, labels)
+            ax.set_xticks(x, ticks)
             ax.set_ylabel(what)
             ax.yaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_title(f"{what} per class and split")
@@ -232,7 +235,7 @@ def centre_grids(boxes: BoxData, n_classes: int) -> Any:
 
     class_ids = np.frombuffer(boxes.class_ids, dtype=np.int32)
 
-    def cells(values: array) -> Any:
+    def cells(values: array[float]) -> Any:
         return np.clip((np.frombuffer(values, dtype=np.float64) * HEATMAP_BINS).astype(np.int64), 0, HEATMAP_BINS - 1)
 
     grids = np.zeros((n_classes, HEATMAP_BINS, HEATMAP_BINS), dtype=np.int64)
@@ -365,7 +368,8 @@ def draw_examples(
     from PIL import Image, ImageDraw
 
     labels = class_labels(classes)
-    cells, left_out = [], []
+    cells: list[tuple[Any, str]] = []
+    left_out: list[str] = []
     for example in examples:
         if len(cells) == count:
             break

@@ -9,7 +9,6 @@ store. What they are judged against is `visapp.dataset.quality`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +16,9 @@ MEASURE_SCALE = 8  # measurements are taken at 1/8 of the displayed size (a JPEG
 MIN_BLUR_SIDE = 16  # px at that scale: a smaller image is mostly border to the Laplacian
 PHASH_SIZE = 32  # pHash: the image reduced to 32x32, its DCT, the 8x8 lowest frequencies against their median
 FLAT_STD = 1.0  # grey levels: an image reduced to 32x32 with less spread than this is flat (no pHash)
+
+
+MeasurementValues = tuple[float, float | None, str | None]  # brightness, sharpness, the pHash in hex
 
 
 @dataclass(frozen=True)
@@ -27,16 +29,21 @@ class ImageMeasurement:
     sharpness: float | None  # variance of the Laplacian; None when the image is too small to judge
     phash: int | None  # 64-bit perceptual hash; None for a flat image (no structure to compare)
 
-    def to_list(self) -> list[float | str | None]:
+    def to_values(self) -> MeasurementValues:
         """As JSON can hold it (a 64-bit integer would lose bits as a JSON number)."""
         sharpness = None if self.sharpness is None else round(self.sharpness, 3)
         phash = None if self.phash is None else f"{self.phash:016x}"
-        return [round(self.brightness, 3), sharpness, phash]
+        return (round(self.brightness, 3), sharpness, phash)
 
     @classmethod
-    def from_list(cls, values: Sequence[float | str | None]) -> ImageMeasurement:
-        phash = None if values[2] is None else int(values[2], 16)
-        return cls(float(values[0]), None if values[1] is None else float(values[1]), phash)
+    def from_values(cls, values: MeasurementValues) -> ImageMeasurement:
+        """The measurement `to_values` gave (as JSON gives it back: a list)."""
+        brightness, sharpness, phash = values
+        return cls(
+            float(brightness),
+            None if sharpness is None else float(sharpness),
+            None if phash is None else int(phash, 16),
+        )
 
 
 def measure_image(pixels: Any, size: tuple[int, int]) -> ImageMeasurement:

@@ -20,6 +20,7 @@ from visapp.config import Params
 from visapp.dataset.convert import ConversionSummary, run_convert
 from visapp.dataset.statistics import run_metadata
 from visapp.dataset.validate import run_validate
+from visapp.formats.report import Report
 from visapp.progress import ProgressCallback
 
 
@@ -27,7 +28,7 @@ from visapp.progress import ProgressCallback
 class DataStagesResult:
     """What the stages found and wrote: the report always; the rest when validate let the run go on."""
 
-    report: dict[str, Any]  # validate's report.json
+    report: Report  # validate's report.json
     stopped: str | None  # why validate stopped the run ("dataset_empty", "rejected"), or None
     conversion: ConversionSummary | None = None
     metadata: dict[str, Any] | None = None  # dataset_metadata.json

@@ -10,7 +10,10 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from multiprocessing.context import BaseContext
 
 WORKERS_ENV = "VISAPP_WORKERS"
 
@@ -22,8 +25,10 @@ def cores(environ: dict[str, str] | None = None) -> int:
 
 
 def can_fork() -> bool:
+    """Whether workers may be forked: this process runs one thread, and the platform forks."""
     return threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
 
 
-def context(fork: bool) -> Any:
+def context(fork: bool) -> BaseContext:
+    """A multiprocessing context that forks the workers, or spawns them."""
     return multiprocessing.get_context("fork" if fork else "spawn")

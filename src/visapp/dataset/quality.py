@@ -70,6 +70,7 @@ class QualityRules:
 
     @classmethod
     def from_params(cls, params: Params) -> QualityRules:
+        """The rules the params give."""
         return cls(params.quality, params.train.imgsz, params.seed)
 
     @property
@@ -87,8 +88,9 @@ def check_dataset(
         return []
     config = rules.config
     splits = {row.image: row.split or assign_split(row.sha256, rules.seed, data.split) for row in rows}
-    measured = [row for row in rows if row.image in measurements and measurements[row.image].phash is not None]
-    with _near_duplicate_search(measured, measurements, splits, config.phash_distance) as neighbours:
+    phashes = {image: m.phash for image, m in measurements.items() if m.phash is not None}
+    measured = [row for row in rows if row.image in phashes]
+    with _near_duplicate_search(measured, phashes, splits, config.phash_distance) as neighbours:
         issues: list[Issue] = []
         trained = [(row, _trained(row.objects, data)) for row in rows]
         for row, objects in trained:
@@ -336,26 +338,23 @@ def _first_true(mask: Any, distances: Any) -> list[tuple[int, int] | None]:
 
 @contextlib.contextmanager
 def _near_duplicate_search(
-    measured: list[ManifestRow], measurements: dict[str, ImageMeasurement], splits: dict[str, str], max_distance: int
+    measured: list[ManifestRow], phashes: dict[str, int], splits: dict[str, str], max_distance: int
 ) -> Iterator[Callable[[], list[tuple[tuple[int, int] | None, tuple[int, int] | None]]]]:
     """`first_neighbours` of the measured rows' pHashes (images without one, being flat, are left out), as a
     function to call for them. A large search runs in a forked process meanwhile: all pairs are the one
     quality check that grows as N², and the sample workers have left the other cores idle by then."""
     split_ids = {name: i for i, name in enumerate(sorted(set(splits.values())))}
     twin_ids: dict[str, int] = {}
-    search = (
-        [measurements[row.image].phash for row in measured],
-        [split_ids[splits[row.image]] for row in measured],
-        [twin_ids.setdefault(row.sha256, len(twin_ids)) for row in measured],
-        max_distance,
-    )
+    hashes = [phashes[row.image] for row in measured]
+    groups = [split_ids[splits[row.image]] for row in measured]
+    twins = [twin_ids.setdefault(row.sha256, len(twin_ids)) for row in measured]
     if len(measured) < NEAR_DUPLICATE_SIDE_PROCESS or pool.cores() < 2 or not pool.can_fork():
-        yield lambda: first_neighbours(*search)  # type: ignore[arg-type]
+        yield lambda: first_neighbours(hashes, groups, twins, max_distance)
         return
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(1, mp_context=pool.context(fork=True)) as side:
-        pending = side.submit(first_neighbours, *search)
+        pending = side.submit(first_neighbours, hashes, groups, twins, max_distance)
         yield pending.result
 
 

@@ -60,25 +60,29 @@ class SampleOutcome:
     digests: list[FileDigest] = field(default_factory=list)  # its files' digests, kept for the next run
 
     def add(self, path: str, code: str, message: str, severity: str | None = None) -> None:
+        """Add an issue (the code's own severity unless `severity` is given)."""
         self.issues.append(Issue.of(path, code, message, severity))
 
     @property
     def rejected(self) -> bool:
+        """Whether an issue is an error: the sample is left out of the manifest."""
         return any(issue.severity == ERROR for issue in self.issues)
 
     def to_json(self) -> str:
+        """The outcome as the reuse store keeps it (issues, row, hash, split, measurement)."""
         row = self.row.to_dict() if self.row is not None else None
         issues = [[i.path, i.code, i.severity, i.message] for i in self.issues]
-        measurement = self.measurement.to_list() if self.measurement is not None else None
+        measurement = self.measurement.to_values() if self.measurement is not None else None
         return json.dumps(
             {"issues": issues, "row": row, "sha256": self.sha256, "split": self.split, "measurement": measurement}
         )
 
     @classmethod
     def from_json(cls, text: str) -> SampleOutcome:
+        """The outcome `to_json` gave."""
         data = json.loads(text)
         row = ManifestRow.from_dict(data["row"]) if data["row"] is not None else None
-        measurement = ImageMeasurement.from_list(data["measurement"]) if data["measurement"] is not None else None
+        measurement = ImageMeasurement.from_values(data["measurement"]) if data["measurement"] is not None else None
         return cls([Issue(*issue) for issue in data["issues"]], row, data["sha256"], data["split"], measurement)
 
 
@@ -255,6 +259,22 @@ def evaluate_sample(
     measure: bool = False,
     image_sha256: str | None = None,
 ) -> SampleOutcome:
+    """Check one sample (its image, its annotation, or both) from its files' bytes, which the caller read.
+
+    Args:
+        raw_dir: the dataset folder; the paths of `files` are relative to it.
+        files: the sample's image and annotation.
+        data: the params that decide what is an error (classes, tolerances, background images, pixel limit).
+        splits: the ImageSets lists, by split.
+        conflict: the image that shares this one's id (`id_conflict`), else None.
+        image_bytes: the image's bytes, the error that reading it raised, or None when not read.
+        xml_bytes: the annotation's, likewise.
+        measure: also measure the image for the quality checks (`SampleOutcome.measurement`).
+        image_sha256: the SHA-256 of `image_bytes`.
+
+    Returns:
+        Its issues; its manifest row when it is accepted.
+    """
     out = SampleOutcome()
     _odd_names(files, out)
     _rivals(files, out)

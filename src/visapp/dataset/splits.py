@@ -15,12 +15,13 @@ SplitRatios = SplitConfig | Mapping[str, float] | Sequence[float]  # train, val,
 
 
 def _ratios(ratios: SplitRatios) -> tuple[float, float, float]:
+    if isinstance(ratios, SplitConfig):
+        return (float(ratios.train), float(ratios.val), float(ratios.test))
     if isinstance(ratios, Mapping):
-        return tuple(float(ratios.get(name, 0.0)) for name in SPLITS)  # type: ignore[return-value]
-    if isinstance(ratios, tuple | list):
+        values = [float(ratios.get(name, 0.0)) for name in SPLITS]
+    else:
         values = [float(v) for v in ratios] + [0.0] * (3 - len(ratios))
-        return (values[0], values[1], values[2])
-    return (float(ratios.train), float(ratios.val), float(ratios.test))
+    return (values[0], values[1], values[2])
 
 
 def assign_split(image_sha256: str, seed: int, ratios: SplitRatios) -> str:

@@ -61,7 +61,7 @@ from visapp.dataset import figures
 from visapp.dataset.figure_images import DRAW_MAX_BYTES, drawable
 from visapp.dataset.figures import Example
 from visapp.errors import VisError
-from visapp.formats.dvcfile import read_dvc_out
+from visapp.formats.dvcfile import SOURCE_FILE, read_dvc_out
 from visapp.formats.image_formats import displayed_size
 from visapp.formats.manifest import MANIFEST_FILE, read_manifest
 from visapp.formats.metadata import METADATA_FILE
@@ -141,18 +141,19 @@ class SplitStats:
     background_images: int = 0
     objects_per_class: list[int] = field(default_factory=list)
     images_per_class: list[int] = field(default_factory=list)
-    widths: array = field(default_factory=lambda: array("q"))
-    heights: array = field(default_factory=lambda: array("q"))
-    resolutions: Counter = field(default_factory=Counter)
-    box_w: array = field(default_factory=lambda: array("d"))
-    box_h: array = field(default_factory=lambda: array("d"))
-    coco: Counter = field(default_factory=Counter)
+    widths: array[int] = field(default_factory=lambda: array("q"))
+    heights: array[int] = field(default_factory=lambda: array("q"))
+    resolutions: Counter[str] = field(default_factory=Counter)
+    box_w: array[float] = field(default_factory=lambda: array("d"))
+    box_h: array[float] = field(default_factory=lambda: array("d"))
+    coco: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         self.objects_per_class = [0] * self.n_classes
         self.images_per_class = [0] * self.n_classes
 
     def add(self, record: ImageRecord, boxes: list[Box]) -> None:
+        """Count one image and its boxes."""
         self.images += 1
         self.widths.append(record.width)
         self.heights.append(record.height)
@@ -175,6 +176,7 @@ class SplitStats:
         }
 
     def to_dict(self, classes: list[str]) -> dict[str, Any]:
+        """The split's section of dataset_metadata.json (or the overall one)."""
         return {
             "images": self.images,
             "objects": sum(self.objects_per_class),
@@ -194,12 +196,15 @@ def _quality_report(report_path: Path | None) -> dict[str, Any] | None:
     if report_path is None:
         return None
     try:
-        return json.loads(Path(report_path).read_text(encoding="utf-8"))
+        report: object = json.loads(Path(report_path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         log.info("metadata: no %s, so no quality section", report_path)
         return None
     except (OSError, ValueError) as exc:
         raise VisError(f"{report_path} is not a readable report ({exc}): rerun the validate stage") from None
+    if not isinstance(report, dict):
+        raise VisError(f"{report_path} is not a report (not a JSON object): rerun the validate stage")
+    return report
 
 
 def quality_counts(report: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -230,13 +235,13 @@ def _heatmap(boxes: figures.BoxData, classes: list[str]) -> dict[str, Any]:
     return {"bins": HEATMAP_BINS, "classes": {name: grids[index].tolist() for index, name in enumerate(classes)}}
 
 
-def _min_median_max(values: array) -> dict[str, int | float | None]:
+def _min_median_max(values: array[int]) -> dict[str, int | float | None]:
     if not values:
         return {"min": None, "median": None, "max": None}
     return {"min": min(values), "median": round(float(statistics.median(values)), 6), "max": max(values)}
 
 
-def _quantiles(values: array) -> dict[str, float | None]:
+def _quantiles(values: array[float]) -> dict[str, float | None]:
     if not values:
         return dict.fromkeys(QUANTILES)
     import numpy as np
@@ -447,5 +452,14 @@ def run_metadata(
         classes=params.data.classes,
         progress=progress,
         report_path=Path(paths.validated) / REPORT_FILE,
-        raw_dvc_hash=raw_dvc_hash,
+        raw_dvc_hash=raw_dvc_hash or _source_hash(Path(paths.validated)),
     )
+
+
+def _source_hash(validated_dir: Path) -> str | None:
+    """The version of data/raw that validate read (its source.json), when it wrote one."""
+    try:
+        found = json.loads((validated_dir / SOURCE_FILE).read_text(encoding="utf-8")).get("raw_dvc_hash")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return found if isinstance(found, str) else None

@@ -18,6 +18,7 @@ import io
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,6 +26,9 @@ from visapp.errors import VisError
 from visapp.formats.voc import BOX_KEYS, VocObject, annotation_xml
 from visapp.fsio import atomic_path
 from visapp.progress import Counter, ProgressCallback
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 DEFAULT_IMAGES = 200
 IMAGE_SIZE = 256  # square images, in pixels
@@ -43,6 +47,8 @@ MAX_CLUTTER_LINES = 3  # thin lines that are not objects
 
 @dataclass
 class Shape:
+    """One drawn object: its class name and VOC box."""
+
     name: str
     xmin: int  # VOC: 1-based pixel indices of the first and last pixel the shape covers
     ymin: int
@@ -51,6 +57,7 @@ class Shape:
 
     @property
     def box(self) -> tuple[int, int, int, int]:
+        """The box as (xmin, ymin, xmax, ymax)."""
         return (self.xmin, self.ymin, self.xmax, self.ymax)
 
 
@@ -69,6 +76,7 @@ class SyntheticSummary:
 
     @property
     def background(self) -> int:
+        """Images without objects: with no annotation, or an empty one."""
         return self.background_without_xml + self.background_with_empty_xml
 
     def __str__(self) -> str:
@@ -136,7 +144,7 @@ def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> floa
     return iw * ih / smaller
 
 
-def _shape_mask(name: str, box: tuple[int, int, int, int], rng: np.random.Generator, size: int):
+def _shape_mask(name: str, box: tuple[int, int, int, int], rng: np.random.Generator, size: int) -> PILImage:
     """An 'L' mask of the filled shape inscribed in box (x0, y0, x1, y1 exclusive)."""
     from PIL import Image, ImageDraw
 
@@ -152,6 +160,7 @@ def _shape_mask(name: str, box: tuple[int, int, int, int], rng: np.random.Genera
         # pointing up, down, left or right; the three corners touch all four sides of the box.
         t = float(rng.choice([0.0, 1.0, rng.uniform(0.15, 0.85)], p=[0.15, 0.15, 0.7]))
         side = int(rng.integers(4))
+        points: list[tuple[float, float]]
         if side == 0:
             points = [(x0 + t * (x1 - x0), y0), (x0, y1), (x1, y1)]
         elif side == 1:
@@ -203,7 +212,10 @@ def _draw_image(rng: np.random.Generator, size: int, with_objects: bool) -> tupl
         else:
             continue
         mask_img = _shape_mask(name, box, rng, size)
-        left, top, right, bottom = mask_img.getbbox()  # the pixels actually drawn: the tight box
+        drawn = mask_img.getbbox()  # the pixels actually drawn: the tight box
+        if drawn is None:  # no pixel drawn (a shape inscribed in its box always has some): no object
+            continue
+        left, top, right, bottom = drawn
         region = canvas[top:bottom, left:right]  # a view: blending into it draws on the canvas
         mask = np.asarray(mask_img.crop((left, top, right, bottom)), dtype=np.float32)[..., None] / 255
         colour = _colour_against(rng, region)

@@ -80,7 +80,9 @@ def draw_boxes(image_path: Path, boxes: list[dict[str, Any]], classes: list[str]
     """`image_path` with `boxes` (`class_id`, `xyxy` in the pixels of the frame training sees) drawn and named, at
     most `size` px on its longer side, as PNG bytes; None when it is too large to decode within the figures'
     budget."""
-    with pillow_unchecked() as image_module, image_module.open(image_path) as opened:
+    from PIL import Image
+
+    with pillow_unchecked(), Image.open(image_path) as opened:
         stored: tuple[int, int] = opened.size
         orientation = exif_orientation(opened)
     width, height = displayed_size(*stored, orientation)

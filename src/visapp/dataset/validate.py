@@ -35,7 +35,6 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from visapp.config import DataConfig, OnError, Params
 from visapp.dataset.dataset_checks import (
@@ -52,8 +51,9 @@ from visapp.dataset.reuse_store import Reuse
 from visapp.dataset.sample_checks import FileDigest
 from visapp.dataset.sample_pool import check_all
 from visapp.errors import VisError
+from visapp.formats.dvcfile import SOURCE_FILE, source_record
 from visapp.formats.manifest import MANIFEST_FILE, ManifestRow, write_manifest
-from visapp.formats.report import REPORT_FILE, Issue, build_report, has_errors
+from visapp.formats.report import REPORT_FILE, Issue, Report, build_report, has_errors
 from visapp.formats.voc_image_sets import read_image_sets
 from visapp.formats.voc_layout import discover_samples
 from visapp.fsio import write_json
@@ -66,7 +66,7 @@ log = logging.getLogger(__name__)
 class ValidationResult:
     """report: report.json's content; rows: manifest.jsonl's rows (accepted samples, sorted by image)."""
 
-    report: dict[str, Any]
+    report: Report
     rows: list[ManifestRow] = field(default_factory=list)
 
     def stop_reason(self, on_error: OnError) -> str | None:
@@ -197,11 +197,13 @@ def write_validation(result: ValidationResult, out_dir: Path, on_error: OnError)
 def run_validate(
     params: Params, progress: ProgressCallback | None = None, reuse_dir: Path | None = None
 ) -> ValidationResult:
-    """The validate stage: `paths.raw` -> report.json (always) and manifest.jsonl in `paths.validated`, with the
-    quality checks of `params` and the outcomes of earlier runs in `reuse_dir` (None: check everything)."""
+    """The validate stage: `paths.raw` -> report.json (always), manifest.jsonl and source.json in `paths.validated`,
+    with the quality checks of `params` and the outcomes of earlier runs in `reuse_dir` (None: check everything)."""
     result = validate_dataset(
         Path(params.paths.raw), params.data, progress=progress, reuse_dir=reuse_dir,
         quality=QualityRules.from_params(params),
     )  # fmt: skip
     write_validation(result, Path(params.paths.validated), on_error=params.data.on_error)
+    # The later stages depend on the manifest, not on data/raw: this names the version of data/raw they describe.
+    write_json(Path(params.paths.validated) / SOURCE_FILE, source_record(Path(params.paths.raw)))
     return result

@@ -63,3 +63,12 @@ def read_dvc_out(folder: Path) -> DvcOut | None:
     except OSError as exc:
         raise VisError(f"cannot read {dvc_file} ({exc.strerror}): check its permissions") from None
     return parse_dvc_file(text, str(dvc_file), dvc_file.name.removesuffix(".dvc"))
+
+
+SOURCE_FILE = "source.json"  # beside validate's report: which version of data/raw it read
+
+
+def source_record(raw_dir: Path) -> dict[str, str | None]:
+    """What validate records of the raw folder it read: DVC's hash of it (from its .dvc file), or None."""
+    found = read_dvc_out(raw_dir)
+    return {"raw_dvc_hash": found.md5 if found else None}

@@ -204,7 +204,7 @@ _CONTAINER_END = {"jpeg": _jpeg_end, "png": _png_end, "webp": _riff_end, "bmp": 
 
 
 @contextlib.contextmanager
-def pillow_unchecked() -> Iterator[Any]:
+def pillow_unchecked() -> Iterator[None]:
     """Pillow without its decompression-bomb check, which is ours to make (by pixel count, with a code: validate
     refuses an image above data.max_image_pixels from its header), and without warnings."""
     from PIL import Image
@@ -214,12 +214,12 @@ def pillow_unchecked() -> Iterator[Any]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # corrupt EXIF and the like: the outcome counts, not the noise
-            yield Image
+            yield
     finally:
         Image.MAX_IMAGE_PIXELS = saved
 
 
-def exif_orientation(image: Any) -> int:
+def exif_orientation(image: PILImage) -> int:
     """An opened Pillow image's EXIF orientation 1..8, or 1 for a missing, invalid or unparsable tag (valid
     input, not an issue)."""
     try:
@@ -259,7 +259,9 @@ def _png_stand_in(data: bytes) -> bytes:
 
 def _header(data: bytes, fmt: str) -> tuple[int, int, int]:
     """(width, height, EXIF orientation) from the header, without decoding the pixels."""
-    with pillow_unchecked() as Image:
+    from PIL import Image
+
+    with pillow_unchecked():
         try:
             with Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[fmt]]) as image:
                 width, height = image.size

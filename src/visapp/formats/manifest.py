@@ -29,6 +29,8 @@ BOXES_FRAMES = ("stored", "rotated")
 
 @dataclass
 class ManifestObject:
+    """One object of an accepted sample, as validate read it: class name and id, VOC pixel corners, flags."""
+
     name: str
     class_id: int  # -1 while unknown (the sample is rejected, or ids are assigned after the scan)
     xmin: float
@@ -41,6 +43,9 @@ class ManifestObject:
 
 @dataclass
 class ManifestRow:
+    """One accepted sample of manifest.jsonl: its image (path, hash, format, size, EXIF orientation), its annotation,
+    the frame its boxes refer to, its ImageSets split (if listed) and its objects."""
+
     id: str
     image: str
     annotation: str | None
@@ -58,10 +63,12 @@ class ManifestRow:
         return {**vars(self), "objects": [vars(obj) for obj in self.objects]}
 
     def to_json(self) -> str:
+        """The row as one line of manifest.jsonl (sorted keys)."""
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ManifestRow:
+        """The row `to_dict` gave (a line of manifest.jsonl, parsed)."""
         objects = [ManifestObject(**obj) for obj in data.get("objects") or []]
         return cls(**{**data, "objects": objects})
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
 ERROR, WARNING = "error", "warning"
 REPORT_FILE = "report.json"
@@ -19,6 +19,8 @@ REPORT_FILE = "report.json"
 
 @dataclass(frozen=True)
 class Code:
+    """An issue code's severity, what it means, and whether it is a dataset-quality finding."""
+
     severity: str
     meaning: str
     quality: bool = False  # a dataset-quality finding (visapp.dataset.quality), beyond validity: a warning
@@ -141,12 +143,32 @@ def has_odd_bytes(name: str) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in name)
 
 
-def has_errors(report: dict[str, Any]) -> bool:
+class IssueEntry(TypedDict):
+    """An issue as report.json holds it."""
+
+    path: str
+    code: str
+    severity: str
+    message: str
+
+
+class Report(TypedDict):
+    """report.json: counts, counts per code, every issue."""
+
+    samples: int
+    accepted: int
+    rejected: int
+    warnings: int
+    by_code: dict[str, int]
+    issues: list[IssueEntry]
+
+
+def has_errors(report: Report) -> bool:
     """Whether the dataset fails validation: a rejected sample, or an error outside any sample (a folder)."""
     return bool(report["rejected"]) or any(issue["severity"] == ERROR for issue in report["issues"])
 
 
-def build_report(samples: int, rejected: int, issues: list[Issue]) -> dict[str, Any]:
+def build_report(samples: int, rejected: int, issues: list[Issue]) -> Report:
     """report.json's content: counts, counts per code, every issue (sorted by path, then code)."""
     issues = sorted(issues)
     return {
@@ -163,7 +185,7 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def format_summary(report: dict[str, Any], problems: int = SUMMARY_PROBLEMS) -> str:
+def format_summary(report: Report, problems: int = SUMMARY_PROBLEMS) -> str:
     """A few lines for a person: totals, counts per code (errors, then warnings), the first problems."""
     lines = [
         f"validated {_plural(report['samples'], 'sample')}: {report['accepted']} accepted, "

@@ -9,6 +9,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from visapp.errors import DataError
 
@@ -261,7 +262,7 @@ def _element_tree(document: bytes | str) -> _Element:
     def entity(name: str, *args: object) -> None:
         raise EntitiesForbidden(name, None, None, None, None, None)
 
-    def external(_context: str, base: str | None, sysid: str | None, pubid: str | None) -> None:
+    def external(_context: str, base: str | None, sysid: str | None, pubid: str | None) -> NoReturn:
         raise ExternalReferenceForbidden(_context, base, sysid, pubid)
 
     parser = expat.ParserCreate(None, "}")

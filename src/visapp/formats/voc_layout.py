@@ -329,14 +329,17 @@ def discover_samples(raw_dir: Path, problems: Problems | None = None) -> list[Sa
     leftovers = [xml for xml in xml_keys if xml not in pairs and xml not in rival_xmls]
     for xml in leftovers:
         wanted = named(xml) if image_keys else None
-        candidates = [c for c in free_by_name.get(fold(wanted), []) if c not in used] if wanted else []
+        if not wanted:
+            pairs[xml] = None
+            continue
+        candidates = [c for c in free_by_name.get(fold(wanted), []) if c not in used]
         if layout.annotations is None:
             candidates = [c for c in candidates if _folder(c) == _folder(xml)]
         if candidates:
             pairs[xml] = candidates[0]
             used[candidates[0]] = xml
             paired_by_name.setdefault(fold(wanted), candidates[0])  # a later <filename> naming it is a rival
-        elif wanted and fold(wanted) in paired_by_name:
+        elif fold(wanted) in paired_by_name:
             rivals[paired_by_name[fold(wanted)]].append(xml)
             rival_xmls.add(xml)
         else:

@@ -98,10 +98,12 @@ def to_displayed_frame(
 
 
 def label_line(class_id: int, box: BoxTuple) -> str:
+    """One YOLO label line: the class id, then the box (cx, cy, w, h, normalised) with six decimals."""
     return f"{class_id} " + " ".join(f"{value:.6f}" for value in box)
 
 
 def label_text(lines: list[str]) -> str:
+    """A label file's text: one line each, each ending with a newline (empty for a background image)."""
     return "".join(f"{line}\n" for line in lines)
 
 
@@ -133,6 +135,7 @@ def label_relpath(split: str, sample_id: str) -> str:
 
 
 def label_path(yolo_dir: Path, split: str, sample_id: str) -> Path:
+    """A label file's path in the YOLO folder `yolo_dir`."""
     return yolo_dir / label_relpath(split, sample_id)
 
 
@@ -148,6 +151,7 @@ def split_entry_prefix(list_dir: Path, raw_dir: Path) -> str:
 
 
 def split_list_text(entries: list[str]) -> str:
+    """A split list's text: the entries sorted, one a line."""
     return "".join(f"{entry}\n" for entry in sorted(entries))
 
 

@@ -312,6 +312,7 @@ class SafeArchive:
         raise NotImplementedError
 
     def close(self) -> None:
+        """Close the archive's file."""
         raise NotImplementedError
 
     @property

@@ -301,7 +301,7 @@ def _ingest_source(
             new = parse_dvc_file(new_dvc, f"{target.label}.dvc", target.raw.name)
             phase("hashed")
             same = current is not None and current.md5 == new.md5
-            if same:
+            if same and current is not None:
                 notes = _rename_version(target, current, request.name, new_dvc)
             else:
                 notes = swap.commit(target.raw, staging, target.repo_root, new_dvc, dvc.autostage(repo), phase)

@@ -54,6 +54,7 @@ class RootChoice:
 
     @property
     def shown(self) -> str:
+        """The folder as messages name it: `'MyExport/'`, or `the top folder`."""
         return repr(self.root + "/") if self.root else "the top folder"
 
 
@@ -182,6 +183,7 @@ class Source:
         self.files = sorted(self.sizes)
 
     def close(self) -> None:
+        """Close the archive, if the source is one."""
         if self.archive is not None:
             self.archive.close()
 

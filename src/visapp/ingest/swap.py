@@ -22,6 +22,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from visapp.errors import VisError
@@ -38,18 +39,33 @@ OLD = ".{name}.old-"  # where the current version waits while the new one is swa
 Phase = Callable[[str], None]  # told "journaled", "moved-old", "moved-new", "committed" as the swap passes them
 
 
+@dataclass(frozen=True)
+class Journal:
+    """What a swap in progress leaves for `recover`: its folders (relative to the repository root) and the new
+    .dvc file's text."""
+
+    raw: str
+    staging: str
+    old: str
+    new_dvc: str
+    autostage: bool = False
+
+
 def journal_path(repo_root: Path) -> Path:
+    """Where an ingest's journal lies while it swaps a version in: `.dvc/tmp/` of the repository."""
     return repo_root / ".dvc" / "tmp" / JOURNAL_NAME
 
 
 @contextmanager
 def ingest_lock(repo_root: Path) -> Iterator[None]:
+    """Hold the repository's ingest lock (one ingest at a time); a `VisError` says another ingest holds it."""
     busy = f"another `visapp ingest` is running in {repo_root}; wait for it to finish, then retry"
     with exclusive_lock(repo_root / ".dvc" / "tmp" / LOCK_NAME, busy):
         yield
 
 
 def remove_tree(path: Path) -> None:
+    """Remove a folder, a file or a link, if there is one (a link is removed, never followed)."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     elif path.exists() or path.is_symlink():
@@ -73,8 +89,8 @@ def recover(raw: Path, repo_root: Path) -> str | None:
     message = None
     if path.is_file():
         try:
-            journal = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+            journal = Journal(**json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError) as exc:
             raise VisError(f"cannot read the ingest journal {path}: {exc}; inspect data/ by hand") from None
         message = _apply_journal(repo_root, journal)
         path.unlink()
@@ -90,16 +106,16 @@ def recover(raw: Path, repo_root: Path) -> str | None:
     return message
 
 
-def _apply_journal(repo_root: Path, journal: dict) -> str:
-    raw = repo_root / journal["raw"]
-    staging = repo_root / journal["staging"]
-    old = repo_root / journal["old"]
+def _apply_journal(repo_root: Path, journal: Journal) -> str:
+    raw = repo_root / journal.raw
+    staging = repo_root / journal.staging
+    old = repo_root / journal.old
     staged = staging / raw.name
     dvc_file = dvc_file_for(raw)
     current = dvc_file.read_text(encoding="utf-8") if dvc_file.is_file() else None
-    rel = journal["raw"]
-    if not staged.exists() and current == journal["new_dvc"]:
-        _finish(raw, staging, old, repo_root, journal.get("autostage", False))
+    rel = journal.raw
+    if not staged.exists() and current == journal.new_dvc:
+        _finish(raw, staging, old, repo_root, journal.autostage)
         return f"completed an interrupted ingest: {rel} holds the version it was writing"
     try:
         if not staged.exists() and raw.exists():
@@ -149,15 +165,15 @@ def commit(
     phase = phase or (lambda name: None)
     old = Path(tempfile.mkdtemp(prefix=OLD.format(name=raw.name), dir=raw.parent))
     old.rmdir()  # reserve a unique name; the rename below creates it
-    journal = {
-        "raw": raw.relative_to(repo_root).as_posix(),
-        "staging": staging.relative_to(repo_root).as_posix(),
-        "old": old.relative_to(repo_root).as_posix(),
-        "new_dvc": new_dvc,
-        "autostage": autostage,
-    }
+    journal = Journal(
+        raw=raw.relative_to(repo_root).as_posix(),
+        staging=staging.relative_to(repo_root).as_posix(),
+        old=old.relative_to(repo_root).as_posix(),
+        new_dvc=new_dvc,
+        autostage=autostage,
+    )
     path = journal_path(repo_root)
-    write_text(path, json.dumps(journal, indent=2))
+    write_text(path, json.dumps(asdict(journal), indent=2))
     phase("journaled")
     try:
         if raw.exists():

@@ -9,23 +9,30 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import lzma
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from visapp.ingest.archive import READ_ERRORS, Entry, SafeArchive
+from visapp.ingest.archive import READ_ERRORS, ArchiveLimits, Entry, SafeArchive
 
 
 def _damaged_stream(path: Path) -> bool:
     """Whether the file is a compressed stream that fails to decompress (rather than one that holds no tar)."""
     with path.open("rb") as handle:
         head = handle.read(2)
-    opener = {b"\x1f\x8b": gzip.open, b"BZ": bz2.open, b"\xfd7": lzma.open}.get(head)
+    openers: dict[bytes, Callable[[Path], io.BufferedIOBase]] = {
+        b"\x1f\x8b": gzip.open,
+        b"BZ": bz2.open,
+        b"\xfd7": lzma.open,
+    }
+    opener = openers.get(head)
     if opener is None:
         return False
     try:
-        with opener(path, "rb") as stream:
+        with opener(path) as stream:  # each opens for reading bytes by default
             while stream.read(1 << 20):
                 pass
     except READ_ERRORS:
@@ -38,12 +45,13 @@ class SafeTar(SafeArchive):
 
     kind = "tar"
 
-    def __init__(self, path, limits=None) -> None:
+    def __init__(self, path: str | Path, limits: ArchiveLimits | None = None) -> None:
         super().__init__(path, limits)
         self._tar: tarfile.TarFile | None = None
         self._size_on_disk = 0
 
     def close(self) -> None:
+        """Close the tar file."""
         if self._tar is not None:
             self._tar.close()
             self._tar = None

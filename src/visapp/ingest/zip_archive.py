@@ -6,10 +6,11 @@ import stat
 import struct
 import zipfile
 import zlib
+from pathlib import Path
 from typing import IO
 
-from visapp.ingest.archive import ArchiveRefused, Entry, SafeArchive
-from visapp.integrations.zipfile import declared_entries
+from visapp.ingest.archive import ArchiveLimits, ArchiveRefused, Entry, SafeArchive
+from visapp.integrations.zipfile import compression_name, declared_entries
 
 _UTF8_FLAG = 0x800
 _ENCRYPTED_FLAG = 0x1
@@ -59,11 +60,12 @@ class SafeZip(SafeArchive):
 
     kind = "ZIP"
 
-    def __init__(self, path, limits=None) -> None:
+    def __init__(self, path: str | Path, limits: ArchiveLimits | None = None) -> None:
         super().__init__(path, limits)
         self._zip: zipfile.ZipFile | None = None
 
     def close(self) -> None:
+        """Close the ZIP file."""
         if self._zip is not None:
             self._zip.close()
             self._zip = None
@@ -107,7 +109,7 @@ class SafeZip(SafeArchive):
         if info.flag_bits & _ENCRYPTED_FLAG:
             raise self._refuse("encrypted", f"entry {name!r} is encrypted; re-create the archive without a password")
         if info.compress_type not in _READABLE_METHODS:
-            method = zipfile.compressor_names.get(info.compress_type, f"method {info.compress_type}")
+            method = compression_name(info.compress_type)
             raise self._refuse(
                 "unsupported",
                 f"entry {name!r} uses the compression method {method!r}, which cannot be read here; "

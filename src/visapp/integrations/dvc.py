@@ -72,7 +72,7 @@ def folder_hash(folder: Path) -> str:
     from dvc_data.hashfile.db import HashFileDB
     from dvc_objects.fs.local import LocalFileSystem
 
-    fs = LocalFileSystem()
+    fs = LocalFileSystem()  # type: ignore[no-untyped-call]  # dvc_objects leaves its __init__ unannotated
     with tempfile.TemporaryDirectory(prefix="visapp-hash-") as scratch:
         _, _, obj = build(HashFileDB(fs, scratch), str(Path(folder).resolve()), fs, "md5", dry_run=True)
     return str(obj.hash_info.value)
@@ -156,7 +156,8 @@ class Revision:
             if not self.fs.exists(path):
                 return None
             with self.fs.open(path, "r", encoding="utf-8") as handle:
-                return handle.read()
+                text: str = handle.read()
+            return text
         except FileNotFoundError:
             return None
         except Exception as exc:  # DVC's own errors say what is missing; add what to do
@@ -168,7 +169,8 @@ class Revision:
     def md5(self, path: str) -> str | None:
         """The md5 DVC recorded for a file (inside a tracked folder too), or None when DVC records none."""
         try:
-            return self.fs.info(path).get("md5")
+            md5: str | None = self.fs.info(path).get("md5")
+            return md5
         except FileNotFoundError:
             return None
         except Exception as exc:  # a folder's listing neither cached nor in the remote
@@ -196,7 +198,8 @@ class Revision:
         """A file's bytes at this revision (the first `size` only, when given) from Git, the cache or the remote."""
         try:
             with self.fs.open(path, "rb") as handle:
-                return handle.read(size)
+                data: bytes = handle.read(size)
+            return data
         except Exception as exc:  # FileNotFoundError too: the listing named it, so its contents are missing
             raise VisError(
                 f"cannot read {path} at {self.rev[:12]} ({type(exc).__name__}: {exc}): it is neither in the local "
@@ -217,6 +220,7 @@ class Revision:
             ) from None
 
     def close(self) -> None:
+        """Close DVC's file system of the revision (errors while closing are ignored)."""
         with contextlib.suppress(Exception):
             self.fs.close()
 
@@ -248,6 +252,8 @@ def download_artifact(root: Path, name: str, version: str, out: Path) -> None:
 
 @dataclass(frozen=True)
 class RemoteSettings:
+    """A DVC remote as its config names it: the URL, and for S3 the endpoint and the AWS profile."""
+
     name: str
     url: str
     endpointurl: str | None = None
@@ -262,7 +268,7 @@ def remote_settings(root: Path, name: str | None = None) -> RemoteSettings | Non
         section = config["remote"].get(name) if name else None
         if section is None:
             return None
-        return RemoteSettings(name, section["url"], section.get("endpointurl"), section.get("profile"))  # type: ignore[arg-type]
+        return RemoteSettings(name, section["url"], section.get("endpointurl"), section.get("profile"))
 
 
 def head_bucket(root: Path, name: str) -> None:
@@ -276,4 +282,5 @@ def head_bucket(root: Path, name: str) -> None:
 def push(root: Path, revs: list[str] | None = None) -> int:
     """`dvc push` of the workspace's outputs (or those of `revs`); the number of files pushed."""
     with open_repo(root) as repo:
-        return repo.push(revs=revs) if revs else repo.push()
+        pushed: int = repo.push(revs=revs) if revs else repo.push()
+        return pushed

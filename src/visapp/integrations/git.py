@@ -35,6 +35,7 @@ def git(root: Path, *args: str) -> str:
 
 
 def is_repository(root: Path) -> bool:
+    """Whether `root` is inside a git repository."""
     try:
         return _run(root, ["rev-parse", "--git-dir"], timeout=10).returncode == 0
     except VisError:
@@ -74,6 +75,7 @@ def show_file(root: Path, rev: str, path: str) -> str | None:
 
 
 def add(root: Path, paths: list[Path]) -> None:
+    """`git add` the paths."""
     git(root, "add", "--", *(str(path) for path in paths))
 
 
@@ -88,10 +90,12 @@ def tag_targets(root: Path, pattern: str) -> dict[str, str]:
 
 
 def remotes(root: Path) -> list[str]:
+    """The names of the repository's remotes."""
     return git(root, "remote").split()
 
 
 def push_tags(root: Path, remote: str, tags: list[str]) -> None:
+    """Push the tags to `remote`."""
     git(root, "push", remote, *(f"refs/tags/{tag}" for tag in tags))
 
 

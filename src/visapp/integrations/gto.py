@@ -73,7 +73,8 @@ def next_major(root: Path, name: str) -> str:
         raise _gto_error(exc, f"find the latest version of {name}") from None
     if latest is None:
         return FIRST_VERSION
-    return str(SemVer(latest.version).bump(bump_major=True).version)
+    # gto leaves SemVer.bump unannotated
+    return str(SemVer(latest.version).bump(bump_major=True).version)  # type: ignore[no-untyped-call]
 
 
 def register(root: Path, name: str, commit: str, version: str, message: str) -> str:

@@ -19,7 +19,7 @@ def consumer(huey: Huey, workers: int = 1, in_thread: bool = False) -> Consumer:
     process, so it sets no signal handlers."""
     from huey.consumer import Consumer
 
-    class QuietConsumer(Consumer):
+    class QuietConsumer(Consumer):  # type: ignore[misc]  # Huey has no type information: Consumer is Any
         def _set_signal_handlers(self) -> None:
             if not in_thread:
                 super()._set_signal_handlers()

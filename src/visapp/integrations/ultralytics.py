@@ -118,10 +118,11 @@ def session(cache_dir: Path, verbose: bool = False) -> Iterator[None]:
         utils = _import(cache_dir, verbose)
         settings = utils.SETTINGS
         saved_settings = dict(settings)
-        wanted = {**INTEGRATIONS_OFF, "weights_dir": str(cache_dir / "weights"), "runs_dir": str(cache_dir / "runs")}
+        weights_dir = cache_dir / "weights"
+        wanted = {**INTEGRATIONS_OFF, "weights_dir": str(weights_dir), "runs_dir": str(cache_dir / "runs")}
         dict.update(settings, wanted)  # in memory: SettingsManager.update would save the user's file
         font = _local_font()
-        targets: list[tuple[Any, str, Any]] = [(utils, "WEIGHTS_DIR", Path(wanted["weights_dir"]))]
+        targets: list[tuple[Any, str, Any]] = [(utils, "WEIGHTS_DIR", weights_dir)]
         for name in _FONT_USERS:
             targets.append((importlib.import_module(name), "check_font", lambda *args, **kwargs: font))
         logger = utils.LOGGER
@@ -138,10 +139,12 @@ def session(cache_dir: Path, verbose: bool = False) -> Iterator[None]:
 
 
 def cuda_available() -> bool:
+    """Whether torch sees a usable CUDA device."""
     return cuda_device_count() > 0
 
 
 def cuda_device_count() -> int:
+    """How many CUDA devices torch can use (0 with a CPU-only torch)."""
     import torch
 
     return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
@@ -227,7 +230,7 @@ def load_model(arch: str, weights: Path | None, checkpoint: Path | None) -> Any:
 
     Raises what Ultralytics raises for weights it cannot load (the caller says how to fix it).
     """
-    from ultralytics import YOLO
+    from ultralytics.models import YOLO
 
     if checkpoint is not None:
         return YOLO(str(checkpoint))
@@ -259,7 +262,7 @@ def fit(
 
 def validate(weights: Path, data_yaml: Path, imgsz: int, batch: int, device: str) -> dict[str, float]:
     """Validate `weights` on the val split of `data_yaml` in this process; the metrics (Ultralytics' names)."""
-    from ultralytics import YOLO
+    from ultralytics.models import YOLO
 
     metrics = YOLO(str(weights)).val(data=str(data_yaml), imgsz=imgsz, batch=batch, device=device, plots=False)
     return {key: float(value) for key, value in dict(metrics.results_dict).items()}
@@ -281,7 +284,7 @@ def validate_split(
     weights: Path, data_yaml: Path, split: str, imgsz: int, batch: int, device: str, save_dir: Path, plots: bool
 ) -> SplitMetrics:
     """Validate `weights` on `split` of `data_yaml` (in a session); its figures go to `save_dir`."""
-    from ultralytics import YOLO
+    from ultralytics.models import YOLO
 
     found = YOLO(str(weights)).val(
         data=str(data_yaml), split=split, imgsz=imgsz, batch=batch, device=device, plots=plots,
@@ -324,19 +327,24 @@ class Detections:
     size: tuple[int, int]  # (width, height) of that image
 
 
-def predict(weights: Path, images: list[Path], imgsz: int, confidence: float, device: str) -> Iterator[Detections]:
-    """`weights`' boxes on each image (in a session), down to `confidence`, one image at a time."""
-    from ultralytics import YOLO
+def predict(
+    weights: Path, images: list[Path], imgsz: int, confidence: float, device: str, agnostic: bool = False
+) -> Iterator[Detections]:
+    """`weights`' boxes on each image (in a session), down to `confidence`, one image at a time; `agnostic`: one
+    box per place, whatever its class (non-maximum suppression across classes)."""
+    from ultralytics.models import YOLO
 
     model = YOLO(str(weights))
     for image in images:
-        (result,) = model.predict(str(image), imgsz=imgsz, conf=confidence, device=device, verbose=False)
+        (result,) = model.predict(
+            str(image), imgsz=imgsz, conf=confidence, device=device, verbose=False, agnostic_nms=agnostic
+        )
         yield _detections(result)
 
 
 def export_onnx(weights: Path, imgsz: int) -> Path:
     """Ultralytics' own ONNX export of `weights` (in a session), at a fixed `imgsz`, beside them; the file."""
-    from ultralytics import YOLO
+    from ultralytics.models import YOLO
 
     return Path(YOLO(str(weights)).export(format="onnx", imgsz=imgsz, device="cpu", verbose=False))
 
@@ -354,7 +362,7 @@ def load(weights: Path) -> LoadedModel:
     """Load `weights` to predict: a `.pt` runs on PyTorch, an `.onnx` on ONNX Runtime (on the CPU)."""
     import ast
 
-    from ultralytics import YOLO
+    from ultralytics.models import YOLO
 
     model = YOLO(str(weights), task="detect")
     if Path(weights).suffix == ".onnx":

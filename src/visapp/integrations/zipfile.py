@@ -1,4 +1,5 @@
-"""zipfile's private parts: the entry count a ZIP declares, read before `ZipFile` loads its whole directory."""
+"""zipfile's private and undocumented parts: the entry count a ZIP declares, read before `ZipFile` loads its
+whole directory, and the names of compression methods."""
 
 from __future__ import annotations
 
@@ -15,7 +16,13 @@ def declared_entries(path: Path) -> int | None:
     """
     try:
         with path.open("rb") as fp:
-            end = zipfile._EndRecData(fp)
+            end = zipfile._EndRecData(fp)  # type: ignore[attr-defined]  # private: typeshed leaves it out
     except (AttributeError, OSError, struct.error):
         return None
-    return None if end is None else int(end[zipfile._ECD_ENTRIES_TOTAL])
+    return None if end is None else int(end[zipfile._ECD_ENTRIES_TOTAL])  # type: ignore[attr-defined]  # as above
+
+
+def compression_name(method: int) -> str:
+    """The name of a ZIP compression method (`deflate64`, `ppmd`), or `method N` for one zipfile does not name."""
+    names: dict[int, str] = zipfile.compressor_names  # type: ignore[attr-defined]  # undocumented: not in typeshed
+    return names.get(method, f"method {method}")

@@ -51,6 +51,8 @@ class DatasetVersion:
 
 @dataclass
 class RevisionDiff:
+    """The datasets of two revisions compared: the versions, their diff, its headline numbers, the gate's verdict."""
+
     before: DatasetVersion
     after: DatasetVersion
     diff: DatasetDiff
@@ -166,6 +168,7 @@ def diff_revisions(root: str | Path, before: str, after: str, limits: Mapping[st
 
 
 def as_json(result: RevisionDiff) -> dict[str, Any]:
+    """The comparison as plain data (`visapp diff --json`)."""
     return asdict(result)
 
 

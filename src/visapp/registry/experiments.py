@@ -27,13 +27,22 @@ HEADLINE = {
 
 
 @dataclass
+class ExperimentRow:
+    """One experiment: its name, its params (dotted keys) and its headline metrics (None where it has none)."""
+
+    name: str
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+
+
+@dataclass
 class Comparison:
     """Experiments as rows: their names, the params whose values differ between them, the headline metrics."""
 
     names: list[str]
     params: list[str]
     metrics: list[str]
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[ExperimentRow] = field(default_factory=list)
 
 
 def _metric(row: dict[str, Any], column: str) -> Any:
@@ -50,12 +59,12 @@ def compare(root: str | Path = ".") -> Comparison:
     found = dvc.experiments(root)
     rows = []
     for entry in found:
-        name = entry.get("Experiment") or str(entry.get("rev", ""))[:12]
+        name = str(entry.get("Experiment") or str(entry.get("rev", ""))[:12])
         params = {key: value for key, value in entry.items() if key in param_keys}
-        rows.append({"name": name, "params": params, "metrics": {m: _metric(entry, m) for m in HEADLINE}})
-    keys = sorted({key for row in rows for key in row["params"]})
-    differing = [key for key in keys if len({repr(row["params"].get(key)) for row in rows}) > 1]
-    return Comparison([row["name"] for row in rows], differing, list(HEADLINE), rows)
+        rows.append(ExperimentRow(name, params, {m: _metric(entry, m) for m in HEADLINE}))
+    keys = sorted({key for row in rows for key in row.params})
+    differing = [key for key in keys if len({repr(row.params.get(key)) for row in rows}) > 1]
+    return Comparison([row.name for row in rows], differing, list(HEADLINE), rows)
 
 
 def _cell(value: Any) -> str:
@@ -89,9 +98,9 @@ def format_comparison(comparison: Comparison, width: int = 120) -> str:
     columns = ["experiment", *[short[key] for key in comparison.params], *comparison.metrics]
     cells = [
         [
-            row["name"],
-            *[_cell(row["params"].get(key)) for key in comparison.params],
-            *(_cell(row["metrics"][m]) for m in comparison.metrics),
+            row.name,
+            *[_cell(row.params.get(key)) for key in comparison.params],
+            *(_cell(row.metrics[m]) for m in comparison.metrics),
         ]
         for row in comparison.rows
     ]

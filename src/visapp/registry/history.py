@@ -51,15 +51,18 @@ class Snapshot:
     current: dict[str, Any]  # today's params.yaml: where a key the old params lack is taken from
 
     def text(self, path: str) -> str | None:
+        """A file's text at this commit, or None when it has no such file."""
         return self.revision.read_text(path)
 
     def required_text(self, path: str) -> str:
+        """A file's text at this commit; `VisError` when it has no such file."""
         text = self.text(path)
         if text is None:
             raise VisError(f"{path} is missing at {self.commit[:12]}: not a trained VIS pipeline commit")
         return text
 
     def yaml(self, path: str) -> dict[str, Any]:
+        """A YAML file at this commit as a mapping ({} when it is missing or not a mapping)."""
         import yaml
 
         text = self.text(path)
@@ -67,6 +70,7 @@ class Snapshot:
         return data if isinstance(data, dict) else {}
 
     def params(self) -> dict[str, Any]:
+        """This commit's params.yaml as a plain mapping; `VisError` when it has none."""
         params = self.yaml(str(PARAMS_FILE))
         if not params:
             raise VisError(f"params.yaml is missing at {self.commit[:12]}: not a VIS pipeline commit")
@@ -82,6 +86,7 @@ class Snapshot:
         raise VisError(f"neither {self.commit[:12]} nor today's params.yaml has {key}: recompose params.yaml")
 
     def json(self, path: str) -> dict[str, Any]:
+        """A JSON file at this commit as a mapping ({} when not an object); `VisError` when missing or not JSON."""
         try:
             data = json.loads(self.required_text(path))
         except ValueError as exc:
@@ -89,9 +94,11 @@ class Snapshot:
         return data if isinstance(data, dict) else {}
 
     def metrics(self) -> dict[str, Any]:
+        """The metrics.json of this commit's training."""
         return self.json(f"{self.param('paths.model')}/{METRICS_FILE}")
 
     def metadata(self) -> dict[str, Any]:
+        """The dataset_metadata.json of this commit."""
         return self.json(f"{self.param('paths.metadata')}/{METADATA_FILE}")
 
     def run_id(self) -> str | None:
@@ -106,6 +113,7 @@ class Snapshot:
         return str(run_id) if run_id else None
 
     def raw_dvc_hash(self) -> str | None:
+        """The DVC hash of the raw dataset this commit records (its .dvc file), or None when it has none."""
         raw = str(self.param("paths.raw"))
         text = self.text(f"{raw}.dvc")
         return parse_dvc_file(text, f"{raw}.dvc at {self.commit[:12]}").md5 if text else None

@@ -49,4 +49,5 @@ def semver(version: str) -> tuple[int, ...]:
 
 
 def is_version(version: str) -> bool:
+    """Whether `version` is a model version tag's version: `v1.2.3`."""
     return _VERSION_RE.match(version) is not None

@@ -22,6 +22,7 @@ class RemoteNotConfigured(VisError):
 
 
 def describe(remote: RemoteSettings) -> str:
+    """The remote for a message: its name, URL and endpoint."""
     where = f" via {remote.endpointurl}" if remote.endpointurl else ""
     return f"DVC remote '{remote.name}' ({remote.url}{where})"
 

@@ -12,9 +12,9 @@ The MLflow run of a training is the one the train stage recorded beside the weig
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from visapp.config import flatten
 from visapp.errors import VisError
@@ -36,9 +36,32 @@ def version_tags(root: Path, name: str = ARTIFACT) -> dict[str, str]:
     return {tag: sha for tag, sha in tags.items() if is_version(tag.split("@", 1)[1])}
 
 
-def list_versions(root: str | Path = ".", name: str = ARTIFACT) -> list[dict[str, Any]]:
+class VersionRow(TypedDict):
+    """A registered version of an artifact, as `visapp models --json` lists it."""
+
+    name: str
+    version: str
+    tag: str
+    commit: str
+    created: str  # ISO 8601
+    message: str
+    stages: list[str]
+
+
+def list_versions(root: str | Path = ".", name: str = ARTIFACT) -> list[VersionRow]:
     """Every registered version, newest first: version, tag, commit, stages, created (ISO 8601), message."""
-    rows = [{"name": name, **asdict(entry)} for entry in gto.versions(Path(root).resolve(), name)]
+    rows = [
+        VersionRow(
+            name=name,
+            version=entry.version,
+            tag=entry.tag,
+            commit=entry.commit,
+            created=entry.created,
+            message=entry.message,
+            stages=entry.stages,
+        )
+        for entry in gto.versions(Path(root).resolve(), name)
+    ]
     return sorted(rows, key=lambda row: semver(row["version"]), reverse=True)
 
 
@@ -49,7 +72,7 @@ def promotions_without_versions(root: str | Path = ".", name: str = ARTIFACT) ->
     return sorted(tag for tag, sha in git.tag_targets(root, f"{name}#*").items() if sha not in versioned)
 
 
-def format_versions(rows: list[dict[str, Any]], orphans: list[str] | None = None) -> str:
+def format_versions(rows: list[VersionRow], orphans: list[str] | None = None) -> str:
     """A table of the versions, newest first; a note for promotion tags whose version tags are missing here."""
     note = (
         f"promotion tags {', '.join(orphans)} name versions whose tags are not in this repository: fetch them with "
@@ -73,6 +96,8 @@ def format_versions(rows: list[dict[str, Any]], orphans: list[str] | None = None
 
 @dataclass(frozen=True)
 class Resolved:
+    """A registered model version: artifact name, version, its GTO tag, and the commit the tag points at."""
+
     name: str
     version: str
     tag: str
@@ -139,6 +164,7 @@ class Tracking:
 
 
 def tracking_for(root: Path, snap: Snapshot) -> Tracking:
+    """Where a commit's training was tracked, seen from `root` (with the problem, when that store cannot be read)."""
     config = snap.tracking()
     uri = _local_uri(root, tracking.resolve_uri(config))
     found = Tracking(uri, config.experiment, config.required)
@@ -194,7 +220,7 @@ def lineage(root: str | Path, ref: str) -> dict[str, Any]:
         except VisError as exc:  # the folder's listing is neither cached nor in the remote: say so, show the rest
             weights_md5, md5_problem = None, str(exc)
         track = tracking_for(root, snap)
-        info = {
+        info: dict[str, Any] = {
             "artifact": found.name,
             "version": found.version,
             "tag": found.tag,

@@ -18,7 +18,7 @@ from typing import Any
 
 from visapp.config import ConfigError, OnError
 from visapp.errors import VisError
-from visapp.formats.report import ERROR
+from visapp.formats.report import ERROR, Report
 from visapp.ingest.archive import ArchiveLimits
 from visapp.ingest.ingest import class_names
 from visapp.service import records, scratch
@@ -53,7 +53,7 @@ class CheckOutcome:
     """The record after a check, and the report (None when the archive never became a dataset)."""
 
     record: JobRecord
-    report: dict[str, Any] | None
+    report: Report | None
 
 
 def unpack(archive: Path, dest: Path, shown_as: str, limits: ArchiveLimits | None = None) -> DatasetFolder:
@@ -86,7 +86,8 @@ def unpack(archive: Path, dest: Path, shown_as: str, limits: ArchiveLimits | Non
     return DatasetFolder(root=choice.root, notes=choice.notes)
 
 
-def summarize(report: dict[str, Any], on_error: OnError) -> ValidationSummary:
+def summarize(report: Report, on_error: OnError) -> ValidationSummary:
+    """The record's summary of a report; with on_error=skip, the rejected samples by error code (`left_out`)."""
     left_out: Counter[str] = Counter()
     if on_error == OnError.skip:
         rejected: dict[str, set[str]] = {}
@@ -94,23 +95,30 @@ def summarize(report: dict[str, Any], on_error: OnError) -> ValidationSummary:
             if issue["severity"] == ERROR:
                 rejected.setdefault(issue["path"], set()).add(issue["code"])
         left_out.update(code for codes in rejected.values() for code in codes)
-    keys = ("samples", "accepted", "rejected", "warnings", "by_code")
-    return ValidationSummary(**{key: report[key] for key in keys}, left_out=dict(sorted(left_out.items())))
+    return ValidationSummary(
+        samples=report["samples"],
+        accepted=report["accepted"],
+        rejected=report["rejected"],
+        warnings=report["warnings"],
+        by_code=report["by_code"],
+        left_out=dict(sorted(left_out.items())),
+    )
 
 
-def error_codes(report: dict[str, Any]) -> str:
+def error_codes(report: Report) -> str:
+    """The error codes of a report with their counts: `bbox_invalid 3, image_missing 1`."""
     errors = {issue["code"] for issue in report["issues"] if issue["severity"] == ERROR}
     return ", ".join(f"{code} {n}" for code, n in report["by_code"].items() if code in errors)
 
 
-def rejection(report: dict[str, Any], stopped: str, job_id: str, folder: DatasetFolder) -> str:
+def rejection(report: Report, stopped: str, job_id: str, folder: DatasetFolder) -> str:
     """Why a checked upload was rejected, in words a client can act on (with what the choice of its dataset's
     folder left out: often the reason)."""
     notes = "".join(f"; {note}" for note in folder.notes)
     return _rejection(report, stopped, job_id) + notes
 
 
-def _rejection(report: dict[str, Any], stopped: str, job_id: str) -> str:
+def _rejection(report: Report, stopped: str, job_id: str) -> str:
     where = f"every issue: GET /jobs/{job_id}/report"
     if stopped == "dataset_empty" and not report["samples"]:
         return (
@@ -172,7 +180,7 @@ def run_check(settings: ServiceSettings, store: JobStore, job_id: str, number: i
 
 def _check(
     settings: ServiceSettings, store: JobStore, holder: Holder, record: JobRecord, folder: Path
-) -> tuple[State, dict[str, Any], dict[str, Any]]:
+) -> tuple[State, dict[str, Any], Report]:
     """Unpack, name the classes, run the data stages, store their outputs; the state to end in, the record's
     fields, the report."""
     job_id = record.id

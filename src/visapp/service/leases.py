@@ -32,10 +32,12 @@ class LeaseLost(Exception):
 
 
 def worker_id() -> str:
+    """This process and thread, as a lease names its holder: `host:pid:thread`."""
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident() % 100000}"
 
 
 def lease_file(task: Task, number: int) -> str:
+    """The store object whose creation wins the lease of a check or an attempt."""
     return f"leases/{task}-{number:06d}"
 
 
@@ -48,6 +50,7 @@ class Holder:
         self.last_beat = 0.0
 
     def ours(self, record: JobRecord) -> bool:
+        """Whether the record's lease is this holder's."""
         lease = record.lease
         return lease is not None and (lease.task, lease.number, lease.worker) == (self.task, self.number, self.me)
 
@@ -89,6 +92,7 @@ class Holder:
         return records.update(self.store, self.job_id, apply)
 
     def beat_if_due(self) -> None:
+        """Renew the lease when a heartbeat interval has passed since the last write."""
         if time.monotonic() - self.last_beat >= self.heartbeat_s:
             self.write()
 

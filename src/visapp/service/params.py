@@ -18,7 +18,7 @@ import dataclasses
 import difflib
 import typing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -50,7 +50,10 @@ def _overrides_model() -> type[BaseModel]:
     return create_model("TrainOverrides", __config__=config, **fields)
 
 
-TrainOverrides = _overrides_model()
+if TYPE_CHECKING:
+    TrainOverrides = BaseModel  # made at import from TrainConfig: to the type checker, a pydantic model
+else:
+    TrainOverrides = _overrides_model()
 OVERRIDE_KEYS = tuple(field.name for field in dataclasses.fields(TrainConfig))
 
 

@@ -19,6 +19,19 @@ from visapp.service.store import JobStore, UnknownJob
 
 
 def promote(job_id: str, raw: str | None = None, name: str | None = None) -> IngestResult:
+    """Put a checked job's dataset into the project's raw folder (`visapp ingest` of its upload).
+
+    Args:
+        job_id: the job (in the store of VISAPP_STORE_URL).
+        raw: the dataset folder; default `paths.raw` of the params that apply here.
+        name: the version's name; default the job and its upload's file name.
+
+    Returns:
+        What the ingest did, with notes: a class list or an on_error that differs from the project's, what next.
+
+    Raises:
+        VisError: no such job, or a job whose dataset did not pass its check.
+    """
     settings = ServiceSettings.from_env()
     store = JobStore(settings.store_url)
     try:

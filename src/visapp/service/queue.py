@@ -60,9 +60,11 @@ class JobQueue:
         )
 
     def check_upload(self, job_id: str, number: int) -> None:
+        """Queue the check of a job's upload (`number`: the check's)."""
         self._check(job_id, number)
 
     def train(self, job_id: str, attempt: int) -> None:
+        """Queue attempt `attempt` of a job's training."""
         self._train(job_id, attempt)
 
     def waiting(self) -> set[tuple[str, str, int]]:

@@ -162,6 +162,7 @@ class Reaper(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
+        """Reap and sweep every heartbeat interval until `stop`; a failed round is logged, and the next one runs."""
         scratch.sweep(self.settings.work_dir)
         while not self.stopped.wait(self.settings.heartbeat_s):
             try:
@@ -171,4 +172,5 @@ class Reaper(threading.Thread):
                 log.exception("the reaper failed this round; it tries again")
 
     def stop(self) -> None:
+        """End the loop (after the current round)."""
         self.stopped.set()

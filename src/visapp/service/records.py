@@ -27,9 +27,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from visapp.config import OnError
 from visapp.errors import VisError
 from visapp.service.store import RECORD, JobStore, UnknownJob
+from visapp.training.results import Metrics
 
 
 class State(enum.StrEnum):
+    """Where a job stands; `NEXT` says which state may follow which."""
+
     uploaded = "uploaded"
     validating = "validating"
     rejected = "rejected"
@@ -64,6 +67,7 @@ class Conflict(VisError):
 
 
 def now() -> float:
+    """The time now, as the record stamps it (seconds since the epoch, to the millisecond)."""
     return round(time.time(), 3)
 
 
@@ -74,6 +78,8 @@ class Record(BaseModel):
 
 
 class Transition(Record):
+    """A state the job entered, when, and at which training."""
+
     state: State
     at: float
     training: int  # which training the job was at (0: before any)
@@ -115,6 +121,8 @@ def add_epoch(points: list[EpochMetrics], point: EpochMetrics) -> None:
 
 
 class Upload(Record):
+    """The uploaded archive: the client's file name, its size, and its name in the job's folder."""
+
     filename: str
     bytes: int
     stored_as: str  # the archive's name in the job's folder: upload.zip or upload.tar
@@ -128,6 +136,8 @@ class DatasetFolder(Record):
 
 
 class ValidationSummary(Record):
+    """validate's counts for the upload (report.json's), and what on_error=skip left out."""
+
     samples: int
     accepted: int
     rejected: int
@@ -137,6 +147,8 @@ class ValidationSummary(Record):
 
 
 class MetadataSummary(Record):
+    """The dataset's fingerprint and DVC hash, and its images and objects (per split: images)."""
+
     fingerprint: str
     raw_dvc_hash: str | None
     images: int
@@ -165,7 +177,7 @@ class Attempt(Record):
     finished_at: float | None = None
     epochs_done: int = 0
     epoch_metrics: list[EpochMetrics] = Field(default_factory=list)  # each epoch's numbers, as they came
-    metrics: dict[str, Any] | None = None
+    metrics: Metrics | None = None  # metrics.json of the training
     mlflow_run_id: str | None = None
     model: bool = False  # its best.pt is in the store (`models/<number>/`)
     worker_code: CodeVersion | None = None
@@ -173,6 +185,8 @@ class Attempt(Record):
 
 
 class JobRecord(Record):
+    """A job: its upload and check, its trainings and their attempts, who works on it, and where it stands."""
+
     id: str
     owner: str  # a hash of the token that made it (never shown to clients)
     state: State
@@ -197,7 +211,7 @@ class JobRecord(Record):
     lease: Lease | None = None
     progress: Progress | None = None
     mlflow_run_id: str | None = None
-    metrics: dict[str, Any] | None = None
+    metrics: Metrics | None = None  # metrics.json of the training
     error: str | None = None  # why the job was rejected or failed, in words a client can act on
     note: str | None = None
 
@@ -215,6 +229,7 @@ class JobRecord(Record):
         return self
 
     def current_attempt(self) -> Attempt | None:
+        """The newest attempt, or None before any training."""
         return next((a for a in self.attempts if a.number == self.attempt), None)
 
     def latest_model(self) -> Attempt | None:
@@ -230,6 +245,7 @@ class JobRecord(Record):
 
 def new_record(job_id: str, owner: str, upload: Upload, params: dict[str, Any], code: CodeVersion,
                on_error: OnError, classes: list[str] | None) -> JobRecord:  # fmt: skip
+    """The record of a new upload (state `uploaded`)."""
     stamp = now()
     return JobRecord(
         id=job_id,
@@ -250,10 +266,12 @@ def new_record(job_id: str, owner: str, upload: Upload, params: dict[str, Any], 
 
 
 def parse(data: bytes | dict[str, Any]) -> JobRecord:
+    """A record from its JSON (bytes) or from plain data."""
     return JobRecord.model_validate_json(data) if isinstance(data, bytes) else JobRecord.model_validate(data)
 
 
 def load(store: JobStore, job_id: str) -> JobRecord:
+    """The job's record; `UnknownJob` when there is none."""
     data = store.read_bytes(job_id, RECORD) if store.has_job(job_id) else None
     if data is None:
         raise UnknownJob(f"no job {job_id}")
@@ -261,6 +279,7 @@ def load(store: JobStore, job_id: str) -> JobRecord:
 
 
 def save(store: JobStore, record: JobRecord) -> JobRecord:
+    """Write the record whole, stamped with the time."""
     record.updated_at = now()
     store.write_json(record.id, record.model_dump(mode="json"), RECORD)
     return record
@@ -277,4 +296,5 @@ def update(store: JobStore, job_id: str, change: Callable[[JobRecord], JobRecord
 
 
 def cancel_requested(store: JobStore, job_id: str) -> bool:
+    """Whether a client asked to cancel the job's work."""
     return store.exists(job_id, CANCEL_FILE)

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 
 class ServedModel(BaseModel):
+    """The promoted model the service serves: its version, the weights' SHA-256, and when they were loaded."""
+
     version: str  # as promoted (VISAPP_MODEL_VERSION)
     sha256: str  # of the weights served
     onnx: bool  # its ONNX export was fetched too (`visapp export`): predictions run on ONNX Runtime

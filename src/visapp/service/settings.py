@@ -31,6 +31,8 @@ def _tokens(text: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class ServiceSettings:
+    """The service's settings (`from_env`): each field's metadata holds its environment variable and meaning."""
+
     store_url: str = _setting("VISAPP_STORE_URL", "", "the job store: a folder, or `s3://bucket/prefix`",
                               shown=f"`file://<cwd>/{HOME}/jobs`")  # fmt: skip
     queue_url: str | None = _setting("VISAPP_QUEUE_URL", None, "`redis://host:6379/0` shares the queue between "
@@ -58,6 +60,11 @@ class ServiceSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> ServiceSettings:
+        """The settings from the environment (the defaults where a variable is unset); paths under `cwd`'s `.visapp/`.
+
+        Raises:
+            VisError: a value that cannot be parsed, or a stale limit not above twice the heartbeat.
+        """
         env = os.environ if environ is None else environ
         home = (cwd or Path.cwd()).resolve() / HOME
         values: dict[str, Any] = {}

@@ -44,6 +44,7 @@ def new_job_id() -> str:
 
 
 def is_job_id(text: str) -> bool:
+    """Whether `text` has the form of a job id (so it is safe in a path)."""
     return bool(JOB_ID.fullmatch(text))
 
 
@@ -68,6 +69,7 @@ class JobStore:
     # ------------------------------------------------------------ paths
 
     def path(self, job_id: str, *parts: str) -> str:
+        """The store path of a job's file; `UnknownJob` for a text that is not a job id."""
         if not is_job_id(job_id):
             raise UnknownJob(f"{job_id!r} is not a job id")
         return "/".join([self.root, job_id, *parts])
@@ -85,9 +87,11 @@ class JobStore:
         return sorted(entry.rstrip("/").rsplit("/", 1)[-1] for entry in entries)
 
     def has_job(self, job_id: str) -> bool:
+        """Whether the job exists (has a record)."""
         return is_job_id(job_id) and self.exists(job_id, RECORD)
 
     def exists(self, job_id: str, name: str) -> bool:
+        """Whether the job has the file `name`."""
         return bool(self.fs.exists(self.path(job_id, name)))
 
     # ------------------------------------------------------------ records
@@ -108,6 +112,7 @@ class JobStore:
         return None if data is None else json.loads(data)
 
     def write_json(self, job_id: str, data: Any, name: str) -> None:
+        """Write `data` as the job's JSON file `name` (whole: atomically on a local store, one PUT on S3)."""
         text = dumps_json(data)
         if self.local:
             write_text(self.path(job_id, name), text)
@@ -162,10 +167,12 @@ class JobStore:
             yield handle
 
     def reader(self, job_id: str, name: str) -> IO[bytes]:
+        """The job's file `name`, open for reading; `UnknownJob` when there is none."""
         try:
-            return self.fs.open(self.path(job_id, name), "rb")
+            handle: IO[bytes] = self.fs.open(self.path(job_id, name), "rb")
         except FileNotFoundError:
             raise UnknownJob(f"job {job_id} has no {name}") from None
+        return handle
 
     def put(self, job_id: str, name: str, local: Path) -> None:
         """Upload a file or a folder (replacing what was there)."""

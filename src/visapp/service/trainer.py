@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Required, TypedDict
 
 from visapp import console
 from visapp.progress import Progress
@@ -40,6 +40,18 @@ PROGRESS_FILE = "progress.jsonl"
 ERROR_FILE = "error.json"
 CHECKPOINTS = "checkpoint"
 SNAPSHOTS = "snapshots"
+
+
+class ProgressLine(TypedDict, total=False):
+    """A line of progress.jsonl: what the trainer tells its worker."""
+
+    phase: Required[str]
+    epoch: int  # epochs done (a training's lines)
+    epochs: int | None
+    metrics: dict[str, float]  # the epoch's numbers, when one ended
+    snapshot: str  # the copy of the checkpoint folder that epoch left (`snapshots/<epoch>`)
+
+
 WORKER_PID = "VISAPP_WORKER_PID"
 _ABSOLUTE = re.compile(r"(?<![\w.:/])/(?:[\w.@+-]+/)+[\w.@+-]*")  # an absolute POSIX path (not a URL's)
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # terminal colours in a library's message
@@ -89,12 +101,13 @@ def scrub(text: str, scratch: Path) -> str:
     return _ABSOLUTE.sub(lambda match: Path(match.group(0)).name, text)
 
 
-def _tell(scratch: Path, line: dict[str, Any]) -> None:
+def _tell(scratch: Path, line: ProgressLine) -> None:
     with (scratch / PROGRESS_FILE).open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(line) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train the job whose scratch folder `argv` names (see the module docstring); 0, or raise what failed."""
     from visapp.errors import VisError
     from visapp.service.params import with_paths
     from visapp.training.evaluate import run_evaluate
@@ -107,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     params = with_paths(spec["params"], scratch)
 
     def report(update: Progress) -> None:
-        line: dict[str, Any] = {"phase": "training", "epoch": update.done, "epochs": update.total}
+        line: ProgressLine = {"phase": "training", "epoch": update.done, "epochs": update.total}
         if update.metrics:  # an epoch ended (without metrics: the first epoch of this run begins)
             line["metrics"] = dict(update.metrics)
             line["snapshot"] = snapshot(scratch, update.done)

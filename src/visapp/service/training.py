@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 from visapp.errors import VisError
 from visapp.service import records, scratch
@@ -30,7 +29,16 @@ from visapp.service.params import METADATA, MODEL, RAW, VALIDATED, with_paths
 from visapp.service.records import EpochMetrics, JobRecord, Progress, State
 from visapp.service.settings import ServiceSettings
 from visapp.service.store import JobStore
-from visapp.service.trainer import CHECKPOINTS, ERROR_FILE, PROGRESS_FILE, SNAPSHOTS, TRAINER_FILE, WORKER_PID
+from visapp.service.trainer import (
+    CHECKPOINTS,
+    ERROR_FILE,
+    PROGRESS_FILE,
+    SNAPSHOTS,
+    TRAINER_FILE,
+    WORKER_PID,
+    ProgressLine,
+)
+from visapp.training.results import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +67,8 @@ class Training:
         self.last_progress: Progress | None = None  # the trainer's newest news
 
     def claim(self) -> JobRecord | None:
+        """Win the attempt's lease and mark it running; None when another process has it, or the job moved on."""
+
         def start(record: JobRecord) -> JobRecord | None:
             if record.attempt != self.attempt or record.state != State.queued:
                 return None  # a stale message: the job moved on (cancelled, re-queued, finished)
@@ -96,7 +106,7 @@ class Training:
             log.info("job %s attempt %d: a new training (training %d)", self.job_id, self.attempt, current.training)
         (folder / TRAINER_FILE).write_text(json.dumps({"params": current.params}), encoding="utf-8")
 
-    def read_progress(self) -> list[dict[str, Any]]:
+    def read_progress(self) -> list[ProgressLine]:
         """The lines the trainer appended since the last call."""
         path = self.folder / PROGRESS_FILE
         if not path.is_file():
@@ -112,12 +122,14 @@ class Training:
         """The training's MLflow run: from the model's record once written, else from the checkpoint's state."""
         written = self.folder / MODEL / "mlflow_run.json"
         if written.is_file():
-            return json.loads(written.read_text(encoding="utf-8")).get("run_id")
+            run_id: str | None = json.loads(written.read_text(encoding="utf-8")).get("run_id")
+            return run_id
         for state_file in (self.folder / CHECKPOINTS).glob("*/state.json"):
             try:
-                return json.loads(state_file.read_text(encoding="utf-8")).get("mlflow_run_id")
+                run_id = json.loads(state_file.read_text(encoding="utf-8")).get("mlflow_run_id")
             except (OSError, ValueError):
                 return None
+            return run_id
         return None
 
     def store_snapshot(self, name: str, training: int) -> None:
@@ -208,6 +220,7 @@ class Training:
         return False
 
     def run(self, record: JobRecord) -> None:
+        """Prepare the scratch, run the trainer as a subprocess and supervise it, store the model, end the attempt."""
         current = record.current_attempt()
         assert current is not None
         with scratch.scratch(self.settings.work_dir, self.job_id, f"attempt-{self.attempt}") as folder:
@@ -235,9 +248,9 @@ class Training:
             outcome = self.outcome(how, child.returncode)
         self.end(stored, *outcome)  # once the scratch is gone
 
-    def outcome(self, how: str, returncode: int | None) -> tuple[State, dict[str, Any] | None, str | None, str | None]:
+    def outcome(self, how: str, returncode: int | None) -> tuple[State, Metrics | None, str | None, str | None]:
         """How the training ended, read from its scratch: the state, the metrics, the error, the MLflow run."""
-        metrics = None
+        metrics: Metrics | None = None
         if how == "done":
             metrics = json.loads((self.folder / MODEL / "metrics.json").read_text(encoding="utf-8"))
         state = {"done": State.succeeded, "cancelled": State.cancelled}.get(how, State.failed)
@@ -251,9 +264,10 @@ class Training:
             )
         return state, metrics, error, self.mlflow_run_id()
 
-    def end(
-        self, stored: bool, state: State, metrics: dict[str, Any] | None, error: str | None, run_id: str | None
-    ) -> None:
+    def end(self, stored: bool, state: State, metrics: Metrics | None, error: str | None, run_id: str | None) -> None:
+        """Write how the attempt ended (state, metrics, error, MLflow run) and give the lease up; a failed or cancelled
+        training's MLflow run is ended too."""
+
         def change(record: JobRecord) -> JobRecord:
             current = record.current_attempt()
             if current is not None:

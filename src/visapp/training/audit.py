@@ -29,6 +29,7 @@ from visapp.training.run import ULTRALYTICS_CACHE, resolve_device
 log = logging.getLogger(__name__)
 
 AUDIT_FILE, AUDIT_FIGURE = "audit.json", "audit.png"
+XYXY = tuple[float, float, float, float]
 AUDITED_SPLITS = ("val", "test")  # the images best.pt was not trained on
 SHOWN_CONFIDENCE = 0.25  # audit.png draws the model's boxes from this confidence (audit.json keeps them all)
 
@@ -72,7 +73,7 @@ def _count(values: Any) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def _xyxy(box: Box, size: tuple[int, int]) -> tuple[float, float, float, float]:
+def _xyxy(box: Box, size: tuple[int, int]) -> XYXY:
     width, height = size
     return (
         (box.cx - box.w / 2) * width,
@@ -104,30 +105,33 @@ def audit(params: Params, weights: Path) -> Audit:
     device = resolve_device("auto", ultralytics.cuda_device_count()).split(",")[0]
     images, boxes = [], []
     with ultralytics.session(repository_root() / ULTRALYTICS_CACHE):
+        # One box per place (NMS across classes): a model unsure of a class answers the object twice, and the
+        # second box would read as an object the labeller missed.
+        images_of = [raw_dir / image for _, image, _ in samples]
         predictions = ultralytics.predict(
-            weights, [raw_dir / image for _, image, _ in samples], params.train.imgsz, params.audit.confidence, device
+            weights, images_of, params.train.imgsz, params.audit.confidence, device, agnostic=True
         )
         for (_, _, labels), found in zip(samples, predictions, strict=True):
             given = [(box.class_id, _xyxy(box, found.size)) for box in labels]
-            predicted = [
-                (int(c), float(p), tuple(map(float, xyxy)))
+            predicted: list[tuple[int, float, XYXY]] = [
+                (int(c), float(p), (float(xyxy[0]), float(xyxy[1]), float(xyxy[2]), float(xyxy[3])))
                 for xyxy, p, c in zip(found.xyxy, found.confidence, found.class_id, strict=True)
             ]
             images.append(found.size)
-            boxes.append(cleanlab.ImageBoxes(given, predicted))  # type: ignore[arg-type]
+            boxes.append(cleanlab.ImageBoxes(given, predicted))
     verdicts = cleanlab.label_issues(boxes, len(names))
     findings = []
     for (split, image, _), size, image_boxes, verdict in zip(samples, images, boxes, verdicts, strict=True):
-        given = [{"class": names[c], "xyxy": _round(xyxy)} for c, xyxy in image_boxes.labels]
-        predicted = [
+        labelled: list[dict[str, Any]] = [{"class": names[c], "xyxy": _round(xyxy)} for c, xyxy in image_boxes.labels]
+        answered: list[dict[str, Any]] = [
             {"class": names[c], "confidence": round(p, 4), "xyxy": _round(xyxy)}
             for c, p, xyxy in image_boxes.predictions
         ]
         involved = None
         if verdict.label_index is not None:
-            involved = given[verdict.label_index]
+            involved = labelled[verdict.label_index]
         elif verdict.prediction_index is not None:
-            involved = predicted[verdict.prediction_index]
+            involved = answered[verdict.prediction_index]
         findings.append(
             Finding(
                 image,
@@ -139,8 +143,8 @@ def audit(params: Params, weights: Path) -> Audit:
                 verdict.kind,
                 None if verdict.kind_score is None else round(verdict.kind_score, 6),
                 involved,
-                given,
-                predicted,
+                labelled,
+                answered,
             )
         )
     findings.sort(key=lambda f: (f.score, f.image))

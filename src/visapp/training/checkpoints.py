@@ -61,12 +61,14 @@ def checkpoint_base(environ: Mapping[str, str] | None = None) -> Path:
 def read_state(ckpt_dir: Path) -> dict[str, Any]:
     """The folder's state.json, or {} when there is none (or a kill left it unreadable: start over)."""
     try:
-        return json.loads((ckpt_dir / STATE_FILE).read_text(encoding="utf-8"))
+        state = json.loads((ckpt_dir / STATE_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+    return state if isinstance(state, dict) else {}
 
 
 def save_state(ckpt_dir: Path, state: dict[str, Any]) -> None:
+    """Write the folder's state.json (atomically: a kill leaves the previous state)."""
     write_text(ckpt_dir / STATE_FILE, dumps_json(state))
 
 

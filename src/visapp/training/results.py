@@ -8,6 +8,7 @@ import io
 from typing import Any
 
 METRICS_FILE = "metrics.json"
+Metrics = dict[str, float | int]  # metrics.json: FINAL_METRICS' names, then epochs and train_seconds
 RESULTS_FILE = "results.csv"
 # The metrics.json keys and the Ultralytics keys they come from.
 FINAL_METRICS = {
@@ -69,6 +70,7 @@ def clean_results(text: str) -> tuple[list[str], list[dict[str, str]]]:
 
 
 def format_results(columns: list[str], rows: list[dict[str, str]]) -> str:
+    """results.csv's text: the columns, then one row per epoch."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
@@ -76,11 +78,9 @@ def format_results(columns: list[str], rows: list[dict[str, str]]) -> str:
     return out.getvalue()
 
 
-def final_metrics(results: dict[str, Any], epochs: int, seconds: float) -> dict[str, float | int]:
+def final_metrics(results: dict[str, Any], epochs: int, seconds: float) -> Metrics:
     """Ultralytics' validation results of best.pt -> metrics.json's values, rounded to 6 decimals."""
-    metrics: dict[str, float | int] = {
-        name: round(float(results.get(key, 0.0)), 6) for name, key in FINAL_METRICS.items()
-    }
+    metrics: Metrics = {name: round(float(results.get(key, 0.0)), 6) for name, key in FINAL_METRICS.items()}
     metrics["epochs"] = int(epochs)
     metrics["train_seconds"] = round(float(seconds), 1)
     return metrics

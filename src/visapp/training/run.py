@@ -56,13 +56,14 @@ from visapp.training.checkpoints import (
 from visapp.training.results import (
     METRICS_FILE,
     RESULTS_FILE,
+    Metrics,
     clean_results,
     epoch_line_metrics,
     final_metrics,
     format_results,
     named,
 )
-from visapp.training.tracking import RUN_FILE
+from visapp.training.tracking import RUN_FILE, Run
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,13 @@ CONTROLLED_ARGS = frozenset({"model", "data", "resume", "save_dir", "project", "
 def reserved_args() -> frozenset[str]:
     """The Ultralytics arguments train.extra may not set: TrainConfig's own keys and those visapp controls."""
     return CONTROLLED_ARGS | {f.name for f in fields(TrainConfig) if f.name != "extra"}
+
+
+def asks_for_cuda(device: str) -> bool:
+    """Whether `train.device` names GPUs only (`cuda`, indices such as "0,1" or "cuda:1"): no CPU fallback."""
+    text = str(device).strip().lower()
+    parts = [part.strip().removeprefix("cuda:") for part in text.split(",") if part.strip()]
+    return text == "cuda" or (bool(parts) and all(part.isdigit() for part in parts))
 
 
 def resolve_device(device: str, cuda_devices: int, why_none: Callable[[], str] = lambda: "") -> str:
@@ -159,7 +167,7 @@ class _EpochReporter:
     """
 
     def __init__(
-        self, run: Any, ckpt_dir: Path, state: dict[str, Any], epochs: int, progress: ProgressCallback | None
+        self, run: Run | None, ckpt_dir: Path, state: dict[str, Any], epochs: int, progress: ProgressCallback | None
     ) -> None:
         self.run, self.ckpt_dir, self.state, self.epochs, self.progress = run, ckpt_dir, state, epochs, progress
         self.seconds_before, self.started = float(state.get("train_seconds") or 0.0), time.monotonic()
@@ -206,7 +214,7 @@ def _tracking_uri(params: Params) -> str | None:
     return uri
 
 
-def _open_run(uri: str | None, params: Params, metadata: dict[str, Any], key: str, state: dict[str, Any]) -> Any:
+def _open_run(uri: str | None, params: Params, metadata: dict[str, Any], key: str, state: dict[str, Any]) -> Run | None:
     """The MLflow run of this training: the one stored in the checkpoint state (resume), else a new one."""
     if uri is None:
         return None
@@ -222,7 +230,7 @@ def _open_run(uri: str | None, params: Params, metadata: dict[str, Any], key: st
     return run
 
 
-def _backfill_epochs(run: Any, results_csv: Path, up_to: int) -> None:
+def _backfill_epochs(run: Run | None, results_csv: Path, up_to: int) -> None:
     """Log the epochs of results.csv (up to the checkpoint's) that MLflow lacks: a kill can land between them."""
     if run is None or not results_csv.is_file():
         return
@@ -235,7 +243,7 @@ def _backfill_epochs(run: Any, results_csv: Path, up_to: int) -> None:
             run.log_metrics(values, step=epoch)
 
 
-def _write_outputs(run_dir: Path, model_dir: Path, metrics: dict[str, Any], run: Any) -> dict[str, Path]:
+def _write_outputs(run_dir: Path, model_dir: Path, metrics: Metrics, run: Run | None) -> dict[str, Path]:
     """Copy the results out of the checkpoint folder into the stage's outputs (each written atomically)."""
     best = run_dir / "weights" / "best.pt"
     if not best.is_file():
@@ -261,7 +269,7 @@ def _write_outputs(run_dir: Path, model_dir: Path, metrics: dict[str, Any], run:
     }
 
 
-def _finish_tracking(run: Any, outputs: dict[str, Path], metrics: dict[str, Any], inputs: list[Path]) -> None:
+def _finish_tracking(run: Run, outputs: dict[str, Path], metrics: Metrics, inputs: list[Path]) -> None:
     run.log_metrics({key: float(value) for key, value in metrics.items()})
     run.log_artifact(outputs["best"], "weights")
     for name in ("metrics", "results", "plots"):
@@ -290,7 +298,7 @@ def _fit(
     data_yaml: Path,
     ckpt_dir: Path,
     reporter: _EpochReporter,
-) -> dict[str, Any]:
+) -> Metrics:
     """Run Ultralytics' training (or its resume) in `<ckpt_dir>/run`; return the metrics.json values."""
     run_dir = ckpt_dir / "run"
     weights = _weights_path(params, repository_root() / ULTRALYTICS_CACHE / "weights")
@@ -325,7 +333,7 @@ def train_model(
     environ: dict[str, str] | None = None,
     progress: ProgressCallback | None = None,
     verbose: bool = False,
-) -> dict[str, Any]:
+) -> Metrics:
     """Train (or resume) the detector, write the stage outputs, record one MLflow run; return metrics.json.
 
     Args:
@@ -334,6 +342,8 @@ def train_model(
         progress: told after each epoch (task "train", unit "epoch", with the epoch's losses and metrics).
         verbose: let Ultralytics print as it does on a terminal (argument dump, layer table, bars).
     """
+    if asks_for_cuda(params.train.device):  # a GPU training without a usable GPU stops first, in seconds
+        resolve_device(params.train.device, ultralytics.cuda_device_count(), cuda.why_none)
     yolo_dir, raw_dir = Path(params.paths.yolo), Path(params.paths.raw)
     metadata_path = Path(params.paths.metadata) / METADATA_FILE
     if not (yolo_dir / DATA_YAML).is_file():
@@ -348,7 +358,6 @@ def train_model(
             f"the {' and '.join(empty)} split is empty ({counts} images): training needs images in both train and "
             "val; add images, or change data.split (or the ImageSets/Main lists)"
         )
-    # A GPU training without a usable GPU stops here, in its first seconds, not hours later on the CPU.
     device = resolve_device(params.train.device, ultralytics.cuda_device_count(), cuda.why_none)
     train_args(params, Path(DATA_YAML), Path("run"), "cpu")  # refuse a bad train.extra before anything runs
     uri = _tracking_uri(params)  # an unreachable server fails here, before any training or folder
@@ -391,4 +400,5 @@ def train_model(
         pruned = prune_finished(base, key)
         if pruned:
             log.info("train: removed the checkpoints of %d finished training(s) from %s", len(pruned), base)
-        return state["metrics"]
+        metrics: Metrics = state["metrics"]
+        return metrics

@@ -18,12 +18,15 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from visapp.config import TrackingConfig
 from visapp.errors import VisError
 from visapp.integrations import git
 from visapp.integrations.dvc_env import experiment_name, repository_root
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 RUN_FILE = "mlflow_run.json"  # beside metrics.json: the MLflow run of the model (the registry reads it)
@@ -85,7 +88,7 @@ def _no_telemetry() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
-def client_for(uri: str) -> Any:
+def client_for(uri: str) -> MlflowClient:
     """An `MlflowClient` for `uri`, with MLflow's telemetry off (offline machines, no surprise traffic)."""
     _no_telemetry()
     from mlflow.tracking import MlflowClient
@@ -107,10 +110,11 @@ class Run:
     uri: str
     run_id: str
     experiment_id: str
-    _client: Any = field(default=None, repr=False)
+    _client: MlflowClient | None = field(default=None, repr=False)
 
     @property
-    def client(self) -> Any:
+    def client(self) -> MlflowClient:
+        """The MLflow client of the run's tracking URI (made on first use)."""
         if self._client is None:
             self._client = client_for(self.uri)
         return self._client
@@ -127,11 +131,13 @@ class Run:
         return changed
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set the run's tags (values as text)."""
         from mlflow.entities import RunTag
 
         self.client.log_batch(self.run_id, tags=[RunTag(key, str(value)) for key, value in sorted(tags.items())])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Log metrics at `step` (an epoch; 0 when None), in batches MLflow accepts."""
         from mlflow.entities import Metric
 
         stamp = int(time.time() * 1000)
@@ -140,6 +146,7 @@ class Run:
             self.client.log_batch(self.run_id, metrics=batch[start : start + 1000])
 
     def log_text(self, text: str, artifact_file: str) -> None:
+        """Store `text` as the artifact file `artifact_file` of the run."""
         self.client.log_text(self.run_id, text, artifact_file)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
@@ -151,10 +158,11 @@ class Run:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def end(self, status: str = "FINISHED") -> None:
+        """End the run with `status` (FINISHED, FAILED, KILLED)."""
         self.client.set_terminated(self.run_id, status=status)
 
 
-def _experiment_id(client: Any, name: str) -> str:
+def _experiment_id(client: MlflowClient, name: str) -> str:
     """The experiment's id, created when missing (two parallel trainings may race to create it: one wins)."""
     from mlflow.exceptions import MlflowException
 
@@ -210,6 +218,7 @@ class Source:
 
 
 def source(cwd: Path | None = None) -> Source:
+    """The code in `cwd` (default: the working directory): its commit, branch and uncommitted changes."""
     root = cwd or Path()
     commit = git.head_commit(root)
     if commit is None:

@@ -40,6 +40,7 @@ PAGE_MESSAGES = {404: "There is no such page: check the address, or start from t
 
 
 def is_public(path: str) -> bool:
+    """Whether a path is answered without a token (the health verdict, the API's description and its assets)."""
     return path in PUBLIC_PATHS or path.startswith(DOCS_ASSETS + "/")
 
 

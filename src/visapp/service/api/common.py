@@ -13,7 +13,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -38,6 +38,7 @@ from visapp.service.records import (
 from visapp.service.serving import ServedModel
 from visapp.service.settings import ServiceSettings
 from visapp.service.store import JobStore, UnknownJob
+from visapp.training.results import Metrics
 
 CHUNK = 1024 * 1024
 UNAUTHORIZED = "send `Authorization: Bearer <token>` with a token of VISAPP_API_TOKEN"
@@ -61,6 +62,7 @@ class Context:
 
 
 def context(request: Request) -> Context:
+    """The app's `Context` (a dependency of every route)."""
     found: Context = request.app.state.context
     return found
 
@@ -69,12 +71,16 @@ def context(request: Request) -> Context:
 
 
 class ApiError(Exception):
+    """An error answer: its HTTP status, code and message, and what else the body holds (`extra`)."""
+
     def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.extra = status, code, message, extra
 
 
 class ErrorDetail(BaseModel):
+    """What went wrong: a code a client can branch on, and a message a person can act on."""
+
     code: str
     message: str
 
@@ -82,6 +88,7 @@ class ErrorDetail(BaseModel):
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any
 ) -> JSONResponse:
+    """The JSON answer of an error: `{"error": {"code", "message"}}` and the extra fields that are set."""
     body = {"error": {"code": code, "message": message}, **{k: v for k, v in extra.items() if v is not None}}
     if status == 401:
         headers = {"WWW-Authenticate": "Bearer", **(headers or {})}  # RFC 6750: say which scheme is expected
@@ -132,6 +139,7 @@ def own_job(ctx: Context, job_id: str, owner: str) -> JobRecord:
 
 
 def owned_records(ctx: Context, owner: str) -> Iterator[JobRecord]:
+    """The records of the caller's jobs (jobs deleted meanwhile, or not readable by this release, are passed over)."""
     for job_id in ctx.store.job_ids():
         try:
             record = records.load(ctx.store, job_id)
@@ -149,12 +157,16 @@ Ctx = Depends(context)
 
 
 class PublicLease(BaseModel):
+    """Which work holds the job now (the worker stays inside)."""
+
     task: str
     number: int
     heartbeat_at: float
 
 
 class PublicAttempt(BaseModel):
+    """An attempt as a client sees it (its params and the worker's code stay inside)."""
+
     number: int
     training: int
     state: State
@@ -165,7 +177,7 @@ class PublicAttempt(BaseModel):
     finished_at: float | None
     epochs_done: int
     epoch_metrics: list[EpochMetrics] = []  # each epoch's losses and metrics, as they came: the training's curve
-    metrics: dict[str, Any] | None
+    metrics: Metrics | None
     mlflow_run_id: str | None
     model: bool
     error: str | None
@@ -194,12 +206,13 @@ class Job(BaseModel):
     lease: PublicLease | None
     progress: Progress | None
     mlflow_run_id: str | None
-    metrics: dict[str, Any] | None
+    metrics: Metrics | None
     error: str | None
     note: str | None
 
     @classmethod
     def of(cls, record: JobRecord) -> Job:
+        """What a client sees of `record`."""
         data = record.model_dump(exclude={"owner", "params", "code", "classes_given"})
         hidden = ("params", "worker_code")
         data["attempts"] = [{k: v for k, v in a.items() if k not in hidden} for a in data["attempts"]]
@@ -209,6 +222,8 @@ class Job(BaseModel):
 
 
 class ErrorBody(BaseModel):
+    """The body of an error answer: the error, and the job it concerns (with its report, for a rejected upload)."""
+
     error: ErrorDetail
     job_id: str | None = None
     job: Job | None = None
@@ -216,11 +231,15 @@ class ErrorBody(BaseModel):
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses` of a route for these error statuses (all with the `ErrorBody` schema)."""
     return {status: {"model": ErrorBody} for status in statuses}
 
 
-def stream(handle: Any, name: str, media_type: str = "application/octet-stream",
+def stream(handle: IO[bytes], name: str, media_type: str = "application/octet-stream",
            cleanup: Path | None = None) -> StreamingResponse:  # fmt: skip
+    """An answer that streams `handle` in chunks (closing it, and removing `cleanup`, when done); `name` is the file
+    name a download is saved as."""
+
     def chunks() -> Iterator[bytes]:
         try:
             while block := handle.read(CHUNK):

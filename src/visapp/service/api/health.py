@@ -15,11 +15,15 @@ router = APIRouter()
 
 
 class Check(BaseModel):
+    """One part of the service: whether it answers, and what it said."""
+
     ok: bool
     detail: str
 
 
 class Health(BaseModel):
+    """The service's health: the store, the queue and the tracking server, and the model it serves."""
+
     ok: bool
     store: Check
     queue: Check

@@ -39,6 +39,8 @@ FIGURE_TYPES = {".png": "image/png"}
 
 
 class JobPage(BaseModel):
+    """A page of the caller's jobs, and `next`: the `after` of the next page (None: this is the last)."""
+
     jobs: list[Job]
     next: str | None = None
 
@@ -49,7 +51,7 @@ class JobPage(BaseModel):
 @router.post("/train-async/{job_id}", status_code=202, response_model=Job, responses=errors(400, 404, 409, 422, 429))
 def train_async(
     job_id: str,
-    overrides: TrainOverrides | None = Body(None),  # type: ignore[valid-type]  # noqa: B008
+    overrides: TrainOverrides | None = Body(None),  # noqa: B008
     owner: str = Caller,
     ctx: Context = Ctx,
 ) -> Job:
@@ -65,7 +67,7 @@ def train_async(
         counts = ", ".join(f"{name} {n or 0}" for name, n in splits.items())
         raise ApiError(409, "not_trainable", f"the dataset's {' and '.join(empty)} split is empty ({counts} images): "
                        "training needs images in both; upload a larger dataset")  # fmt: skip
-    asked = overrides.model_dump(exclude_none=True, mode="json") if overrides is not None else {}
+    asked: dict[str, Any] = overrides.model_dump(exclude_none=True, mode="json") if overrides is not None else {}
     try:
         params = training_params(record.params, asked)
     except (ConfigError, VisError) as exc:
@@ -229,7 +231,11 @@ def _attempt_with_model(record: JobRecord, attempt: int | None) -> Attempt:
     if attempt is None:
         chosen = record.latest_model()
         if chosen is None:
-            raise ApiError(409, "no_model", f"job {record.id} has no training that succeeded (it is {record.state})")
+            kept = [a.number for a in record.attempts if a.model]
+            hint = f"; attempts with weights so far: {kept} (`?attempt=N`)" if kept else ""
+            raise ApiError(
+                409, "no_model", f"job {record.id} has no training that succeeded (it is {record.state}){hint}"
+            )
         return chosen
     found = next((a for a in record.attempts if a.number == attempt), None)
     if found is None:

@@ -18,6 +18,8 @@ router = APIRouter()
 
 
 class ModelVersion(BaseModel):
+    """A registered model version: its version, tag, commit, stages and more (`list_versions`' row)."""
+
     model_config = ConfigDict(extra="allow")
     version: str
 
@@ -42,7 +44,7 @@ def models(owner: str = Caller) -> list[ModelVersion]:
 
     registry()
     try:
-        return [ModelVersion(**row) for row in list_versions(".")]
+        return [ModelVersion.model_validate(row) for row in list_versions(".")]
     except VisError as exc:
         raise ApiError(409, "no_registry", str(exc)) from None
 

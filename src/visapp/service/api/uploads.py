@@ -30,6 +30,8 @@ router = APIRouter()
 
 
 class UploadAnswer(BaseModel):
+    """The answer to an upload: the job, and what the check found so far (its classes, dataset folder, summaries)."""
+
     job_id: str
     job: Job
     classes: list[str] | None = None
@@ -43,10 +45,16 @@ JOB_LINKS = job_links("$response.body#/job_id")
 
 
 def too_large(max_upload: int) -> str:
+    """The message of a 413: the upload exceeds VISAPP_MAX_UPLOAD."""
     return f"the upload is larger than the limit of {max_upload:,} bytes (VISAPP_MAX_UPLOAD)"
 
 
 def parse_classes(text: str | None) -> list[str] | None:
+    """The class names of an upload's `classes` field (comma-separated, or a JSON list); None when not given.
+
+    Raises:
+        ApiError: 422 `invalid_classes` for an empty or repeated name, or a list that is not of strings.
+    """
     if text is None or not text.strip():
         return None
     try:
@@ -62,6 +70,7 @@ def parse_classes(text: str | None) -> list[str] | None:
 
 
 def answer(record: JobRecord, status: int, note: str | None = None) -> JSONResponse:
+    """The upload's answer for `record` with `status` (201: checked, 202: queued)."""
     body = UploadAnswer(
         job_id=record.id,
         job=Job.of(record),
