@@ -30,6 +30,7 @@ LIMIT = 60  # thumbnails drawn at most (the report lists every issue)
 
 
 def png_bytes(image: Any) -> bytes:
+    """A Pillow image as PNG bytes."""
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()

@@ -25,4 +25,5 @@ def is_page(path: str) -> bool:
 
 
 def needs_session(path: str) -> bool:
+    """Whether a page path is only for a signed-in caller (all but the way in and the static files)."""
     return path not in OPEN_PATHS and not path.startswith(f"{STATIC}/")

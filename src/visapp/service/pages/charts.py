@@ -23,6 +23,8 @@ SERIES = {
 
 @dataclass
 class Line:
+    """A series of a chart: its name, colour and dash pattern, its points in the chart's pixels."""
+
     name: str
     colour: str
     dash: str
@@ -32,6 +34,8 @@ class Line:
 
 @dataclass
 class Chart:
+    """One chart: its title, its lines, its axes' ticks (position, label) and its plotting area."""
+
     title: str
     lines: list[Line]
     x_ticks: list[tuple[float, str]]

@@ -22,6 +22,8 @@ from visapp.service.params import TrainOverrides
 
 @dataclass(frozen=True)
 class Field:
+    """A control of the train form: what kind, the value shown, its range or choices, what is wrong with it."""
+
     name: str
     kind: str  # number, text, select, yaml
     value: str  # the job's value, as the form shows it
@@ -34,6 +36,7 @@ class Field:
 
     @property
     def hint(self) -> str:
+        """What the field takes, in words: its range and the job's value."""
         if self.kind == "yaml":
             return "other Ultralytics train arguments, one `name: value` a line, merged key by key over these"
         if self.minimum is None and self.maximum is None:

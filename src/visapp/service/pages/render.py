@@ -46,6 +46,7 @@ def age(stamp: float | None) -> str:
 
 
 def iso(stamp: float | None) -> str:
+    """A time stamp as ISO 8601 in UTC (a `<time datetime>`), or ""."""
     if stamp is None:
         return ""
     return datetime.datetime.fromtimestamp(stamp, datetime.UTC).isoformat(timespec="seconds")
@@ -53,6 +54,7 @@ def iso(stamp: float | None) -> str:
 
 @functools.cache
 def environment() -> Any:
+    """The Jinja2 environment of the package's templates (made once): autoescaped, strict about names."""
     import jinja2
 
     env = jinja2.Environment(
@@ -67,6 +69,7 @@ def environment() -> Any:
 
 
 def page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    """A template rendered with `context`, as an HTML answer with the pages' headers."""
     for name in ("session", "refresh", "nav"):
         context.setdefault(name, None)
     html = environment().get_template(template).render(**context)
@@ -80,6 +83,7 @@ def error_page(status: int, code: str, message: str, session: Any = None) -> HTM
 
 
 def as_yaml(data: Any) -> str:
+    """Data as block YAML, in its own order (the params as the job holds them)."""
     import yaml
 
     return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False))

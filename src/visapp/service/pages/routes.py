@@ -34,6 +34,7 @@ ACTIVE_REFRESH_S = 3  # how often a page with active work updates itself (its sc
 
 
 def sessions(request: Request) -> Sessions:
+    """The app's sessions (`install` puts them on its state)."""
     found: Sessions = request.app.state.sessions
     return found
 
@@ -58,14 +59,17 @@ def checked(session: Session, sent: object) -> None:
 
 
 def https(request: Request) -> bool:
+    """Whether the request came over HTTPS (its cookie is then Secure)."""
     return request.url.scheme == "https"
 
 
 def redirect(path: str) -> RedirectResponse:
+    """303 to `path`: after a form, the browser GETs the page it leads to."""
     return RedirectResponse(path, status_code=303, headers=HEADERS)
 
 
 def job_url(job_id: str, anchor: str = "") -> str:
+    """A job's page (at a section when `anchor` names one)."""
     return f"{PREFIX}/jobs/{job_id}" + (f"#{anchor}" if anchor else "")
 
 
@@ -75,6 +79,7 @@ def job_url(job_id: str, anchor: str = "") -> str:
 @router.get("/")
 @router.get(PREFIX)
 def root() -> RedirectResponse:
+    """The service's address leads to the pages."""
     return redirect(f"{PREFIX}/")
 
 
@@ -97,6 +102,7 @@ def _sign_in_form(request: Request, ctx: Context, status: int = 200, error: str 
 
 @router.get(SIGN_IN)
 def sign_in_page(request: Request, next: str | None = None, signed_out: bool = False, ctx: Context = Ctx) -> Response:
+    """The sign-in form (or, signed in already, where the person was going)."""
     if sessions(request).read(request.headers) is not None:
         return redirect(_safe_next(next))
     return _sign_in_form(request, ctx, notice="You have signed out." if signed_out else None, target=next)
@@ -104,6 +110,7 @@ def sign_in_page(request: Request, next: str | None = None, signed_out: bool = F
 
 @router.post(SIGN_IN)
 async def sign_in(request: Request, ctx: Context = Ctx) -> Response:
+    """Check the form's CSRF token and the token given; start a session and go where the person was going."""
     form = await request.form()
     target = str(form.get("next") or "")
     expected = sessions(request).read_sign_in(request.headers)
@@ -121,6 +128,7 @@ async def sign_in(request: Request, ctx: Context = Ctx) -> Response:
 
 @router.post(f"{PREFIX}/sign-out")
 async def sign_out(request: Request, session: Session = SignedIn) -> Response:
+    """End the session (its cookie deleted, its id refused here) and say so on the sign-in page."""
     checked(session, (await request.form()).get("csrf"))
     response = redirect(f"{SIGN_IN}?signed_out=true")
     sessions(request).end(response, session, https(request))
@@ -133,6 +141,7 @@ async def sign_out(request: Request, session: Session = SignedIn) -> Response:
 @router.get(f"{PREFIX}/")
 def jobs_page(page_number: int = Query(1, alias="page", ge=1), session: Session = SignedIn,
               ctx: Context = Ctx) -> Response:  # fmt: skip
+    """The caller's jobs, newest first, a page at a time."""
     assert session.owner is not None
     found = sorted(owned_records(ctx, session.owner), key=lambda r: (r.created_at, r.id), reverse=True)
     pages = max(1, -(-len(found) // JOBS_PER_PAGE))
@@ -148,6 +157,7 @@ def jobs_page(page_number: int = Query(1, alias="page", ge=1), session: Session 
 
 @router.get(UPLOAD)
 def upload_page(session: Session = SignedIn) -> Response:
+    """The upload form."""
     return page("upload.html", nav="upload", session=session, error=None, classes="", on_error="fail")
 
 
@@ -232,6 +242,7 @@ def _job_page(ctx: Context, session: Session, record: JobRecord, status: int = 2
 @router.get(PREFIX + "/jobs/{job_id}")
 def job_page(job_id: str, code: str | None = None, report_page: int = Query(1, alias="page", ge=1),
              session: Session = SignedIn, ctx: Context = Ctx) -> Response:  # fmt: skip
+    """A job's page (`code`: only the report's issues of that code)."""
     assert session.owner is not None
     return _job_page(ctx, session, own_job(ctx, job_id, session.owner), code=code, report_page=report_page)
 
@@ -257,6 +268,7 @@ async def train(request: Request, job_id: str, session: Session = SignedIn, ctx:
 
 @router.post(PREFIX + "/jobs/{job_id}/cancel")
 async def cancel(request: Request, job_id: str, session: Session = SignedIn, ctx: Context = Ctx) -> Response:
+    """The API's cancel, from the job's page."""
     checked(session, (await request.form()).get("csrf"))
     await asyncio.to_thread(jobs.cancel, job_id, session.owner or "", ctx)
     return redirect(job_url(job_id))
@@ -265,16 +277,19 @@ async def cancel(request: Request, job_id: str, session: Session = SignedIn, ctx
 @router.get(PREFIX + "/jobs/{job_id}/model")
 def job_model(job_id: str, attempt: int | None = Query(None, ge=1), session: Session = SignedIn,
               ctx: Context = Ctx) -> StreamingResponse:  # fmt: skip
+    """A training's weights (the API's `GET /download/model/{id}`)."""
     return jobs.download_model(job_id, attempt, session.owner or "", ctx)
 
 
 @router.get(PREFIX + "/jobs/{job_id}/figures/{name}")
 def job_figure(job_id: str, name: str, session: Session = SignedIn, ctx: Context = Ctx) -> StreamingResponse:
+    """A figure of the job's metadata (the API's `GET /jobs/{id}/figures/{name}`)."""
     return jobs.job_figure(job_id, name, session.owner or "", ctx)
 
 
 @router.get(PREFIX + "/jobs/{job_id}/thumbnails/{name}")
 def thumbnail(job_id: str, name: str, session: Session = SignedIn, ctx: Context = Ctx) -> StreamingResponse:
+    """A thumbnail of a sample the job's report names (one its `thumbnails/index.json` lists)."""
     record = own_job(ctx, job_id, session.owner or "")
     index = ctx.store.read_json(record.id, f"{THUMBNAILS}/index.json") or {}
     if name not in {sample["file"] for sample in index.get("samples", [])}:
@@ -332,6 +347,7 @@ def _drawn(ctx: Context, image: UploadFile, boxes: list[dict[str, Any]], classes
 
 @router.get(f"{PREFIX}/models")
 async def models_page(session: Session = SignedIn) -> Response:
+    """The released versions (the API's `GET /models`), with the metrics their tags hold."""
     from visapp.registry.export import has_onnx
 
     try:
@@ -357,6 +373,7 @@ async def models_page(session: Session = SignedIn) -> Response:
 @router.get(PREFIX + "/models/{version}/download")
 def model_download(version: str, format: Literal["pt", "onnx"] = "pt", session: Session = SignedIn,
                    ctx: Context = Ctx) -> StreamingResponse:  # fmt: skip
+    """A released version's weights or ONNX export (the API's `GET /models/{version}/download`)."""
     return models.download_version(version, format, session.owner or "", ctx)
 
 

@@ -31,6 +31,8 @@ SIGN_IN_MAX_AGE_S = 3600
 
 @dataclass(frozen=True)
 class Session:
+    """What a cookie says: who is signed in, the CSRF token of its forms, the session's id."""
+
     owner: str | None  # None: the sign-in form's (nobody is signed in)
     csrf: str
     id: str
@@ -102,8 +104,10 @@ class Sessions:
 
 
 def new_csrf() -> str:
+    """A new CSRF token (192 random bits)."""
     return secrets.token_urlsafe(24)
 
 
 def same_token(given: str, expected: str) -> bool:
+    """Whether a form's token is the expected one (compared in constant time; an empty one never is)."""
     return bool(given) and hmac.compare_digest(given.encode(), expected.encode())
