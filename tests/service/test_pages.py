@@ -22,7 +22,7 @@ import pytest
 
 from conftest import VENV_BIN
 from factory import Obj, write_sample, zip_folder
-from service.conftest import OTHER_TOKEN, TOKEN, Service, client, upload, wait_for
+from service.conftest import OTHER_TOKEN, TOKEN, Service, client, csrf_of, signed_in, upload, wait_for
 from service.test_security import service_env
 
 pytestmark = pytest.mark.slow  # one 1-epoch training
@@ -151,28 +151,26 @@ def test_a_wrong_token_is_refused_and_the_right_one_signs_in_by_keyboard(served,
 
 def test_the_cookie_is_secure_over_https_and_the_api_still_wants_its_bearer_token(served):
     with httpx.Client(base_url=served.url, follow_redirects=False) as http:
-        form = http.get("/ui/sign-in")
-        csrf = form.text.split('name="csrf" value="')[1].split('"')[0]
+        csrf = csrf_of(http.get("/ui/sign-in").text)
         signed = http.post("/ui/sign-in", data={"token": TOKEN, "csrf": csrf, "next": "/ui/"},
                            headers={"X-Forwarded-Proto": "https"})  # fmt: skip
         assert signed.status_code == 303
         cookie = signed.headers["set-cookie"]
         assert "visapp_session=" in cookie and "Secure" in cookie and "HttpOnly" in cookie
         assert "SameSite=strict" in cookie
-        assert http.get(f"/jobs/{served.job_id}").status_code == 401  # a session is no token for the API
-        assert http.get("/openapi.json").json()["paths"].keys().isdisjoint({"/ui/", "/ui/sign-in", "/"})
+    with signed_in(served.url) as pages:
+        assert pages.get(f"/jobs/{served.job_id}").status_code == 401  # a session is no token for the API
+        assert pages.get("/openapi.json").json()["paths"].keys().isdisjoint({"/ui/", "/ui/sign-in", "/"})
 
 
 def test_what_the_api_refuses_a_page_says_in_words(served):
     """An API refusal (409), an unknown page (404) and a bad query (422), each a page in words: never JSON."""
-    with httpx.Client(base_url=served.url, follow_redirects=False) as http:
-        csrf = http.get("/ui/sign-in").text.split('name="csrf" value="')[1].split('"')[0]
-        assert http.post("/ui/sign-in", data={"token": TOKEN, "csrf": csrf}).status_code == 303
-        session_csrf = http.get("/ui/upload").text.split('name="csrf" value="')[1].split('"')[0]
+    with signed_in(served.url) as pages:
+        csrf = csrf_of(pages.get("/ui/upload").text)
         answers = {
-            409: http.post(f"/ui/jobs/{served.job_id}/cancel", data={"csrf": session_csrf}),
-            404: http.get("/ui/no-such-page"),
-            422: http.get("/ui/?page=0"),
+            409: pages.post(f"/ui/jobs/{served.job_id}/cancel", data={"csrf": csrf}),
+            404: pages.get("/ui/no-such-page"),
+            422: pages.get("/ui/?page=0"),
         }
     for status, answer in answers.items():
         assert answer.status_code == status and answer.headers["content-type"].startswith("text/html"), answer.text
