@@ -66,7 +66,7 @@ def test_the_limit_leaves_the_rest_counted(tmp_path):
 def test_a_models_boxes_are_drawn_on_the_image(tmp_path):
     path = tmp_path / "street.png"
     path.write_bytes(image_bytes("png", (200, 100), seed=3))
-    png = draw_boxes(path, [{"class_id": 2, "xyxy": [10.0, 10.0, 90.0, 60.0]}], list(CLASSES), size=400)
+    png = draw_boxes(path, [{"class_id": 2, "xyxy": [10.0, 10.0, 90.0, 60.0]}], list(CLASSES))
     drawn = Image.open(io.BytesIO(png))
-    assert drawn.size == (400, 200)
+    assert drawn.size == (THUMBNAIL_PX, THUMBNAIL_PX // 2)
     assert (44, 160, 44) in {colour for _, colour in drawn.convert("RGB").getcolors(maxcolors=1 << 20)}  # triangle

@@ -289,14 +289,14 @@ def plot_annotations(metadata: dict[str, Any], path: Path) -> None:
         _save(fig, path)
 
 
-def render_example(example: Example, classes: list[str], cell: int = CELL) -> tuple[Any, str] | None:
-    """One grid cell (`cell` px on its longer side): the raw image in the frame training sees, its YOLO boxes, and
-    the class names, and its caption; None when the image is too large to decode within `DRAW_MAX_BYTES`."""
+def _render_example(example: Example, classes: list[str]) -> tuple[Any, str] | None:
+    """One grid cell: the raw image in the frame training sees, its YOLO boxes, and the class names; None when
+    the image is too large to decode within `DRAW_MAX_BYTES`."""
     from PIL import Image, ImageDraw
 
     labels = class_labels(classes)
     try:
-        shown = figure_images.shown_reduced(example.image_path, cell)
+        shown = figure_images.shown_reduced(example.image_path, CELL)
     except OSError as exc:
         raise VisError(
             f"cannot read {example.image_path} for the figure of examples ({exc}); data/raw changed since "
@@ -305,7 +305,7 @@ def render_example(example: Example, classes: list[str], cell: int = CELL) -> tu
     if shown is None:
         return None
     image, pil_frame = shown
-    scale = cell / max(image.size)
+    scale = CELL / max(image.size)
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     image = image.resize(size, Image.Resampling.BILINEAR)
     draw = ImageDraw.Draw(image)
@@ -373,7 +373,7 @@ def draw_examples(
     for example in examples:
         if len(cells) == count:
             break
-        cell = render_example(example, classes)
+        cell = _render_example(example, classes)
         if cell is None:
             left_out.append(f"{example.split}/{example.id} ({example.width}x{example.height})")
         else:

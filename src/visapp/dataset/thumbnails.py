@@ -1,5 +1,7 @@
 """A checked dataset -> a thumbnail (PNG) of each sample an issue names, its YOLO labels drawn; and any image with
-boxes drawn on it (a model's answer). Drawn as the figure of flagged samples draws them (`figures.render_example`).
+boxes drawn on it (a model's answer). Drawn by the code that draws each cell of the figure of flagged samples
+(`figures._render_example`, called by its private name: a public name would change the code the metadata and
+evaluate stages depend on, and so dvc.lock, for no change of their outputs).
 
 `draw_flagged` reads what the data stages wrote (report, manifest, labels, data.yaml) and writes, into a new
 folder, one PNG per sample an issue names (its image or its annotation; at most `limit`, in the report's order)
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from visapp.config import Params
-from visapp.dataset.figures import Example, render_example
+from visapp.dataset.figures import CELL, Example, _render_example
 from visapp.dataset.statistics import read_manifest_records
 from visapp.formats.image_formats import displayed_size
 from visapp.formats.images import exif_orientation, pillow_unchecked
@@ -25,7 +27,7 @@ from visapp.formats.yolo import DATA_YAML, Box, label_path, parse_labels, read_d
 from visapp.fsio import atomic_path
 
 INDEX_FILE = "index.json"
-THUMBNAIL_PX = 240  # the longer side of a thumbnail
+THUMBNAIL_PX = CELL  # the longer side of a thumbnail: a cell of the figures
 LIMIT = 60  # thumbnails drawn at most (the report lists every issue)
 
 
@@ -36,7 +38,7 @@ def png_bytes(image: Any) -> bytes:
     return buffer.getvalue()
 
 
-def draw_flagged(params: Params, out_dir: Path, limit: int = LIMIT, size: int = THUMBNAIL_PX) -> dict[str, Any]:
+def draw_flagged(params: Params, out_dir: Path, limit: int = LIMIT) -> dict[str, Any]:
     """Thumbnails of the accepted samples the report's issues name, with their labels, into `out_dir` (replaced
     whole); the index written."""
     paths = params.paths
@@ -64,7 +66,7 @@ def draw_flagged(params: Params, out_dir: Path, limit: int = LIMIT, size: int = 
             label = label_path(yolo_dir, split, row.id)
             boxes = parse_labels(label.read_bytes(), label, len(classes))
             example = Example(split, row.id, row.width, row.height, row.orientation, raw_dir / image, tuple(boxes))
-            drawn = render_example(example, classes, size)
+            drawn = _render_example(example, classes)
             if drawn is None:  # too large to decode within the figures' budget
                 left_out += 1
                 continue
@@ -77,9 +79,9 @@ def draw_flagged(params: Params, out_dir: Path, limit: int = LIMIT, size: int = 
     return index
 
 
-def draw_boxes(image_path: Path, boxes: list[dict[str, Any]], classes: list[str], size: int = 640) -> bytes | None:
-    """`image_path` with `boxes` (`class_id`, `xyxy` in the pixels of the frame training sees) drawn and named, at
-    most `size` px on its longer side, as PNG bytes; None when it is too large to decode within the figures'
+def draw_boxes(image_path: Path, boxes: list[dict[str, Any]], classes: list[str]) -> bytes | None:
+    """`image_path` with `boxes` (`class_id`, `xyxy` in the pixels of the frame training sees) drawn and named,
+    `THUMBNAIL_PX` on its longer side, as PNG bytes; None when it is too large to decode within the figures'
     budget."""
     from PIL import Image
 
@@ -92,5 +94,5 @@ def draw_boxes(image_path: Path, boxes: list[dict[str, Any]], classes: list[str]
         x0, y0, x1, y1 = box["xyxy"]
         relative.append(Box(int(box["class_id"]), (x0 + x1) / 2 / width, (y0 + y1) / 2 / height,
                             (x1 - x0) / width, (y1 - y0) / height))  # fmt: skip
-    drawn = render_example(Example("", "", width, height, 1, image_path, tuple(relative)), classes, size)
+    drawn = _render_example(Example("", "", width, height, 1, image_path, tuple(relative)), classes)
     return None if drawn is None else png_bytes(drawn[0])

@@ -330,7 +330,7 @@ async def predict(
 
 
 def _drawn(ctx: Context, image: UploadFile, boxes: list[dict[str, Any]], classes: list[str]) -> str | None:
-    """The image with the boxes drawn, as a data: URL (a PNG of at most 640 px a side)."""
+    """The image with the boxes drawn, as a data: URL (a PNG of `THUMBNAIL_PX` on its longer side)."""
     from visapp.dataset.thumbnails import draw_boxes
 
     ctx.settings.work_dir.mkdir(parents=True, exist_ok=True)
