@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export YOLO_OFFLINE := true
 
-.PHONY: help install services demo test test-fast lint lint-imports format params sample image clean
+.PHONY: help install services browser demo test test-fast lint lint-imports format params sample image clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -41,10 +41,17 @@ services:
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 
+# The pages' browser tests drive Debian's Chromium (never a browser downloaded by Playwright): installed when missing.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "installing chromium and chromium-driver (apt-get)"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
 # The suite spreads over the cores, a test file per worker at a time (a file's module fixtures, such as a trained
 # model, are built once): TEST_WORKERS=0 runs it in this process. The 20 slowest tests are listed at the end.
 TEST_WORKERS ?= auto
-test: install services ## Set everything up and run the whole test suite
+test: install services browser ## Set everything up and run the whole test suite
 	pytest -n $(TEST_WORKERS) --dist loadfile --durations=20
 
 test-fast: install ## Run the unit tier: tests that need nothing but Python (no git, DVC, server or training)

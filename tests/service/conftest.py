@@ -7,6 +7,7 @@ seconds; the defaults are 10 s and 60 s.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
@@ -131,6 +132,21 @@ def wait_until(condition, timeout: float, what: str, every: float = 0.25):
 def client(url: str, token: str | None = TOKEN) -> httpx.Client:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx.Client(base_url=url, headers=headers, timeout=60)
+
+
+def csrf_of(html: str) -> str:
+    """The CSRF token of a page's first form."""
+    return html.split('name="csrf" value="')[1].split('"')[0]
+
+
+@contextlib.contextmanager
+def signed_in(url: str, token: str = TOKEN) -> Iterator[httpx.Client]:
+    """An HTTP client signed in to the pages with `token` (their session cookie, as a browser holds it)."""
+    with httpx.Client(base_url=url, timeout=60, follow_redirects=False) as pages:
+        csrf = csrf_of(pages.get("/ui/sign-in").text)
+        answer = pages.post("/ui/sign-in", data={"token": token, "csrf": csrf, "next": "/ui/"})
+        assert answer.status_code == 303 and answer.headers["location"] == "/ui/", answer.text
+        yield pages
 
 
 def wait_for(api: httpx.Client, job_id: str, states: set[str], timeout: float = 300) -> dict:

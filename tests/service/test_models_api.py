@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import VENV_BIN, Project, free_port
-from service.conftest import OTHER_TOKEN, TOKEN, client
+from service.conftest import OTHER_TOKEN, TOKEN, client, signed_in
 
 pytestmark = pytest.mark.integration
 
@@ -116,6 +116,13 @@ def test_released_versions_are_listed_and_downloaded_byte_identical(make_service
             assert missing.status_code == 404, (ref, missing.text)
             assert missing.json()["error"]["code"] == "unknown_version"
         assert api.get("/models/v1.0.0/download", headers={"Authorization": "Bearer nope"}).status_code == 401
+
+    with signed_in(api_proc.url) as pages:  # the models page: the same versions, stages and metrics, the same bytes
+        page = pages.get("/ui/models").text
+        assert page.index("yolo@v2.0.0") < page.index("yolo@v1.0.0") and ">prod<" in page and "0.500" in page
+        assert "format=onnx" not in page  # neither was exported
+        got = pages.get("/ui/models/yolo@v1.0.0/download")
+        assert got.status_code == 200 and got.content == weights["yolo@v1.0.0"]
 
     # Nothing was written into the clone, and every download's temporary folder is gone.
     assert not (clone / WEIGHTS).exists()

@@ -108,6 +108,12 @@ def export_onnx(root: Path, ref: str, params: Params) -> tuple[Path, Parity]:
     return dvc.track_file(root, target), parity
 
 
+def has_onnx(root: Path, name: str, version: str) -> bool:
+    """Whether a version was exported to ONNX: its export's `.dvc` file is in the workspace."""
+    path = export_path(name, version)
+    return (Path(root) / path.with_name(path.name + ".dvc")).is_file()
+
+
 def onnx_of(root: Path, ref: str, out: Path) -> Path | None:
     """A version's ONNX export, fetched (cache, else remote) to `out`; None when it was never exported."""
     try:
@@ -116,7 +122,7 @@ def onnx_of(root: Path, ref: str, out: Path) -> Path | None:
         parsed = parse_ref(ref, ARTIFACT)
         raise VisError(f"no version {ref!r} of {parsed.name}") from None
     path = export_path(found.name, found.version)
-    if not (root / path.with_name(path.name + ".dvc")).is_file():
+    if not has_onnx(root, found.name, found.version):
         return None
     revision = dvc.Revision(root, "HEAD")
     try:

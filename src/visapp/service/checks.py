@@ -1,4 +1,5 @@
-"""The check of an upload: the stored archive -> the pipeline's data stages -> the job's report and metadata.
+"""The check of an upload: the stored archive -> the pipeline's data stages -> the job's report and metadata (and
+thumbnails of the samples the report names, for the job's page).
 
 The archive is unpacked through the ingest's checks (`visapp.ingest.sources`: paths, links, sizes, ratios, entry
 counts, the dataset's folder found inside), then `run_data_stages` runs on it with the job's params: the same
@@ -22,7 +23,7 @@ from visapp.ingest.archive import ArchiveLimits
 from visapp.ingest.ingest import class_names
 from visapp.service import records, scratch
 from visapp.service.leases import Holder, LeaseLost
-from visapp.service.params import METADATA, RAW, VALIDATED, with_classes, with_paths
+from visapp.service.params import METADATA, RAW, THUMBNAILS, VALIDATED, with_classes, with_paths
 from visapp.service.records import (
     DatasetFolder,
     JobRecord,
@@ -221,6 +222,13 @@ def _check(
         fields["error"] = rejection(result.report, result.stopped, job_id, dataset)
         return State.rejected, fields, result.report
     store.put(job_id, METADATA, folder / METADATA)
+    from visapp.dataset.thumbnails import draw_flagged
+
+    try:  # what the job's page shows of the samples its report names: a picture, never a reason to fail the check
+        draw_flagged(params, folder / THUMBNAILS)
+        store.put(job_id, THUMBNAILS, folder / THUMBNAILS)
+    except Exception as exc:
+        log.warning("job %s: no thumbnails (%s: %s)", job_id, type(exc).__name__, exc)
     if result.conversion is not None:  # an empty train or val split: said now, not when a training fails
         fields["dataset"] = dataset.model_copy(update={"notes": [*dataset.notes, *result.conversion.warnings]})
     meta = result.metadata or {}

@@ -27,6 +27,7 @@ from visapp.config import OnError, Params, TrainConfig, params_dict, to_params
 
 # Where each data stage reads and writes, in a job's scratch folder (`with_paths`).
 RAW, VALIDATED, YOLO, METADATA, MODEL = "raw", "validated", "yolo", "metadata", "model"
+THUMBNAILS = "thumbnails"  # the job's, beside them: the samples its report names, drawn (`dataset.thumbnails`)
 
 
 def _overrides_model() -> type[BaseModel]:

@@ -103,6 +103,23 @@ class Progress(Record):
     metrics: dict[str, float] = Field(default_factory=dict)
 
 
+class EpochMetrics(Record):
+    """An epoch's numbers as the training told them (losses, precision, recall, mAP): a point of its curve."""
+
+    epoch: int
+    metrics: dict[str, float]
+
+
+MAX_EPOCH_POINTS = 1000  # past this, every other older point goes: a long training's record stays small
+
+
+def add_epoch(points: list[EpochMetrics], point: EpochMetrics) -> None:
+    """Append an epoch's numbers (an epoch told again after a resume replaces its point), thinned past the limit."""
+    points[:] = [p for p in points if p.epoch < point.epoch] + [point]
+    if len(points) > MAX_EPOCH_POINTS:
+        points[:] = points[:-1:2] + points[-1:]
+
+
 class Upload(Record):
     """The uploaded archive: the client's file name, its size, and its name in the job's folder."""
 
@@ -159,6 +176,7 @@ class Attempt(Record):
     started_at: float | None = None
     finished_at: float | None = None
     epochs_done: int = 0
+    epoch_metrics: list[EpochMetrics] = Field(default_factory=list)  # each epoch's numbers, as they came
     metrics: Metrics | None = None  # metrics.json of the training
     mlflow_run_id: str | None = None
     model: bool = False  # its best.pt is in the store (`models/<number>/`)

@@ -26,7 +26,7 @@ from visapp.service.checks import UploadRefused, unpack
 from visapp.service.leases import Holder, LeaseLost
 from visapp.service.lineage import code_version
 from visapp.service.params import METADATA, MODEL, RAW, VALIDATED, with_paths
-from visapp.service.records import JobRecord, Progress, State
+from visapp.service.records import EpochMetrics, JobRecord, Progress, State
 from visapp.service.settings import ServiceSettings
 from visapp.service.store import JobStore
 from visapp.service.trainer import (
@@ -145,8 +145,10 @@ class Training:
                 shutil.rmtree(snapshot, ignore_errors=True)
         self.best_snapshot = name
 
-    def tell(self, progress: Progress, epoch: int | None, run_id: str | None) -> None:
-        """Put the trainer's news in the record (renewing the lease): its phase or epoch, the MLflow run."""
+    def tell(self, progress: Progress, epoch: int | None, run_id: str | None,
+             ended: list[EpochMetrics] | None = None) -> None:  # fmt: skip
+        """Put the trainer's news in the record (renewing the lease): its phase or epoch, the epochs `ended` with
+        their numbers, the MLflow run."""
 
         self.last_progress = progress
 
@@ -156,6 +158,8 @@ class Training:
             if current is not None:
                 current.mlflow_run_id = record.mlflow_run_id
                 current.epochs_done = epoch if epoch is not None else current.epochs_done
+                for point in ended or []:
+                    records.add_epoch(current.epoch_metrics, point)
 
         self.holder.write(change)
 
@@ -177,9 +181,10 @@ class Training:
                 progress = Progress(phase=last["phase"], epoch=last.get("epoch"), epochs=last.get("epochs"),
                                     metrics=last.get("metrics") or {})  # fmt: skip
                 epoch = max((int(line["epoch"]) for line in lines if line.get("snapshot")), default=None)
-
+                points = [EpochMetrics(epoch=int(line["epoch"]), metrics=line["metrics"]) for line in lines
+                          if line.get("snapshot") and line.get("metrics")]  # fmt: skip
                 try:
-                    self.tell(progress, epoch, self.mlflow_run_id())
+                    self.tell(progress, epoch, self.mlflow_run_id(), points)
                 except LeaseLost:
                     stop(child)
                     raise

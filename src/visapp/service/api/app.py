@@ -14,14 +14,18 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from visapp.errors import VisError
+from visapp.service import pages
 from visapp.service.api import health, jobs, models, uploads
 from visapp.service.api.common import STATUS_CODES, UNAUTHORIZED, ApiError, Context, error_response, errors, identify
+from visapp.service.pages.render import error_page, sign_in_redirect
+from visapp.service.pages.routes import install as install_pages
+from visapp.service.pages.session import Sessions
 from visapp.service.params import nearest_key
 from visapp.service.settings import ServiceSettings
 
@@ -31,6 +35,8 @@ DOCS, REDOC, OPENAPI, DOCS_ASSETS = "/docs", "/redoc", "/openapi.json", "/docs-a
 # Answered without a token: the health verdict, and the API's description (the schema, its two viewers and their
 # assets), which holds no job and no data.
 PUBLIC_PATHS = frozenset({"/health", DOCS, f"{DOCS}/oauth2-redirect", REDOC, OPENAPI})
+PAGE_MESSAGES = {404: "There is no such page: check the address, or start from the jobs.",
+                 405: "This page does not take that kind of request: start from the jobs."}  # fmt: skip
 
 
 def is_public(path: str) -> bool:
@@ -41,13 +47,19 @@ def is_public(path: str) -> bool:
 class Authenticate:
     """A request to any path but the public ones without a valid token gets 401 at once: before its body is read,
     an upload slot is taken or its parameters are validated (an unauthenticated caller can neither make the server
-    spool a large body nor keep the uploads of others out, and learns nothing of the limits or the routes)."""
+    spool a large body nor keep the uploads of others out, and learns nothing of the limits or the routes). The
+    pages (`visapp.service.pages`) go by their session cookie instead: a request without one is sent to sign in,
+    as early."""
 
-    def __init__(self, app: ASGIApp, tokens: tuple[bytes, ...], open_access: bool) -> None:
-        self.app, self.tokens, self.open_access = app, tokens, open_access
+    def __init__(self, app: ASGIApp, tokens: tuple[bytes, ...], open_access: bool, sessions: Sessions) -> None:
+        self.app, self.tokens, self.open_access, self.sessions = app, tokens, open_access, sessions
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not is_public(scope["path"]):
+        if scope["type"] == "http" and pages.is_page(scope["path"]):
+            if pages.needs_session(scope["path"]) and self.sessions.read(Headers(scope=scope)) is None:
+                await sign_in_redirect(scope["path"])(scope, receive, send)
+                return
+        elif scope["type"] == "http" and not is_public(scope["path"]):
             header = Headers(scope=scope).get("authorization", "")
             if identify(header, self.tokens, self.open_access) is None:
                 await error_response(401, "unauthorized", UNAUTHORIZED)(scope, receive, send)
@@ -56,23 +68,27 @@ class Authenticate:
 
 
 class UploadGate:
-    """Before an upload's body is read: one whose Content-Length is past `max_upload` gets 413, and one past `limit`
-    uploads at once gets 429. (A body sent without a length is stopped at `max_upload` bytes as it is read.)"""
+    """Before an upload's body is read (the API's or the upload page's): one whose Content-Length is past
+    `max_upload` gets 413, and one past `limit` uploads at once gets 429. (A body sent without a length is stopped
+    at `max_upload` bytes as it is read.)"""
+
+    PATHS = frozenset({uploads.UPLOAD_PATH, pages.UPLOAD})
 
     def __init__(self, app: ASGIApp, limit: int, max_upload: int) -> None:
         self.app, self.limit, self.max_upload, self.active = app, limit, max_upload, 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != uploads.UPLOAD_PATH or scope.get("method") != "POST":
+        if scope["type"] != "http" or scope["path"] not in self.PATHS or scope.get("method") != "POST":
             await self.app(scope, receive, send)
             return
+        refuse = error_page if pages.is_page(scope["path"]) else error_response
         length = Headers(scope=scope).get("content-length", "")
         if length.isdigit() and int(length) > self.max_upload:
-            await error_response(413, "too_large", uploads.too_large(self.max_upload))(scope, receive, send)
+            await refuse(413, "too_large", uploads.too_large(self.max_upload))(scope, receive, send)
             return
         if self.active >= self.limit:
             message = f"{self.limit} uploads are being received already: retry in a minute"
-            await error_response(429, "too_many_uploads", message)(scope, receive, send)
+            await refuse(429, "too_many_uploads", message)(scope, receive, send)
             return
         self.active += 1
         try:
@@ -156,14 +172,20 @@ def create_app(settings: ServiceSettings | None = None, open_access: bool = Fals
         app.state.context.served, app.state.context.served_weights = promoted
     # The last added runs first: the token is checked before an upload takes a slot.
     app.add_middleware(UploadGate, limit=settings.max_concurrent_uploads, max_upload=settings.max_upload)
-    app.add_middleware(Authenticate, tokens=tokens, open_access=open_access)
+    sessions = Sessions(tokens)
+    app.add_middleware(Authenticate, tokens=tokens, open_access=open_access, sessions=sessions)
 
     @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+    async def _api_error(request: Request, exc: ApiError) -> Response:
+        if pages.is_page(request.url.path):
+            return error_page(exc.status, exc.code, exc.message, sessions.read(request.headers))
         return error_response(exc.status, exc.code, exc.message, **exc.extra)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if pages.is_page(request.url.path):
+            return error_page(exc.status_code, "", PAGE_MESSAGES.get(exc.status_code, str(exc.detail)),
+                              sessions.read(request.headers))  # fmt: skip
         message = str(exc.detail)
         if exc.status_code == 413:
             message = uploads.too_large(settings.max_upload)
@@ -176,14 +198,20 @@ def create_app(settings: ServiceSettings | None = None, open_access: bool = Fals
         return error_response(exc.status_code, STATUS_CODES.get(exc.status_code, "error"), message, headers=headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        if pages.is_page(request.url.path):
+            return error_page(422, "", _validation_message(exc), sessions.read(request.headers))
         return error_response(422, "invalid_request", _validation_message(exc))
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal", f"an unexpected error ({type(exc).__name__}); see the server's log")
+        message = f"an unexpected error ({type(exc).__name__}); see the server's log"
+        if pages.is_page(request.url.path):
+            return error_page(500, "", message, sessions.read(request.headers))
+        return error_response(500, "internal", message)
 
     for router in (uploads.router, jobs.router, models.router, health.router):
         app.include_router(router)
+    install_pages(app, sessions)
     return app

@@ -26,6 +26,7 @@ from visapp.service.predictor import Predictors
 from visapp.service.queue import JobQueue
 from visapp.service.records import (
     DatasetFolder,
+    EpochMetrics,
     JobRecord,
     MetadataSummary,
     Progress,
@@ -175,6 +176,7 @@ class PublicAttempt(BaseModel):
     started_at: float | None
     finished_at: float | None
     epochs_done: int
+    epoch_metrics: list[EpochMetrics] = []  # each epoch's losses and metrics, as they came: the training's curve
     metrics: Metrics | None
     mlflow_run_id: str | None
     model: bool
