@@ -65,6 +65,7 @@ def main() -> int:
     parser.add_argument("--weights", default="models/yolo/weights/best.pt")
     parser.add_argument("--images", type=int, default=600)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--confidence", type=float, help="the audit's confidence floor (default: conf's audit.confidence)")
     args = parser.parse_args()
     weights = Path(args.weights).resolve()
     if not weights.is_file():
@@ -90,6 +91,8 @@ def main() -> int:
         params["paths"] = {key: str(scratch / key) for key in ("raw", "validated", "yolo", "metadata", "model")}
         params["paths"]["checked"] = str(scratch / "checked")
         params["data"]["split"] = {"train": 0.01, "val": 0.5, "test": 0.49}  # all but a few: held out
+        if args.confidence is not None:
+            params["audit"]["confidence"] = args.confidence
         checked = to_params(params)
         run_data_stages(checked)
         clean = audit(checked, weights)

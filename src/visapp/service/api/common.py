@@ -59,6 +59,16 @@ class Context:
     predictors: Predictors
     served: ServedModel | None = None  # the promoted model, once loaded (`visapp.service.serving`)
     served_weights: Path | None = None  # its best.pt (and best.onnx beside it when `served.onnx`)
+    max_image_pixels: int | None = None  # conf's `data.max_image_pixels`, read at the first prediction
+
+    def image_limit(self) -> int:
+        """The most pixels an image to predict may have: conf's `data.max_image_pixels`, composed once per
+        process (composing conf/ takes about 15 ms, as long as a prediction)."""
+        if self.max_image_pixels is None:
+            from visapp.composition import applicable_params
+
+            self.max_image_pixels = applicable_params(".").data.max_image_pixels
+        return self.max_image_pixels
 
 
 def context(request: Request) -> Context:
@@ -297,7 +307,6 @@ IMAGE_STATUS = {"image_unreadable": 415, "image_truncated": 422, "image_too_larg
 
 def predict_answer(ctx: Context, loaded: Any, image: Any, confidence: float) -> Prediction:
     """Read an uploaded image (at most VISAPP_MAX_UPLOAD bytes) and predict it; image problems as 4xx."""
-    from visapp.composition import applicable_params
     from visapp.service.predictor import ImageRefused
 
     data = image.file.read(ctx.settings.max_upload + 1)
@@ -305,8 +314,7 @@ def predict_answer(ctx: Context, loaded: Any, image: Any, confidence: float) -> 
         raise ApiError(
             413, "too_large", f"the image is larger than {ctx.settings.max_upload:,} bytes (VISAPP_MAX_UPLOAD)"
         )
-    max_pixels = applicable_params(".").data.max_image_pixels
     try:
-        return Prediction(**ctx.predictors.predict(loaded, data, max_pixels, confidence))
+        return Prediction(**ctx.predictors.predict(loaded, data, ctx.image_limit(), confidence))
     except ImageRefused as exc:
         raise ApiError(IMAGE_STATUS.get(exc.code, 422), exc.code, exc.message) from None
