@@ -65,7 +65,9 @@ def main() -> int:
     parser.add_argument("--weights", default="models/yolo/weights/best.pt")
     parser.add_argument("--images", type=int, default=600)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--confidence", type=float, help="the audit's confidence floor (default: conf's audit.confidence)")
+    parser.add_argument(
+        "--confidence", type=float, help="the audit's confidence floor (default: conf's audit.confidence)"
+    )
     args = parser.parse_args()
     weights = Path(args.weights).resolve()
     if not weights.is_file():

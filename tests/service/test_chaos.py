@@ -1,6 +1,7 @@
 """Chaos, bounded: Redis, one API and two workers on loopback, 12 small jobs (uploads, half of them checked by the
-workers, and trainings of half of them), while a driver SIGKILLs the API or a worker at random every 15-25 s and
-starts it again on the same machine (the same port, the same work folder).
+workers, and trainings of half of them), while a driver SIGKILLs the API or a worker at random moments and
+starts it again on the same machine (the same port, the same work folder); each of the three dies once in
+the first half minute.
 
 When the jobs drain (at most 5 minutes): every job, those whose answer a kill swallowed included, is in a
 terminal state; each succeeded job's model downloads and loads; no training succeeded twice; no scratch folder
@@ -35,7 +36,9 @@ TRAINING = {**TINY_TRAINING, "epochs": 2}
 
 
 class Chaos(threading.Thread):
-    """Kills the API or a worker (SIGKILL, the process group) every 15-25 s and starts it again at once."""
+    """Kills the API or a worker (SIGKILL, the process group) and starts it again at once: each of the three once
+    in the first half minute (5-10 s apart, so that a fast machine cannot drain the jobs before every kind of
+    process has died once), then one every 15-25 s."""
 
     def __init__(self, service, api_port: int, works: dict[str, Path]) -> None:
         super().__init__(daemon=True)
@@ -55,7 +58,7 @@ class Chaos(threading.Thread):
 
     def run(self) -> None:
         started = time.monotonic()
-        while not self.stopped.wait(self.random.uniform(15, 25)):
+        while not self.stopped.wait(self.random.uniform(*((5, 10) if len(self.kills) < 3 else (15, 25)))):
             victim = ("api", "worker-a", "worker-b")[len(self.kills) % 3]  # each in turn, at random moments
             with self.lock:
                 if victim == "api":
