@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -95,13 +96,15 @@ def _own_entry(image: Path, label: Path, image_dest: Path, label_dest: Path, cop
     shutil.copyfile(label, label_dest)
 
 
-def _link_split(yolo_dir: Path, raw_dir: Path, root: Path, split: str, list_name: str) -> str:
-    """One split of a link view (see the module docstring); returns the name of its list of images."""
+def _link_split(yolo_dir: Path, raw_dir: Path, root: Path, split: str, list_name: str) -> tuple[str, dict[str, str]]:
+    """One split of a link view (see the module docstring); returns the name of its list of images, and the sample
+    id of each image as the list names it."""
     yolo_abs, root_abs = yolo_dir.absolute(), root.resolve()
     # (raw image folder, sample id folder) -> what the list puts before an image's name to reach it through them
     linked: dict[tuple[Path, str], str] = {}
     made: set[Path] = set()
-    listed = []
+    listed: list[str] = []
+    samples: dict[str, str] = {}
     for ident, image in _split_entries(yolo_dir, raw_dir, list_name):
         label = _label_source(yolo_dir, split, ident, image)
         suffix, rewritten = _inspect(image)
@@ -120,13 +123,15 @@ def _link_split(yolo_dir: Path, raw_dir: Path, root: Path, split: str, list_name
                 (root / folder / LABELS_DIR).symlink_to(labels, target_is_directory=True)
                 linked[key] = f"{root_abs}/{folder}/{IMAGES_DIR}/"
             listed.append(linked[key] + image.name)
+            samples[listed[-1]] = ident
             continue
         entry = f"{split}/files/{IMAGES_DIR}/{ident}{suffix}"
         _own_entry(image, label, root / entry, root / split / "files" / LABELS_DIR / f"{ident}.txt", rewritten, made)
         listed.append(f"{root_abs}/{entry}")
+        samples[listed[-1]] = ident
     list_file = f"{split}.txt"
     (root / list_file).write_text(split_list_text(listed), encoding="utf-8", newline="\n")
-    return list_file
+    return list_file, samples
 
 
 def _prepare_link_dest(dest: Path) -> None:
@@ -154,6 +159,14 @@ def _copy_split(yolo_dir: Path, raw_dir: Path, root: Path, split: str, list_name
     return f"{IMAGES_DIR}/{split}"
 
 
+def _declared(yolo_dir: Path) -> DataYaml:
+    """convert's data.yaml; it must list both train and val."""
+    declared = read_data_yaml(yolo_dir / DATA_YAML)
+    if "train" not in declared.splits or "val" not in declared.splits:
+        raise VisError(f"{yolo_dir / DATA_YAML}: needs both `train` and `val` lists; rerun the convert stage")
+    return declared
+
+
 def build_view(yolo_dir: Path, raw_dir: Path, dest: Path, mode: Literal["link", "copy"] = "link") -> Path:
     """Build an Ultralytics dataset folder at `dest` from convert's output and the raw images.
 
@@ -172,10 +185,8 @@ def build_view(yolo_dir: Path, raw_dir: Path, dest: Path, mode: Literal["link", 
     yolo_dir, raw_dir, dest = Path(yolo_dir), Path(raw_dir), Path(dest)
     if mode not in ("link", "copy"):
         raise ValueError(f"mode must be 'link' or 'copy', not {mode!r}")
-    declared = read_data_yaml(yolo_dir / DATA_YAML)
-    if "train" not in declared.splits or "val" not in declared.splits:
-        raise VisError(f"{yolo_dir / DATA_YAML}: needs both `train` and `val` lists; rerun the convert stage")
     if mode == "copy":
+        declared = _declared(yolo_dir)
         if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
             raise VisError(f"{dest} exists and is not empty: choose a new folder for the exported dataset")
         with atomic_path(dest) as tmp:
@@ -187,10 +198,36 @@ def build_view(yolo_dir: Path, raw_dir: Path, dest: Path, mode: Literal["link", 
             copy = DataYaml(declared.names, folders)
             (tmp / DATA_YAML).write_text(data_yaml_text(copy), encoding="utf-8", newline="\n")
         return dest
+    return build_link_view(yolo_dir, raw_dir, dest).root
+
+
+@dataclass(frozen=True)
+class LinkView:
+    """A link view (see the module docstring): its folder, and for each split the list of its images and the
+    sample id of each image as that list names it (what a label cache written from the manifest is keyed by)."""
+
+    root: Path
+    lists: dict[str, Path]
+    samples: dict[str, dict[str, str]]
+
+    @property
+    def data_yaml(self) -> Path:
+        """The data.yaml to train with."""
+        return self.root / DATA_YAML
+
+
+def build_link_view(yolo_dir: Path, raw_dir: Path, dest: Path) -> LinkView:
+    """`build_view(..., mode="link")`, telling which sample each listed image is."""
+    yolo_dir, raw_dir, dest = Path(yolo_dir), Path(raw_dir), Path(dest)
+    declared = _declared(yolo_dir)
     _prepare_link_dest(dest)
     dest.mkdir(parents=True, exist_ok=True)
     (dest / VIEW_MARKER).write_text("built by visapp.dataset.views.build_view; wiped on each rebuild\n")
-    splits = {split: _link_split(yolo_dir, raw_dir, dest, split, name) for split, name in declared.splits.items()}
-    view = DataYaml(declared.names, splits, str(dest.resolve()))
+    built = {split: _link_split(yolo_dir, raw_dir, dest, split, name) for split, name in declared.splits.items()}
+    view = DataYaml(declared.names, {split: list_file for split, (list_file, _) in built.items()}, str(dest.resolve()))
     (dest / DATA_YAML).write_text(data_yaml_text(view), encoding="utf-8", newline="\n")
-    return dest
+    return LinkView(
+        dest,
+        {split: dest / list_file for split, (list_file, _) in built.items()},
+        {split: samples for split, (_, samples) in built.items()},
+    )

@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from visapp.config import Params
-from visapp.dataset.views import build_view
 from visapp.errors import VisError
 from visapp.formats.yolo import DATA_YAML, read_data_yaml
 from visapp.integrations import ultralytics
 from visapp.integrations.dvc_env import repository_root
-from visapp.training.run import ULTRALYTICS_CACHE, resolve_device
+from visapp.training.run import ULTRALYTICS_CACHE, dataset_view, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +96,10 @@ def evaluating(params: Params, weights: Path, split: str | None = None, plots: b
     # A GPU when there is one, else the CPU: evaluating is not training, and must run on a laptop too.
     device = resolve_device("auto", ultralytics.cuda_device_count())
     with _scratch() as folder, ultralytics.session(repository_root() / ULTRALYTICS_CACHE):
-        view = build_view(yolo_dir, Path(params.paths.raw), folder / "data", mode="link")
+        data_yaml = dataset_view(params, folder / "data")
         found = ultralytics.validate_split(
             weights,
-            view / DATA_YAML,
+            data_yaml,
             chosen,
             params.train.imgsz,
             max(params.train.batch, 1),
@@ -108,7 +107,7 @@ def evaluating(params: Params, weights: Path, split: str | None = None, plots: b
             folder / "val",
             plots,
         )
-        names = read_data_yaml(view / DATA_YAML).names
+        names = read_data_yaml(data_yaml).names
         classes: dict[str, dict[str, float | int]] = {}
         for class_id, name in enumerate(names):
             figures = found.per_class.get(class_id, dict.fromkeys(METRICS, 0.0))
@@ -117,7 +116,8 @@ def evaluating(params: Params, weights: Path, split: str | None = None, plots: b
                 "images": found.images.get(class_id, 0),
                 "objects": found.objects.get(class_id, 0),
             }
-        images = sum(1 for _ in (view / f"{chosen}.txt").read_text(encoding="utf-8").splitlines() if _.strip())
+        listed = (data_yaml.parent / f"{chosen}.txt").read_text(encoding="utf-8").splitlines()
+        images = sum(1 for line in listed if line.strip())
         yield Evaluation(
             split=chosen,
             images=images,

@@ -5,7 +5,9 @@ How a training runs:
 - **A fresh dataset view.** Ultralytics derives label paths from image paths and writes `labels/*.cache`
   beside the labels, trusting that cache when paths and total byte size match. So training never reads
   `data/yolo`: each run rebuilds a view (links to the images in `data/raw`, copies of the labels) at
-  `<checkpoint folder>/data`, with no cache in it, and Ultralytics' cache lands there, never in a DVC output.
+  `<checkpoint folder>/data`, and Ultralytics' cache lands there, never in a DVC output. The cache is written
+  before Ultralytics starts, from validate's manifest (`visapp.integrations.ultralytics_labels`), keyed as
+  Ultralytics keys it, so that it does not open every image again before the first batch.
 - **Checkpoints outside the outputs** (`visapp.training.checkpoints`).
 - **Resume** (`train.resume: auto`): when `<key>/run/weights/last.pt` holds an unfinished training (it has an
   epoch number and optimizer state), the run continues from it, in the same MLflow run. A training that
@@ -35,12 +37,13 @@ from pathlib import Path
 from typing import Any
 
 from visapp.config import Params, TrainConfig, flatten, params_dict, train_argument_names
-from visapp.dataset.views import build_view
+from visapp.dataset.views import build_link_view
 from visapp.errors import VisError
+from visapp.formats.manifest import MANIFEST_FILE, read_manifest
 from visapp.formats.metadata import METADATA_FILE, read_metadata
-from visapp.formats.yolo import DATA_YAML
+from visapp.formats.yolo import DATA_YAML, read_data_yaml
 from visapp.fsio import atomic_path, write_json, write_text
-from visapp.integrations import cuda, ultralytics
+from visapp.integrations import cuda, ultralytics, ultralytics_labels
 from visapp.integrations.dvc_env import repository_root
 from visapp.progress import Progress, ProgressCallback
 from visapp.training import tracking
@@ -328,6 +331,24 @@ def _fit(
     return final_metrics(results, len(rows), reporter.seconds())
 
 
+def dataset_view(params: Params, dest: Path) -> Path:
+    """A link view of the converted dataset at `dest` (see visapp.dataset.views), with each split's Ultralytics
+    label cache written from validate's manifest, so that Ultralytics does not open every image again before
+    the first batch; returns its data.yaml."""
+    view = build_link_view(Path(params.paths.yolo), Path(params.paths.raw), dest)
+    manifest = Path(params.paths.validated) / MANIFEST_FILE
+    if not manifest.is_file():
+        log.info("train: %s not found; Ultralytics verifies the images itself", manifest)
+        return view.data_yaml
+    rows = {row.id: row for _, row in read_manifest(manifest)}
+    classes = len(read_data_yaml(view.data_yaml).names)
+    single_cls = bool(params.train.extra.get("single_cls", False))
+    for split, list_file in view.lists.items():
+        samples = {path: rows[ident] for path, ident in view.samples[split].items() if ident in rows}
+        ultralytics_labels.write_label_cache(list_file, samples, classes, single_cls)
+    return view.data_yaml
+
+
 def train_model(
     params: Params,
     environ: dict[str, str] | None = None,
@@ -344,7 +365,7 @@ def train_model(
     """
     if asks_for_cuda(params.train.device):  # a GPU training without a usable GPU stops first, in seconds
         resolve_device(params.train.device, ultralytics.cuda_device_count(), cuda.why_none)
-    yolo_dir, raw_dir = Path(params.paths.yolo), Path(params.paths.raw)
+    yolo_dir = Path(params.paths.yolo)
     metadata_path = Path(params.paths.metadata) / METADATA_FILE
     if not (yolo_dir / DATA_YAML).is_file():
         raise VisError(f"{yolo_dir / DATA_YAML} not found: run the convert stage first (`dvc repro convert`)")
@@ -379,7 +400,7 @@ def train_model(
             state.update(key=key, mlflow_run_id=run.run_id if run else None, tracking_uri=uri if run else None)
             state.setdefault("status", "training")
             save_state(ckpt_dir, state)
-            data_yaml = build_view(yolo_dir, raw_dir, ckpt_dir / "data", mode="link") / DATA_YAML
+            data_yaml = dataset_view(params, ckpt_dir / "data")
             if mode != "finalize":
                 if mode == "resume":
                     _backfill_epochs(run, run_dir / "results.csv", resume_epoch or 0)
