@@ -86,7 +86,7 @@ def test_ultralytics_loads_the_written_cache_and_finds_what_its_own_scan_finds(v
 
     every = {name for split in built.samples.values() for name in split.values()}
     assert {"rotated", "twice", "empty", "trailing"} <= every
-    rotated = [row for row in rows.values() if row.id == "rotated"][0]
+    rotated = rows["rotated"]
     assert (rotated.width, rotated.height, rotated.orientation) == (64, 48, 6)  # stored; Ultralytics sees 48x64
 
 
