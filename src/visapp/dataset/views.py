@@ -52,7 +52,11 @@ def _inspect(image: Path) -> tuple[str, bool]:
     whether Ultralytics would rewrite it in place (a JPEG with bytes after its end marker): then the view holds
     a copy, and the rewrite lands in the copy, never in data/raw or the DVC cache behind it. One open: this
     runs for every image of every training."""
-    with image.open("rb") as handle:
+    try:
+        handle = image.open("rb")
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        raise VisError(f"{image} not found: `dvc checkout`, or rerun the pipeline") from None
+    with handle:
         head = handle.read(16)
         handle.seek(max(handle.seek(0, 2) - 2, 0))
         tail = handle.read(2)
@@ -66,18 +70,18 @@ def _split_entries(yolo_dir: Path, raw_dir: Path, list_name: str) -> list[tuple[
     """(sample id, absolute raw image path) for every image of one split list of data/yolo."""
     # normpath, not resolve(): the view links into data/raw, whose files may be symlinks into the DVC cache.
     raw_abs = os.path.normpath(raw_dir.absolute())
-    entries = []
-    for relative in split_list_images(yolo_dir, raw_dir, list_name):
-        image = Path(f"{raw_abs}/{relative}")
-        if not image.is_file():
-            raise VisError(f"{yolo_dir / list_name}: image {relative} not found; `dvc checkout` or rerun the pipeline")
-        entries.append((sample_id(relative), image))
-    return entries
+    # Whether each image is there is found when it is opened (`_inspect`): a stat each costs as much again.
+    relatives = split_list_images(yolo_dir, raw_dir, list_name)
+    return [(sample_id(relative), Path(f"{raw_abs}/{relative}")) for relative in relatives]
 
 
-def _label_source(yolo_dir: Path, split: str, ident: str, image: Path) -> Path:
+def _label_source(yolo_dir: Path, split: str, ident: str, image: Path, present: dict[Path, set[str]]) -> Path:
+    """The label of `ident`, which must exist; `present` keeps the names found in each label folder (one listing
+    a folder, not one stat a label)."""
     label = label_path(yolo_dir, split, ident)
-    if not label.is_file():
+    if label.parent not in present:
+        present[label.parent] = {p.name for p in label.parent.iterdir()} if label.parent.is_dir() else set()
+    if label.name not in present[label.parent]:
         raise VisError(f"{label} not found for {image}: rerun the convert stage")
     return label
 
@@ -105,8 +109,9 @@ def _link_split(yolo_dir: Path, raw_dir: Path, root: Path, split: str, list_name
     made: set[Path] = set()
     listed: list[str] = []
     samples: dict[str, str] = {}
+    present: dict[Path, set[str]] = {}
     for ident, image in _split_entries(yolo_dir, raw_dir, list_name):
-        label = _label_source(yolo_dir, split, ident, image)
+        label = _label_source(yolo_dir, split, ident, image, present)
         suffix, rewritten = _inspect(image)
         id_folder, _, id_name = ident.rpartition("/")
         # Reached through the folder links when Ultralytics takes the name as it is and derives the label's name
@@ -148,8 +153,9 @@ def _copy_split(yolo_dir: Path, raw_dir: Path, root: Path, split: str, list_name
     """One split of a standalone copy: `images/{split}/{id}{suffix}` beside `labels/{split}/{id}.txt`; returns
     the images' folder."""
     made: set[Path] = set()
+    present: dict[Path, set[str]] = {}
     for ident, image in _split_entries(yolo_dir, raw_dir, list_name):
-        label = _label_source(yolo_dir, split, ident, image)
+        label = _label_source(yolo_dir, split, ident, image, present)
         suffix, _rewritten = _inspect(image)
         image_dest = root / IMAGES_DIR / split / f"{ident}{suffix}"
         _own_entry(image, label, image_dest, label_path(root, split, ident), True, made)

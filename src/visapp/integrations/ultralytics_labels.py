@@ -50,27 +50,36 @@ def _shape(row: ManifestRow) -> tuple[int, int]:
     return height, width
 
 
-def _boxes(label_file: str, classes: int, single_cls: bool) -> tuple[Any, str]:
-    """A label file's rows as Ultralytics' scan leaves them (an (n, 5) float32 array, duplicates removed), and
-    the message it gives when it removes some."""
+def _rows(label_file: str) -> list[list[str]]:
+    with Path(label_file).open(encoding="utf-8-sig") as handle:
+        return [line.split() for line in handle.read().strip().splitlines() if line.strip()]
+
+
+def _boxes(images: list[str], label_files: list[str], classes: int, single_cls: bool) -> tuple[list[Any], list[str]]:
+    """Each label file's rows as Ultralytics' scan leaves them (an (n, 5) float32 array, duplicates removed), and
+    the messages it gives when it removes some. Parsed and checked as one array: a per-file array costs more than
+    reading the file."""
     import numpy as np
 
-    with Path(label_file).open(encoding="utf-8-sig") as handle:
-        rows = [line.split() for line in handle.read().strip().splitlines() if line.strip()]
-    if any(len(row) != 5 for row in rows):
-        raise _Unknown(f"{label_file}: a row without exactly 5 columns")
-    labels = np.array(rows, dtype=np.float32).reshape(-1, 5)
-    if not len(labels):
-        return labels, ""
-    # Ultralytics' own checks: normalised coordinates (1% tolerance), integer classes within the names.
-    if labels[:, 1:].max() > 1.01 or labels.min() < -0.01 or (labels.min() < 0 and labels[:, 3:5].min() < 0):
-        raise _Unknown(f"{label_file}: a coordinate outside 0..1")
-    if (labels[:, 0] % 1 != 0).any() or (not single_cls and labels[:, 0].max() >= classes):
-        raise _Unknown(f"{label_file}: a class id that is not one of the {classes} names")
-    _, kept = np.unique(labels, axis=0, return_index=True)
-    if len(kept) == len(labels):
-        return labels, ""
-    return labels[kept], f"{label_file}: {len(labels) - len(kept)} duplicate labels removed"
+    per_file = [_rows(label_file) for label_file in label_files]
+    flat = [row for rows in per_file for row in rows]
+    if any(len(row) != 5 for row in flat):
+        raise _Unknown("a label row without exactly 5 columns")
+    every = np.array(flat, dtype=np.float32).reshape(-1, 5)
+    # Ultralytics' own checks: normalised coordinates (1% tolerance), integer classes within the names. It lets
+    # some slightly negative values through; convert writes none, so a negative value is left to its scan.
+    if len(every) and (every.min() < 0 or every[:, 1:].max() > 1.01):
+        raise _Unknown("a coordinate outside 0..1")
+    if len(every) and ((every[:, 0] % 1 != 0).any() or (not single_cls and every[:, 0].max() >= classes)):
+        raise _Unknown(f"a class id that is not one of the {classes} names")
+    boxes = np.split(every, np.cumsum([len(rows) for rows in per_file])[:-1])
+    messages = []
+    for index, labels in enumerate(boxes):
+        if len(labels) > 1 and len(set(map(tuple, labels.tolist()))) < len(labels):
+            _, kept = np.unique(labels, axis=0, return_index=True)
+            boxes[index] = labels[kept]
+            messages.append(f"{images[index]}: {len(labels) - len(kept)} duplicate labels removed")
+    return boxes, messages
 
 
 def _listed_images(list_file: Path) -> list[str]:
@@ -105,27 +114,24 @@ def write_label_cache(
     if not images:
         return None
     label_files: list[str] = img2label_paths(list[str | Path](images))
-    labels: list[dict[str, Any]] = []
-    messages: list[str] = []
     try:
-        for image, label_file in zip(images, label_files, strict=True):
-            if image not in samples:
-                raise _Unknown(f"{image}: not in the manifest")
-            boxes, message = _boxes(label_file, classes, single_cls)
-            labels.append(
-                {
-                    "im_file": image,
-                    "shape": _shape(samples[image]),
-                    "cls": boxes[:, 0:1],
-                    "bboxes": boxes[:, 1:],
-                    "segments": [],
-                    "keypoints": None,
-                    "normalized": True,
-                    "bbox_format": "xywh",
-                }
-            )
-            if message:
-                messages.append(message)
+        missing = next((image for image in images if image not in samples), None)
+        if missing is not None:
+            raise _Unknown(f"{missing}: not in the manifest")
+        boxes, messages = _boxes(images, label_files, classes, single_cls)
+        labels = [
+            {
+                "im_file": image,
+                "shape": _shape(samples[image]),
+                "cls": found[:, 0:1],
+                "bboxes": found[:, 1:],
+                "segments": [],
+                "keypoints": None,
+                "normalized": True,
+                "bbox_format": "xywh",
+            }
+            for image, found in zip(images, boxes, strict=True)
+        ]
     except (_Unknown, OSError, ValueError) as exc:
         log.info("train: Ultralytics verifies the images of %s itself: %s", list_file.name, exc)
         return None
