@@ -20,13 +20,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(scratch: Path, env: dict[str, str], *options: str) -> Iterator[tuple[str, subprocess.Popen]]:
-    """(base URL, process) of `visapp serve --no-worker OPTIONS` run in `scratch`, once it answers /health."""
+def serving(
+    scratch: Path, env: dict[str, str], *options: str, worker: bool = False
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """(base URL, process) of `visapp serve --no-worker OPTIONS` (with `worker`: its own worker too) run in
+    `scratch`, once it answers /health."""
     import httpx
 
     port = free_port()
     server = subprocess.Popen(
-        [str(VENV_BIN / "visapp"), "serve", "--no-worker", *options, "--port", str(port)],
+        [str(VENV_BIN / "visapp"), "serve", *([] if worker else ["--no-worker"]), *options, "--port", str(port)],
         cwd=scratch, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"

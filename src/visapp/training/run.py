@@ -183,6 +183,8 @@ class _EpochReporter:
     def first_epoch(self, trainer: Any) -> None:
         """Ultralytics callback `on_train_start`: the data is loaded, the first epoch of this run begins (no
         metrics yet: `done` is the epochs a resumed run has behind it)."""
+        # Marks the time to the first batch (the data view, the label caches, the model and its data loaders).
+        log.info("train: data loaded, model built: the first epoch starts")
         if self.progress is not None:
             self.progress(Progress("train", int(getattr(trainer, "start_epoch", 0) or 0), self.epochs, "epoch"))
 
@@ -340,7 +342,10 @@ def dataset_view(params: Params, dest: Path) -> Path:
     if not manifest.is_file():
         log.info("train: %s not found; Ultralytics verifies the images itself", manifest)
         return view.data_yaml
-    rows = {row.id: row for _, row in read_manifest(manifest)}
+    rows = {}
+    for _, row in read_manifest(manifest):
+        row.objects = []  # the labels come from data/yolo, as Ultralytics reads them; a third of the memory
+        rows[row.id] = row
     classes = len(read_data_yaml(view.data_yaml).names)
     single_cls = bool(params.train.extra.get("single_cls", False))
     for split, list_file in view.lists.items():
