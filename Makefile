@@ -57,9 +57,10 @@ test: install services browser ## Set everything up and run the whole test suite
 test-fast: install ## Run the unit tier: tests that need nothing but Python (no git, DVC, server or training)
 	pytest -m "unit and not integration"
 
-lint: install ## ruff lint + format check, and the type checker (mypy, [tool.mypy] of pyproject.toml)
+lint: install ## ruff lint + format check, the import rules, and the type checker (mypy, [tool.mypy] of pyproject.toml)
 	ruff check .
 	ruff format --check .
+	lint-imports
 	mypy
 
 format: install ## Apply ruff's fixes and formatting
