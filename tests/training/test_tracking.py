@@ -81,6 +81,25 @@ def test_reopening_a_run_id_continues_that_run(mlflow_server):
 
 
 @pytest.mark.integration
+def test_a_run_left_running_by_a_dead_training_is_ended_as_killed_and_no_other(mlflow_server):
+    from mlflow.tracking import MlflowClient
+
+    abandoned = tracking.open_run(mlflow_server.uri, "tracking-abandoned", "dead", {})  # its process was killed
+    finished = tracking.open_run(mlflow_server.uri, "tracking-abandoned", "done", {})
+    finished.end()
+    failed = tracking.open_run(mlflow_server.uri, "tracking-abandoned", "failed", {})
+    failed.end("FAILED")
+
+    assert tracking.end_abandoned(mlflow_server.uri, abandoned.run_id)
+    assert not tracking.end_abandoned(mlflow_server.uri, finished.run_id)
+    assert not tracking.end_abandoned(mlflow_server.uri, failed.run_id)
+    assert not tracking.end_abandoned(mlflow_server.uri, "0" * 32)  # gone from the server: nothing to end
+    client = MlflowClient(mlflow_server.uri)
+    statuses = [client.get_run(r.run_id).info.status for r in (abandoned, finished, failed)]
+    assert statuses == ["KILLED", "FINISHED", "FAILED"]
+
+
+@pytest.mark.integration
 def test_a_run_is_named_after_the_code_it_trains(tmp_path, monkeypatch):
     monkeypatch.delenv("DVC_EXP_NAME", raising=False)
     run(["git", "init", "-q", "-b", "main"], tmp_path)

@@ -80,7 +80,8 @@ NETWORK_GUARD = textwrap.dedent(
 # after its end marker (FFD9), and makes that check restore such a JPEG in place, as earlier Ultralytics releases
 # (8.3, which pyproject allows) do with `.save(im_file)`: through a link in the view, into data/raw. (8.4 writes a
 # new file and swaps it in, replacing the link and sparing its target: with 8.4's own behaviour alone, data/raw would
-# stay byte-identical even for a view that links these images; the inodes written down still tell.)
+# stay byte-identical even for a view that links these images; the inodes written down still tell.) It also refuses
+# every label cache, so that the check runs (the train stage's own caches spare it: tests/integrations).
 JPEG_GUARD = textwrap.dedent(
     """
     import importlib.abc, json, os, sys
@@ -102,6 +103,12 @@ JPEG_GUARD = textwrap.dedent(
             return result
 
         utils.verify_image_label = verify_image_label
+        # The train stage writes label caches from the manifest, so that Ultralytics checks no image; refuse them,
+        # so that it checks every image, as it does whenever a cache does not fit.
+        def no_cache(path):
+            raise FileNotFoundError(path)
+
+        utils.load_dataset_cache_file = no_cache
         if hasattr(utils, "_replace_image"):
             utils._replace_image = lambda im_file, write: write(str(im_file))
 

@@ -280,6 +280,30 @@ class Training:
         ended = self.holder.finish(change)
         if ended is not None and state != State.succeeded:
             end_mlflow_run(ended, "KILLED" if state == State.cancelled else "FAILED")
+        if ended is not None:
+            end_abandoned_runs(ended)
+
+
+def end_abandoned_runs(record: JobRecord) -> None:
+    """End as KILLED the MLflow runs that earlier attempts of the current training left RUNNING: an attempt whose
+    worker died before its first epoch is not resumed but started over, in a run of its own."""
+    current = record.current_attempt()
+    if current is None:
+        return
+    earlier = {a.mlflow_run_id for a in record.attempts if a.training == current.training and a.mlflow_run_id}
+    earlier.discard(current.mlflow_run_id)
+    if not earlier:
+        return
+    from visapp.config import to_params
+    from visapp.training import tracking
+
+    try:
+        uri = tracking.resolve_uri(to_params(current.params).tracking)
+        for run_id in sorted(earlier):
+            if tracking.end_abandoned(uri, run_id):
+                log.info("job %s: MLflow run %s of an attempt that started over is ended as KILLED", record.id, run_id)
+    except Exception as exc:  # the job's state is what counts; the runs' status follows when it can
+        log.warning("job %s: could not end the MLflow runs of earlier attempts (%s)", record.id, exc)
 
 
 def end_mlflow_run(record: JobRecord, status: str) -> None:

@@ -52,6 +52,7 @@ from visapp.training.checkpoints import (
     checkpoint_key,
     plan_resume,
     prune_finished,
+    read_state,
     save_state,
     start_over,
     training_lock,
@@ -217,6 +218,16 @@ def _tracking_uri(params: Params) -> str | None:
         log.warning("%s; training without tracking (tracking.required=false)", exc)
         return None
     return uri
+
+
+def _end_abandoned_run(uri: str | None, state: dict[str, Any]) -> None:
+    """A training that starts over in a folder whose training died before it had an epoch to resume from (or
+    whose checkpoint cannot be read) leaves that training's MLflow run RUNNING: end it as KILLED, saying so."""
+    run_id = state.get("mlflow_run_id")
+    if uri is None or not run_id or state.get("tracking_uri") != uri:
+        return
+    if tracking.end_abandoned(uri, run_id):
+        log.info("train: MLflow run %s of the training that stopped there is ended as KILLED", run_id)
 
 
 def _open_run(uri: str | None, params: Params, metadata: dict[str, Any], key: str, state: dict[str, Any]) -> Run | None:
@@ -395,6 +406,7 @@ def train_model(
         plan = plan_resume(params.train.resume, ckpt_dir)
         mode, state, resume_epoch = plan.mode, plan.state, plan.epoch
         if mode == "fresh":
+            _end_abandoned_run(uri, read_state(ckpt_dir))
             start_over(base, ckpt_dir, plan)
         elif mode == "resume":
             log.info("train: resuming after epoch %s from %s", resume_epoch, run_dir / "weights" / "last.pt")

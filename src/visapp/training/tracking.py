@@ -162,6 +162,21 @@ class Run:
         self.client.set_terminated(self.run_id, status=status)
 
 
+def end_abandoned(uri: str, run_id: str) -> bool:
+    """End as KILLED a run left RUNNING by a training whose process died before it could resume it; whether it
+    was RUNNING. (A run that no longer exists, or one already ended, is left as it is.)"""
+    from mlflow.exceptions import MlflowException
+
+    client = client_for(uri)
+    try:
+        if client.get_run(run_id).info.status != "RUNNING":
+            return False
+        client.set_terminated(run_id, status="KILLED")
+    except MlflowException:
+        return False
+    return True
+
+
 def _experiment_id(client: MlflowClient, name: str) -> str:
     """The experiment's id, created when missing (two parallel trainings may race to create it: one wins)."""
     from mlflow.exceptions import MlflowException
