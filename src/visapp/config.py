@@ -179,7 +179,9 @@ class AuditConfig:
     """The label audit of the evaluate stage (`visapp.training.audit`): what it asks the model, what it shows."""
 
     confidence: float = field(metadata=_range(0, 1, above=True))  # the predictions' floor: cleanlab wants low ones
+    high_confidence: float = field(metadata=_range(0, 1, above=True))  # a sure prediction: a missed box, a swap
     top: int = field(metadata=_range(0))  # the samples drawn in audit.png and printed by `visapp audit`
+    folds: int = field(metadata=_range(0))  # 0: off; K >= 2: K extra trainings audit the train split too
 
 
 @dataclass

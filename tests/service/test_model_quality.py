@@ -147,3 +147,25 @@ def test_an_onnx_export_matches_pytorch_and_the_api_predicts_with_it(project, ma
         missing = api.post("/models/yolo@v9.0.0/predict", files={"image": ("a.png", png.getvalue(), "image/png")})
         assert missing.status_code == 404
     assert Path(project.root / "models" / "exports" / "yolo" / "v1.0.0.onnx").is_file()
+
+
+def test_audit_folds_audits_the_train_split_with_models_that_did_not_train_on_it(project):
+    """`audit.folds: 2`: two extra trainings (the current recipe, 3 epochs) each predict on the half of the train split
+    they left out; the audit then holds every val, test and train image once, and the fold runs leave nothing behind."""
+    from visapp.formats.yolo import DATA_YAML, read_data_yaml, split_list_images
+
+    project.set_params("audit.folds=2", "audit.confidence=0.0001")  # 3-epoch models are seldom sure of anything
+    project.commit("audit the train split too")
+    ran = project.run("dvc", "repro", env=project.env)
+    assert "Running stage 'evaluate'" in ran.stdout and "Running stage 'train'" not in ran.stdout
+    said = ran.stdout + ran.stderr
+    assert "fold 1 of 2: training on" in said and "fold 2 of 2: training on" in said
+    audit = json.loads((project.root / "models" / "yolo" / "audit.json").read_text())
+    assert audit["splits"] == ["val", "test", "train"]
+    yolo, raw = project.root / "data" / "yolo", project.root / "data" / "raw"
+    declared = read_data_yaml(yolo / DATA_YAML)
+    for split in ("val", "test", "train"):
+        audited = sorted(f["image"] for f in audit["findings"] if f["split"] == split)
+        assert audited == split_list_images(yolo, raw, declared.splits[split])
+    assert any(f["predicted"] for f in audit["findings"] if f["split"] == "train")  # the fold models answered
+    assert list((project.root / ".cache" / "evaluate").iterdir()) == []

@@ -6,6 +6,14 @@ label the model places elsewhere ("badloc"); each score is in [0, 1], lower is l
 score pools its boxes'. We do not compute any score ourselves: this module only puts our boxes in cleanlab's
 format and reads its answers.
 
+One of cleanlab's parameters is ours to set: the confidence from which a prediction counts as the model being
+sure (`high_confidence`). cleanlab's `get_label_quality_scores` fixes it at 0.95, made for confident models; a
+YOLO trained for tens of epochs scores most true objects 0.8-0.95, so at 0.95 it sees almost no missed box and no
+swapped class and ranks by the placement of the boxes alone. The image score is therefore built from cleanlab's
+public parts, as `get_label_quality_scores` builds it: the three per-box scores (`compute_*_box_scores`, with
+the threshold), pooled per image (`pool_box_scores_per_image`), and their geometric mean with equal weights
+(cleanlab's default aggregation); at 0.95 it equals `get_label_quality_scores` (tested).
+
 Compatibility: cleanlab 2.9 calls `numpy.in1d`, which numpy 2.4 removed; `numpy.isin` is its documented
 replacement (same arguments, same result for 1-d input), lent to numpy for the calls made here only.
 """
@@ -18,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+TINY = 1e-100  # cleanlab's floor under a log (its TINY_VALUE)
 KINDS = {"overlooked": "missing_box", "swap": "wrong_class", "badloc": "misplaced_box"}
 
 
@@ -82,22 +91,26 @@ def _lowest(scores: Any) -> tuple[float, int] | None:
     return float(values[index]), index
 
 
-def label_issues(images: Sequence[ImageBoxes], classes: int) -> list[LabelIssue]:
-    """cleanlab's label-quality verdict on each image (in the order given)."""
+def label_issues(images: Sequence[ImageBoxes], classes: int, high_confidence: float) -> list[LabelIssue]:
+    """cleanlab's label-quality verdict on each image (in the order given); a prediction of `high_confidence` or
+    more is one the model is sure of (a missed box, a swapped class)."""
+    import numpy as np
     from cleanlab.object_detection import filter as issues_filter
     from cleanlab.object_detection import rank
 
     labels, predictions = _inputs(images, classes)
+    given = {"labels": labels, "predictions": predictions}
     # cleanlab prints its pruning counts to stdout: kept out of a stage's output (the log says what matters).
     with _numpy_compat(), contextlib.redirect_stdout(io.StringIO()):
-        scores = rank.get_label_quality_scores(labels, predictions, verbose=False)
-        # cleanlab's own list of the images it calls issues, ranked by score (it is this call that needs in1d).
-        flagged = set(issues_filter.find_label_issues(labels, predictions, return_indices_ranked_by_score=True))
         per_kind = {
-            "overlooked": rank.compute_overlooked_box_scores(labels=labels, predictions=predictions),
-            "swap": rank.compute_swap_box_scores(labels=labels, predictions=predictions),
-            "badloc": rank.compute_badloc_box_scores(labels=labels, predictions=predictions),
+            "overlooked": rank.compute_overlooked_box_scores(**given, high_probability_threshold=high_confidence),
+            "swap": rank.compute_swap_box_scores(**given, high_probability_threshold=high_confidence),
+            "badloc": rank.compute_badloc_box_scores(**given),
         }
+        pooled = [rank.pool_box_scores_per_image(box_scores) for box_scores in per_kind.values()]
+        # cleanlab's own list of the images it calls issues, at its own thresholds (it is this call that needs in1d).
+        flagged = set(issues_filter.find_label_issues(labels, predictions, return_indices_ranked_by_score=True))
+    scores = np.exp(sum(np.log(TINY + image_scores) for image_scores in pooled) / len(pooled))
     found = []
     for index, score in enumerate(scores):
         worst: tuple[float, str, int] | None = None

@@ -5,8 +5,9 @@ The model predicts on each held-out image (down to `audit.confidence`: cleanlab 
 a missed object is one), and cleanlab's object-detection scores (`visapp.integrations.cleanlab`) rank the images
 by how likely their labels are wrong, naming the worst box's kind: a box the labeller missed, a wrong class, a
 misplaced box. The given boxes are the converted YOLO labels, in the frame training sees, in that image's pixels,
-as the predictions are. The images the model trained on are left out: its predictions there repeat the labels,
-errors included.
+as the predictions are. best.pt's own training images are left out: its predictions there repeat the labels,
+errors included. With `audit.folds: K` they are audited too, each predicted by one of K extra models that did
+not train on it (`visapp.training.folds`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from visapp.formats.yolo import DATA_YAML, Box, label_relpath, parse_labels, rea
 from visapp.fsio import write_json
 from visapp.integrations import cleanlab, ultralytics
 from visapp.integrations.dvc_env import repository_root
+from visapp.training.evaluate import scratch_folder
+from visapp.training.folds import out_of_fold
 from visapp.training.run import ULTRALYTICS_CACHE, resolve_device
 
 log = logging.getLogger(__name__)
@@ -92,38 +95,45 @@ def _round(values: Any) -> list[float]:
 
 
 def audit(params: Params, weights: Path) -> Audit:
-    """Predict on the held-out images with `weights` and rank them by cleanlab's label-quality scores."""
+    """Predict on the held-out images with `weights` (and, with `audit.folds`, on the train images with the fold
+    models) and rank them by cleanlab's label-quality scores."""
     yolo_dir, raw_dir = Path(params.paths.yolo), Path(params.paths.raw)
     declared = read_data_yaml(yolo_dir / DATA_YAML)
     names = declared.names
     annotations = {row.image: row.annotation for _, row in read_manifest(Path(params.paths.validated) / MANIFEST_FILE)}
+    splits = [s for s in AUDITED_SPLITS if s in declared.splits]
+    if params.audit.folds and "train" in declared.splits:
+        splits.append("train")  # predicted by the fold models (visapp.training.folds), not by best.pt
     samples: list[tuple[str, str, list[Box]]] = []  # (split, image, labels)
-    for split in AUDITED_SPLITS:
-        if split not in declared.splits:
-            continue
+    for split in splits:
         for image in split_list_images(yolo_dir, raw_dir, declared.splits[split]):
             label = yolo_dir / label_relpath(split, sample_id(image))
             samples.append((split, image, parse_labels(label.read_bytes(), label, len(names))))
     if not samples:
         raise VisError(f"{yolo_dir} has no val or test image to audit: rerun the convert stage")
     device = resolve_device("auto", ultralytics.cuda_device_count()).split(",")[0]
-    images, boxes = [], []
-    with ultralytics.session(repository_root() / ULTRALYTICS_CACHE):
+    held_out = [raw_dir / image for split, image, _ in samples if split != "train"]
+    with ultralytics.session(repository_root() / ULTRALYTICS_CACHE), scratch_folder() as scratch:
         # One box per place (NMS across classes): a model unsure of a class answers the object twice, and the
         # second box would read as an object the labeller missed.
-        images_of = [raw_dir / image for _, image, _ in samples]
-        predictions = ultralytics.predict(
-            weights, images_of, params.train.imgsz, params.audit.confidence, device, agnostic=True
+        answers = ultralytics.predict(
+            weights, held_out, params.train.imgsz, params.audit.confidence, device, agnostic=True
         )
-        for (_, _, labels), found in zip(samples, predictions, strict=True):
-            given = [(box.class_id, _xyxy(box, found.size)) for box in labels]
-            predicted: list[tuple[int, float, XYXY]] = [
-                (int(c), float(p), (float(xyxy[0]), float(xyxy[1]), float(xyxy[2]), float(xyxy[3])))
-                for xyxy, p, c in zip(found.xyxy, found.confidence, found.class_id, strict=True)
-            ]
-            images.append(found.size)
-            boxes.append(cleanlab.ImageBoxes(given, predicted))
-    verdicts = cleanlab.label_issues(boxes, len(names))
+        found = dict(zip(held_out, answers, strict=True))
+        if "train" in splits:
+            train = [image for split, image, _ in samples if split == "train"]
+            found.update({raw_dir / image: d for image, d in out_of_fold(params, train, scratch).items()})
+    images, boxes = [], []
+    for _, image, labels in samples:
+        detections = found[raw_dir / image]
+        given = [(box.class_id, _xyxy(box, detections.size)) for box in labels]
+        predicted: list[tuple[int, float, XYXY]] = [
+            (int(c), float(p), (float(xyxy[0]), float(xyxy[1]), float(xyxy[2]), float(xyxy[3])))
+            for xyxy, p, c in zip(detections.xyxy, detections.confidence, detections.class_id, strict=True)
+        ]
+        images.append(detections.size)
+        boxes.append(cleanlab.ImageBoxes(given, predicted))
+    verdicts = cleanlab.label_issues(boxes, len(names), params.audit.high_confidence)
     findings = []
     for (split, image, _), size, image_boxes, verdict in zip(samples, images, boxes, verdicts, strict=True):
         labelled: list[dict[str, Any]] = [{"class": names[c], "xyxy": _round(xyxy)} for c, xyxy in image_boxes.labels]
@@ -152,8 +162,9 @@ def audit(params: Params, weights: Path) -> Audit:
             )
         )
     findings.sort(key=lambda f: (f.score, f.image))
-    log.info("audit: %d held-out images, %d flagged by cleanlab", len(findings), sum(f.issue for f in findings))
-    return Audit([s for s in AUDITED_SPLITS if s in declared.splits], len(findings), findings)
+    log.info("audit: %d images of %s, %d flagged by cleanlab", len(findings), "/".join(splits),
+             sum(f.issue for f in findings))  # fmt: skip
+    return Audit(splits, len(findings), findings)
 
 
 def write_audit(found: Audit, params: Params, model_dir: Path) -> None:

@@ -67,7 +67,8 @@ def held_out_split(yolo_dir: Path) -> tuple[str, str | None]:
 
 
 @contextmanager
-def _scratch() -> Iterator[Path]:
+def scratch_folder() -> Iterator[Path]:
+    """A folder of its own under the repository's scratch space, removed afterwards (views, fold trainings)."""
     base = repository_root() / SCRATCH
     base.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="run-", dir=base))
@@ -95,8 +96,8 @@ def evaluating(params: Params, weights: Path, split: str | None = None, plots: b
         log.warning("evaluate: %s", note)
     # A GPU when there is one, else the CPU: evaluating is not training, and must run on a laptop too.
     device = resolve_device("auto", ultralytics.cuda_device_count())
-    with _scratch() as folder, ultralytics.session(repository_root() / ULTRALYTICS_CACHE):
-        data_yaml = dataset_view(params, folder / "data")
+    with scratch_folder() as folder, ultralytics.session(repository_root() / ULTRALYTICS_CACHE):
+        data_yaml = dataset_view(params, folder / "data").data_yaml
         found = ultralytics.validate_split(
             weights,
             data_yaml,

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from visapp.config import Params, TrainConfig, flatten, params_dict, train_argument_names
-from visapp.dataset.views import build_link_view
+from visapp.dataset.views import LinkView, build_link_view
 from visapp.errors import VisError
 from visapp.formats.manifest import MANIFEST_FILE, read_manifest
 from visapp.formats.metadata import METADATA_FILE, read_metadata
@@ -307,6 +307,26 @@ def _weights_path(params: Params, weights_dir: Path) -> Path | None:
     return weights_dir / weights  # a name: Ultralytics downloads it there where the network allows
 
 
+def _load_model(params: Params, checkpoint: Path | None) -> Any:
+    """The model to train: `checkpoint` to resume, else model.weights (or model.arch from scratch)."""
+    weights = _weights_path(params, repository_root() / ULTRALYTICS_CACHE / "weights")
+    try:
+        return ultralytics.load_model(params.model.arch, weights, checkpoint)
+    except (ConnectionError, FileNotFoundError, OSError) as exc:
+        raise VisError(
+            f"model.weights {params.model.weights!r} could not be loaded ({exc}); offline, put the file at {weights} "
+            f"or set model.weights to a local (DVC-tracked) path, or null to train from {params.model.arch}"
+        ) from None
+
+
+def fit_once(params: Params, data_yaml: Path, save_dir: Path, device: str) -> Path:
+    """One training with the train params on `data_yaml` into `save_dir`: no checkpoint to resume, no MLflow run,
+    no stage outputs (the label audit's fold models); its best.pt."""
+    model = _load_model(params, None)
+    ultralytics.fit(model, train_args(params, data_yaml.resolve(), save_dir.resolve(), device), lambda _: None)
+    return save_dir / "weights" / "best.pt"
+
+
 def _fit(
     params: Params,
     device: str,
@@ -317,14 +337,7 @@ def _fit(
 ) -> Metrics:
     """Run Ultralytics' training (or its resume) in `<ckpt_dir>/run`; return the metrics.json values."""
     run_dir = ckpt_dir / "run"
-    weights = _weights_path(params, repository_root() / ULTRALYTICS_CACHE / "weights")
-    try:
-        model = ultralytics.load_model(params.model.arch, weights, run_dir / "weights" / "last.pt" if resume else None)
-    except (ConnectionError, FileNotFoundError, OSError) as exc:
-        raise VisError(
-            f"model.weights {params.model.weights!r} could not be loaded ({exc}); offline, put the file at {weights} "
-            f"or set model.weights to a local (DVC-tracked) path, or null to train from {params.model.arch}"
-        ) from None
+    model = _load_model(params, run_dir / "weights" / "last.pt" if resume else None)
     args = train_args(params, data_yaml.resolve(), run_dir.resolve(), device)
     if resume:
         # Ultralytics takes the other arguments from the checkpoint; these may differ on another machine.
@@ -344,15 +357,15 @@ def _fit(
     return final_metrics(results, len(rows), reporter.seconds())
 
 
-def dataset_view(params: Params, dest: Path) -> Path:
+def dataset_view(params: Params, dest: Path) -> LinkView:
     """A link view of the converted dataset at `dest` (see visapp.dataset.views), with each split's Ultralytics
     label cache written from validate's manifest, so that Ultralytics does not open every image again before
-    the first batch; returns its data.yaml."""
+    the first batch."""
     view = build_link_view(Path(params.paths.yolo), Path(params.paths.raw), dest)
     manifest = Path(params.paths.validated) / MANIFEST_FILE
     if not manifest.is_file():
         log.info("train: %s not found; Ultralytics verifies the images itself", manifest)
-        return view.data_yaml
+        return view
     rows = {}
     for _, row in read_manifest(manifest):
         row.objects = []  # the labels come from data/yolo, as Ultralytics reads them; a third of the memory
@@ -362,7 +375,7 @@ def dataset_view(params: Params, dest: Path) -> Path:
     for split, list_file in view.lists.items():
         samples = {path: rows[ident] for path, ident in view.samples[split].items() if ident in rows}
         ultralytics_labels.write_label_cache(list_file, samples, classes, single_cls)
-    return view.data_yaml
+    return view
 
 
 def train_model(
@@ -417,7 +430,7 @@ def train_model(
             state.update(key=key, mlflow_run_id=run.run_id if run else None, tracking_uri=uri if run else None)
             state.setdefault("status", "training")
             save_state(ckpt_dir, state)
-            data_yaml = dataset_view(params, ckpt_dir / "data")
+            data_yaml = dataset_view(params, ckpt_dir / "data").data_yaml
             if mode != "finalize":
                 if mode == "resume":
                     _backfill_epochs(run, run_dir / "results.csv", resume_epoch or 0)
