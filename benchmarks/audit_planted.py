@@ -1,6 +1,7 @@
 """Does the label audit find planted label errors? Precision at k against the random ranking.
 
     .venv/bin/python benchmarks/audit_planted.py [--weights models/yolo/weights/best.pt] [--images 600] [--seeds 3]
+        [--confidence F] [--high-confidence F]
 
 Images the model never saw: the built-in sample's generator gives the same first 200 images (the demo's
 dataset, which the model trained on) and then new ones; images 200 to `--images` are checked by the data stages
@@ -68,6 +69,9 @@ def main() -> int:
     parser.add_argument(
         "--confidence", type=float, help="the audit's confidence floor (default: conf's audit.confidence)"
     )
+    parser.add_argument(
+        "--high-confidence", type=float, help="cleanlab's sure-prediction threshold (default: audit.high_confidence)"
+    )
     args = parser.parse_args()
     weights = Path(args.weights).resolve()
     if not weights.is_file():
@@ -95,6 +99,8 @@ def main() -> int:
         params["data"]["split"] = {"train": 0.01, "val": 0.5, "test": 0.49}  # all but a few: held out
         if args.confidence is not None:
             params["audit"]["confidence"] = args.confidence
+        if args.high_confidence is not None:
+            params["audit"]["high_confidence"] = args.high_confidence
         checked = to_params(params)
         run_data_stages(checked)
         clean = audit(checked, weights)
