@@ -1,6 +1,6 @@
 """The whole path at N images, each step's time and peak memory: ingest, upload, DVC, every stage, reruns.
 
-    .venv/bin/python benchmarks/scale.py --images 20000 [--json FILE]
+    .venv/bin/python benchmarks/scale.py --images 20000 [--json FILE] [--stages-only]
 
 Generates N small VOC images (the built-in sample's generator: 256 px JPEGs, 1-5 boxes of 3 classes, some
 backgrounds) with ImageSets lists (80/10/10), then, each as a whole process, with the peak memory of its process
@@ -13,7 +13,8 @@ tree (sampled every 0.1 s):
 3. each stage of `dvc repro` (train: 1 epoch at imgsz 64, and its time to the first batch), then a no-op
    `dvc repro` and `dvc status`, and a revalidation after adding 1% new images, against the full validate.
 
-The data stages against Ultralytics' own VOC path are `benchmarks/data_stages.py --images N`.
+`--stages-only` skips step 2 and the upload of step 1 (a third of the time): the stages, the no-op reruns and the
+revalidation only. The data stages against Ultralytics' own VOC path are `benchmarks/data_stages.py --images N`.
 """
 
 from __future__ import annotations
@@ -120,15 +121,78 @@ def anchor_copy(endpoint: str, bucket: str, files: list[Path], root: Path, uploa
     return round(time.monotonic() - started, 2)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=20000)
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
+def transfers(scratch: Path, project: Path, env: dict[str, str], results: dict[str, object]) -> None:
+    """The upload to the API (of step 1) and step 2: `dvc push` and `dvc pull` against boto3's plain copy."""
     import httpx
 
     from serving import free_port, serving
 
+    def run(*cmd: str) -> dict[str, float]:
+        return measure(list(cmd), project, env)
+
+    serve_env = {**env, "VISAPP_INLINE_LIMIT": "1", "VISAPP_WORK_DIR": str(scratch / "work"),
+                 "VISAPP_STORE_URL": (scratch / "jobs").as_uri()}  # fmt: skip
+    with serving(scratch, serve_env, "--open", worker=True) as (url, server):
+        import psutil
+
+        def tree_rss() -> float:
+            top = psutil.Process(server.pid)
+            return sum(p.memory_info().rss for p in [top, *top.children(recursive=True)]) / 2**20
+
+        started = time.monotonic()
+        with (scratch / "voc.zip").open("rb") as handle:
+            answer = httpx.post(f"{url}/upload-dataset", files={"file": ("voc.zip", handle)}, timeout=3600)
+        answered, peak = round(time.monotonic() - started, 2), tree_rss()
+        job_id, state = answer.json()["job"]["id"], answer.json()["job"]["state"]
+        while state not in {"ready", "rejected", "failed"}:  # the worker checks it: validate, convert, metadata
+            time.sleep(0.2)
+            with contextlib.suppress(psutil.Error):
+                peak = max(peak, tree_rss())
+            state = httpx.get(f"{url}/jobs/{job_id}", timeout=60).json()["state"]
+        ready = round(time.monotonic() - started, 2)
+        results["upload"] = {"seconds_to_answer": answered, "seconds_to_ready": ready, "status": answer.status_code,
+                             "state": state, "server_peak_mb": round(peak, 1)}  # fmt: skip
+
+    # DVC's remote on the loopback S3 server, against the plain copy.
+    port = free_port()
+    moto = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(endpoint, timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="x",
+                     aws_secret_access_key="x").create_bucket(Bucket="scale")  # fmt: skip
+        dvc = str(VENV_BIN / "dvc")
+        subprocess.run([dvc, "remote", "add", "-d", "storage", "s3://scale/dvc"], cwd=project, check=True, env=env)
+        subprocess.run([dvc, "remote", "modify", "storage", "endpointurl", endpoint], cwd=project, check=True,
+                       env=env)  # fmt: skip
+        subprocess.run(["git", "add", "-A"], cwd=project, check=True, env=env)
+        subprocess.run(["git", "commit", "-q", "-m", "data"], cwd=project, check=True, env=env)
+        results["dvc_push"] = run(dvc, "push", "-j", str(JOBS))
+        files = sorted(p for p in (project / "data" / "raw").rglob("*") if p.is_file())
+        results["anchor_upload_seconds"] = anchor_copy(endpoint, "scale", files, project / "data" / "raw", True)
+        clone = scratch / "clone"
+        subprocess.run(["git", "clone", "-q", str(project), str(clone)], check=True, env=env)
+        results["dvc_pull"] = measure([dvc, "pull", "-j", str(JOBS), "data/raw"], clone, env)  # no stage has run yet
+        results["anchor_download_seconds"] = anchor_copy(endpoint, "scale", files, project / "data" / "raw", False)
+    finally:
+        moto.terminate()
+        moto.wait()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=20000)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--stages-only", action="store_true", help="skip the upload, dvc push and dvc pull")
+    args = parser.parse_args()
     results: dict[str, object] = {"images": args.images}
     with tempfile.TemporaryDirectory(prefix="vis-scale-") as tmp:
         scratch = Path(tmp)
@@ -150,63 +214,9 @@ def main() -> int:
             return measure(list(cmd), project, env, first_line)
 
         results["ingest"] = run(str(VENV_BIN / "visapp"), "ingest", str(scratch / "voc.zip"))
-        serve_env = {**env, "VISAPP_INLINE_LIMIT": "1", "VISAPP_WORK_DIR": str(scratch / "work"),
-                     "VISAPP_STORE_URL": (scratch / "jobs").as_uri()}  # fmt: skip
-        with serving(scratch, serve_env, "--open", worker=True) as (url, server):
-            import psutil
-
-            def tree_rss() -> float:
-                top = psutil.Process(server.pid)
-                return sum(p.memory_info().rss for p in [top, *top.children(recursive=True)]) / 2**20
-
-            started = time.monotonic()
-            with (scratch / "voc.zip").open("rb") as handle:
-                answer = httpx.post(f"{url}/upload-dataset", files={"file": ("voc.zip", handle)}, timeout=3600)
-            answered, peak = round(time.monotonic() - started, 2), tree_rss()
-            job_id, state = answer.json()["job"]["id"], answer.json()["job"]["state"]
-            while state not in {"ready", "rejected", "failed"}:  # the worker checks it: validate, convert, metadata
-                time.sleep(0.2)
-                with contextlib.suppress(psutil.Error):
-                    peak = max(peak, tree_rss())
-                state = httpx.get(f"{url}/jobs/{job_id}", timeout=60).json()["state"]
-            ready = round(time.monotonic() - started, 2)
-            results["upload"] = {"seconds_to_answer": answered, "seconds_to_ready": ready, "status": answer.status_code,
-                                 "state": state, "server_peak_mb": round(peak, 1)}  # fmt: skip
-
-        # DVC's remote on the loopback S3 server, against the plain copy.
-        port = free_port()
-        moto = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        endpoint = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(100):
-                try:
-                    httpx.get(endpoint, timeout=1)
-                    break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-            import boto3
-
-            boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="x",
-                         aws_secret_access_key="x").create_bucket(Bucket="scale")  # fmt: skip
-            dvc = str(VENV_BIN / "dvc")
-            subprocess.run([dvc, "remote", "add", "-d", "storage", "s3://scale/dvc"], cwd=project, check=True, env=env)
-            subprocess.run([dvc, "remote", "modify", "storage", "endpointurl", endpoint], cwd=project, check=True,
-                           env=env)  # fmt: skip
-            subprocess.run(["git", "add", "-A"], cwd=project, check=True, env=env)
-            subprocess.run(["git", "commit", "-q", "-m", "data"], cwd=project, check=True, env=env)
-            results["dvc_push"] = run(dvc, "push", "-j", str(JOBS))
-            files = sorted(p for p in (project / "data" / "raw").rglob("*") if p.is_file())
-            results["anchor_upload_seconds"] = anchor_copy(endpoint, "scale", files, project / "data" / "raw", True)
-            clone = scratch / "clone"
-            subprocess.run(["git", "clone", "-q", str(project), str(clone)], check=True, env=env)
-            results["dvc_pull"] = measure(
-                [dvc, "pull", "-j", str(JOBS), "data/raw"], clone, env
-            )  # no stage has run yet
-            results["anchor_download_seconds"] = anchor_copy(endpoint, "scale", files, project / "data" / "raw", False)
-        finally:
-            moto.terminate()
-            moto.wait()
+        if not args.stages_only:
+            transfers(scratch, project, env, results)
+        dvc = str(VENV_BIN / "dvc")
 
         # The pipeline, stage by stage, then reruns.
         subprocess.run([str(VENV_BIN / "python"), "-c", "import sys; from omegaconf import OmegaConf as O; "

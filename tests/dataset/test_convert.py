@@ -225,7 +225,7 @@ def test_convert_writes_labels_split_lists_and_data_yaml_and_no_image(tmp_path):
     out = tmp_path / "data" / "yolo"
     summary = convert(manifest, raw, out, DATA, seed=0)
 
-    assert {p.suffix for p in out.rglob("*") if p.is_file()} == {".txt", ".yaml"}
+    assert {p.suffix for p in out.rglob("*") if p.is_file()} == {".txt", ".yaml", ".json"}  # digest.json
     assert (out / "data.yaml").read_text() == (
         "path: .\ntrain: train.txt\nval: val.txt\ntest: test.txt\nnames:\n  0: circle\n  1: square\n  2: triangle\n"
     )
@@ -250,6 +250,21 @@ def test_convert_writes_labels_split_lists_and_data_yaml_and_no_image(tmp_path):
     text = str(summary)
     assert "train" in text
     assert "circle" in text
+
+
+def test_the_digest_names_every_file_convert_wrote_and_changes_with_one_label(tmp_path):
+    import json
+
+    rows = [row("a", obj("square", 11, 6, 51, 26), split="train"), row("b", obj("circle"), split="val")]
+    digests = []
+    for name, boxes in [("one", rows), ("again", rows), ("moved", [row("a", obj("square", 12, 6, 51, 26),
+                                                                        split="train"), rows[1]])]:  # fmt: skip
+        out = tmp_path / name
+        convert(write_manifest(tmp_path / f"{name}.jsonl", boxes), tmp_path / "raw", out, DATA, seed=0)
+        digest = json.loads((out / "digest.json").read_text())
+        assert digest["files"] == len([p for p in out.rglob("*") if p.is_file()]) - 1  # all but itself
+        digests.append(digest["sha256"])
+    assert digests[0] == digests[1] != digests[2]
 
 
 def test_convert_follows_the_design_formulas_in_the_label_file(tmp_path):

@@ -222,7 +222,8 @@ def test_export_yolo_writes_a_dataset_that_one_epoch_of_yolo_train_accepts(tmp_p
     write_manifest(project / "data/validated/manifest.jsonl", voc_manifest(project / "data/raw"))
     stage = run([sys.executable, str(REPO_ROOT / "stages" / "convert.py")], project)
     assert "convert: 24 images" in stage.stderr
-    assert {p.suffix for p in (project / "data/yolo").rglob("*") if p.is_file()} == {".txt", ".yaml"}
+    # labels, lists, data.yaml and digest.json: no image
+    assert {p.suffix for p in (project / "data/yolo").rglob("*") if p.is_file()} == {".txt", ".yaml", ".json"}
 
     run(["visapp", "export-yolo", "export"], project)
     export = project / "export"

@@ -140,14 +140,16 @@ def test_stage_reports_a_bad_param_without_a_traceback(make_project):
 def test_only_validate_reads_data_raw_and_a_changed_image_still_reruns_every_stage_after_it(sample_project):
     """data/raw is checked once per `dvc repro` (by validate, its one reader in dvc.yaml); the later stages depend
     on validate's manifest, which names every accepted image's content hash, so an image whose bytes change still
-    reruns them all."""
+    reruns them all. data/yolo likewise is checked once, as convert's output: the stages after it depend on its
+    digest.json."""
     import yaml
 
     stages = yaml.safe_load((sample_project.root / "dvc.yaml").read_text())["stages"]
     readers = sorted(name for name, stage in stages.items() if "${paths.raw}" in stage.get("deps", []))
     assert readers == ["validate"]
-    manifest = "${paths.validated}/manifest.jsonl"
-    assert all(manifest in stages[name]["deps"] for name in ("metadata", "train", "evaluate"))
+    assert not [name for name, stage in stages.items() if "${paths.yolo}" in stage.get("deps", [])]
+    for name in ("metadata", "train", "evaluate"):
+        assert {"${paths.validated}/manifest.jsonl", "${paths.yolo}/digest.json"} <= set(stages[name]["deps"])
 
     sample_project.run("dvc", "repro", "metadata")
     from PIL import Image
@@ -158,6 +160,16 @@ def test_only_validate_reads_data_raw_and_a_changed_image_still_reruns_every_sta
     again = sample_project.run("dvc", "repro", "metadata")
     for stage in DATA_STAGES:
         assert f"Running stage '{stage}'" in again.stdout, again.stdout
+
+    # A label edited by hand in data/yolo: convert's output changed, so DVC restores it (from its run cache, or by
+    # running convert); the digest is the same again, and nothing after convert reruns.
+    label = sample_project.root / "data/yolo/labels/train"
+    label = sorted(label.rglob("*.txt"))[0]
+    written = label.read_bytes()
+    label.write_bytes(b"0 0.5 0.5 0.1 0.1\n" + written)
+    edited = sample_project.run("dvc", "repro", "metadata")
+    assert "Stage 'convert' didn't change" not in edited.stdout and "Stage 'metadata' didn't change" in edited.stdout
+    assert label.read_bytes() == written
 
     # An annotation edit that changes no box: validate checks it, convert has nothing new to write; metadata
     # reruns, as it records which version of data/raw it describes (raw_dvc_hash, from data/raw.dvc).

@@ -13,6 +13,7 @@ Conventions (docs/architecture.md, "Conversion"):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from visapp.formats.image_formats import displayed_size
 from visapp.formats.manifest import MANIFEST_FILE, ManifestRow, read_manifest
 from visapp.formats.yolo import (
     DATA_YAML,
+    DIGEST_FILE,
     DataYaml,
     data_yaml_text,
     label_line,
@@ -35,7 +37,7 @@ from visapp.formats.yolo import (
     to_displayed_frame,
     voc_box_to_yolo,
 )
-from visapp.fsio import atomic_path
+from visapp.fsio import atomic_path, write_json
 from visapp.progress import Counter, ProgressCallback
 
 log = logging.getLogger(__name__)
@@ -124,6 +126,25 @@ def _label_lines(
     return lines
 
 
+class _Digest:
+    """One sha256 over every file convert writes, in the order written: (path, length, bytes) each (DIGEST_FILE)."""
+
+    def __init__(self) -> None:
+        self.hash, self.files = hashlib.sha256(), 0
+
+    def add(self, relpath: str, content: bytes) -> None:
+        self.hash.update(f"{relpath}\0{len(content)}\0".encode())
+        self.hash.update(content)
+        self.files += 1
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "files": self.files,
+            "sha256": self.hash.hexdigest(),
+            "about": "one hash of every file convert wrote here; the stages after convert depend on this file",
+        }
+
+
 def convert(
     manifest_path: Path,
     raw_dir: Path,
@@ -137,7 +158,8 @@ def convert(
     Args:
         manifest_path: data/validated/manifest.jsonl (one accepted sample a line).
         raw_dir: the VOC dataset the manifest's image paths are relative to.
-        out_dir: written as a whole: `labels/{split}/{id}.txt`, `{split}.txt`, `data.yaml`; no image is copied.
+        out_dir: written as a whole: `labels/{split}/{id}.txt`, `{split}.txt`, `data.yaml`, `digest.json`; no image
+            is copied.
         data: classes (their order gives the ids), pixel convention, difficult objects, split ratios.
         seed: the split hash's seed.
         progress: told after each sample (task "convert"; the total is unknown: the manifest is streamed).
@@ -157,6 +179,7 @@ def convert(
     # are written by path string, a few syscalls each: this loop runs once per image.
     image_prefix = split_entry_prefix(out_dir, raw_dir)
     counter = Counter(progress, "convert", None, "samples")
+    digest = _Digest()
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         made: set[str] = set()
@@ -172,8 +195,10 @@ def convert(
             if folder not in made:
                 Path(folder).mkdir(parents=True, exist_ok=True)
                 made.add(folder)
+            content = label_text(lines).encode("utf-8")
             with open(label, "wb") as handle:  # noqa: PTH123  by path string: see above
-                handle.write(label_text(lines).encode("utf-8"))
+                handle.write(content)
+            digest.add(label[len(str(tmp)) + 1 :], content)
             counts = summary.splits[split]
             counts.images += 1
             counts.objects += len(lines)
@@ -183,10 +208,14 @@ def convert(
             counter.advance()
         used = [name for name in SPLITS if name != "test" or lists[name]]
         for name in used:
-            (tmp / f"{name}.txt").write_text(split_list_text(lists[name]), encoding="utf-8", newline="\n")
+            text = split_list_text(lists[name]).encode("utf-8")
+            (tmp / f"{name}.txt").write_bytes(text)
+            digest.add(f"{name}.txt", text)
         (tmp / "labels").mkdir(exist_ok=True)
-        data_yaml = DataYaml(list(data.classes), {name: f"{name}.txt" for name in used}, ".")
-        (tmp / DATA_YAML).write_text(data_yaml_text(data_yaml), encoding="utf-8", newline="\n")
+        data_yaml = data_yaml_text(DataYaml(list(data.classes), {name: f"{name}.txt" for name in used}, ".")).encode()
+        (tmp / DATA_YAML).write_bytes(data_yaml)
+        digest.add(DATA_YAML, data_yaml)
+        write_json(tmp / DIGEST_FILE, digest.to_dict())
     counter.total = counter.done
     counter.report()
     for name in ("train", "val"):

@@ -19,6 +19,10 @@ from visapp.formats import SPLITS
 from visapp.fsio import is_plain_relpath
 
 DATA_YAML = "data.yaml"
+# Beside data.yaml: one hash of every file convert wrote (labels, split lists, data.yaml). The stages after convert
+# depend on this file instead of the folder, so a `dvc repro` checks the folder's N label files once (as convert's
+# output), not once per stage that reads them; a label that changes changes the digest.
+DIGEST_FILE = "digest.json"
 LABELS_DIR = "labels"
 IMAGES_DIR = "images"
 
