@@ -99,6 +99,8 @@ def test_the_audit_table_lists_the_likeliest_errors_with_the_files_to_open():
     assert "wrong class" in lines[3] and "square [1,2,30,40]" in lines[3]
     assert "data/raw/JPEGImages/7.jpg  data/raw/Annotations/7.xml" in lines[3]
     assert "a box is missing" in lines[4] and "circle 0.91" in lines[4]
+    folds = {**audit, "splits": ["val", "test", "train"]}  # audit.folds: the train split predicted out of fold
+    assert "(val, test, train out of fold)" in format_audit(folds, Path("data/raw"), top=5).splitlines()[0]
 
 
 def test_an_evaluation_takes_the_test_split_and_says_so_when_there_is_none(tmp_path):

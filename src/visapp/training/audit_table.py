@@ -36,8 +36,10 @@ def format_audit(audit: dict[str, Any], raw_dir: Path, top: int) -> str:
     """The first `top` findings as a table: rank, score, what looks wrong, the box involved, the image and its
     annotation (paths a labeller opens, under `raw_dir`)."""
     findings = audit["findings"][:top]
+    # With audit.folds the train split is audited too, each image held out from the fold model that predicted it.
+    splits = ", ".join(f"{split} out of fold" if split == "train" else split for split in audit["splits"])
     head = (
-        f"label audit of {audit['images']} held-out images ({', '.join(audit['splits'])}): {audit['flagged']} "
+        f"label audit of {audit['images']} held-out images ({splits}): {audit['flagged']} "
         f"flagged by cleanlab; the {len(findings)} likeliest errors (score: lower is likelier)"
     )
     rows = [("#", "score", "flagged", "looks like", "box (class, confidence, xyxy px)", "image / annotation")]
