@@ -33,3 +33,13 @@ def test_a_snapshot_holds_the_checkpoint_but_neither_the_dataset_view_nor_what_a
     assert not (copied / "data").exists()
     assert (copied / "run" / "linked").is_symlink()  # copied as a link: no image is copied
     assert not list((tmp_path / "scratch" / SNAPSHOTS).glob("*.partial"))
+
+
+def test_a_trainer_knows_when_its_worker_is_gone():
+    """Once the worker that started it is gone, the trainer writes nothing more into the scratch being swept."""
+    import os
+
+    from visapp.service.trainer import orphaned
+
+    assert not orphaned(os.getppid())
+    assert orphaned(os.getppid() + 1_000_000)

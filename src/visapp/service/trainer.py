@@ -57,9 +57,19 @@ _ABSOLUTE = re.compile(r"(?<![\w.:/])/(?:[\w.@+-]+/)+[\w.@+-]*")  # an absolute 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # terminal colours in a library's message
 
 
+def _worker() -> int:
+    return int(os.environ.get(WORKER_PID) or os.getppid())
+
+
+def orphaned(worker: int) -> bool:
+    """Whether the worker that started this process is gone: its scratch folder is then another's to sweep, and
+    nothing more may be written there (a write racing the sweep would leave a file behind)."""
+    return os.getppid() != worker
+
+
 def end_with_worker(interval: float = 1.0) -> None:
     """SIGTERM this process once its parent is no longer the worker that started it (a daemon thread)."""
-    worker = int(os.environ.get(WORKER_PID) or os.getppid())
+    worker = _worker()
 
     def watch() -> None:
         while os.getppid() == worker:
@@ -114,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     from visapp.training.run import train_model
 
     scratch = Path((argv or sys.argv[1:])[0])
+    worker = _worker()
     end_with_worker()
     _tell(scratch, {"phase": "starting the training: loading Ultralytics and building the model"})
     spec = json.loads((scratch / TRAINER_FILE).read_text(encoding="utf-8"))
@@ -136,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         _tell(scratch, trained)
         run_evaluate(params)  # eval.json, audit.json and their figures, beside the weights: as the evaluate stage
     except Exception as exc:
+        if orphaned(worker):  # killed with its worker: no one reads the error, and the folder is being swept
+            raise
         told = str(exc) if isinstance(exc, VisError) else f"the training failed ({type(exc).__name__}: {exc})"
         (scratch / ERROR_FILE).write_text(json.dumps({"error": scrub(told, scratch)}), encoding="utf-8")
         raise
