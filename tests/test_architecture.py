@@ -192,11 +192,17 @@ def test_every_public_definition_has_a_docstring():
 
 # Documents that live outside this repository, and tracker references (an issue, a step or an acceptance criterion
 # of a plan by number): a reader of the repository cannot follow them.
-OUTSIDE_REFERENCES = re.compile(r"DESIGN\.md|STYLE\.md|\b[Ii]ssue \d+|\bStep \d+\b|\bAcceptance \d+\b")
+# The names are put together here so that this file does not itself cite them.
+OUTSIDE_DOCUMENTS = ("DES" + "IGN", "STY" + "LE")
+OUTSIDE_REFERENCES = re.compile(
+    "|".join(rf"{name}\.md" for name in OUTSIDE_DOCUMENTS) + r"|\b[Ii]ssue \d+|\bStep \d+\b|\bAcceptance \d+\b"
+)
 
 
 def test_the_reference_check_bites():
-    for line in ("see DESIGN.md", "as issue 404 says", "Step 99 - cleanup", "Acceptance 99: convert copies no image"):
+    cited = [f"see {OUTSIDE_DOCUMENTS[0]}.md", "as iss" + "ue 404 says", "St" + "ep 99 - cleanup",
+             "Accep" + "tance 99: convert copies no image"]  # fmt: skip
+    for line in cited:
         assert OUTSIDE_REFERENCES.search(line), line
     assert not OUTSIDE_REFERENCES.search("acceptance tests; 9 steps; the issue code bbox_invalid")
 
